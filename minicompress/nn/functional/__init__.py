@@ -1,0 +1,1 @@
+"""Functional forward/backward pairs: the math of every op, written once."""
