@@ -23,13 +23,13 @@ def digits_cnn(channels: tuple[int, int] = (16, 32), hidden: int = 64, num_class
     )
 
 
-def digits_mlp(hidden: tuple[int, ...] = (128, 64), num_classes: int = 10,
+def digits_mlp(hidden: tuple[int, ...] = (128,), num_classes: int = 10,
                rng: np.random.Generator | None = None) -> nn.Sequential:
-    """Flatten (64) -> [Linear -> ReLU] per hidden width -> Linear(num_classes)."""
+    """Flatten (64) -> [Linear -> BatchNorm1d -> ReLU] per hidden width -> Linear(num_classes)."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = 64
     for h in hidden:
-        layers += [nn.Linear(width, h, rng=rng), nn.ReLU()]
+        layers += [nn.Linear(width, h, rng=rng), nn.BatchNorm1d(h), nn.ReLU()]
         width = h
     layers.append(nn.Linear(width, num_classes, rng=rng))
     return nn.Sequential(*layers)

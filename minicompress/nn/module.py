@@ -171,6 +171,9 @@ class Module:
         param = self._parameters.get(name)
         if param is None:
             raise RuntimeError(f"{self._name()}: no parameter or gradient hook named {name!r}")
+        if np.shape(grad) != param.data.shape:
+            raise ValueError(f"{self._name()}: gradient for {name!r} has shape {np.shape(grad)}, "
+                             f"the parameter has shape {param.data.shape}")
         if param.grad is None:
             param.grad = np.array(grad, dtype=param.data.dtype, copy=True)
         else:
@@ -198,7 +201,7 @@ class Module:
         cache = self.__dict__.get("_cache")
         if cache is None:
             raise RuntimeError(f"{self._name()}: backward() called without a forward() with gradients "
-                               f"enabled (outside no_grad()) since the last backward")
+                               f"enabled (outside no_grad())")
         return cache
 
     # ------------------------------------------------------------------ traversal
@@ -342,13 +345,8 @@ class Module:
         if errors:
             raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(errors))
         for key, (owner, name, current) in slots.items():
-            if key not in state_dict:
-                continue
-            value = np.array(state_dict[key], dtype=current.dtype, copy=True)
-            if name in owner._parameters:
-                owner._parameters[name].data = value
-            else:
-                owner._buffers[name] = value
+            if key in state_dict:    # copy into the existing array, as PyTorch's param.copy_(value)
+                current[...] = np.asarray(state_dict[key]).astype(current.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing
