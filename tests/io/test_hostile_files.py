@@ -1,0 +1,314 @@
+"""Hostile, corrupt and truncated files are refused with clear errors and without side effects.
+
+A pickle that would run ``os.system`` / ``eval`` / ``subprocess`` (named with the GLOBAL, STACK_GLOBAL,
+INST or EXT opcodes, alone or hidden inside a real checkpoint) must raise ``UnsafePickleError`` and
+leave no trace: the marker file its payload would create never appears, the module it names is not
+imported, and no audit event for running code or writing files fires. Fuzzing random and mutated
+files may only ever raise ``FileFormatError``.
+"""
+import copyreg
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+from hypothesis import given
+
+from io_testing import no_code_execution, replace_member
+from minicompress.io import FileFormatError, UnsafePickleError, load_state_dict_file
+from minicompress.io.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL
+
+
+class Reduce:
+    """Pickles as ``fn(*args)``: what a malicious checkpoint's ``__reduce__`` looks like."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def payloads(marker):
+    touch = f"open({str(marker)!r}, 'w').close()"
+    return {
+        "os.system": Reduce(os.system, f"touch {marker}"),
+        "eval": Reduce(eval, touch),
+        "exec": Reduce(exec, touch),
+        "subprocess": Reduce(subprocess.call, ["touch", str(marker)]),
+        "getattr chain": Reduce(getattr, Reduce(__import__, "os"), "system"),
+    }
+
+
+# --------------------------------------------------------------------------- hand-made checkpoints
+def op_global(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def op_str(text):
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def op_int(n):
+    return b"J" + struct.pack("<i", n)
+
+
+def op_tuple(*items):
+    return b"(" + b"".join(items) + b"t"
+
+
+def tensor_record(size, stride, offset=0, numel=4, storage="FloatStorage", key="0", legacy=False):
+    """The pickle opcodes torch.save emits for one tensor (``_rebuild_tensor_v2``)."""
+    pid = [op_str("storage"), op_global("torch", storage), op_str(key), op_str("cpu"), op_int(numel)]
+    pid += [b"N"] if legacy else []
+    return (op_global("torch._utils", "_rebuild_tensor_v2")
+            + op_tuple(op_tuple(*pid) + b"Q", op_int(offset), op_tuple(*map(op_int, size)),
+                       op_tuple(*map(op_int, stride)), b"\x89", op_global("collections", "OrderedDict") + b")R")
+            + b"R")
+
+
+def state_dict_pickle(**records):
+    body = b"".join(op_str(k) + v for k, v in records.items())
+    return b"\x80\x02}(" + body + b"u."
+
+
+def zip_checkpoint(data_pkl, storages=None):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        for key, raw in (storages or {}).items():
+            archive.writestr(f"archive/data/{key}", raw)
+    return out.getvalue()
+
+
+def legacy_checkpoint(main_pickle, storages=None):
+    storages = storages or {}
+    head = b"".join(pickle.dumps(x, protocol=2) for x in (
+        LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": LEGACY_PROTOCOL, "little_endian": True}))
+    tail = pickle.dumps(list(storages), protocol=2)
+    blobs = b"".join(struct.pack("<q", len(raw) // 4) + raw for raw in storages.values())
+    return head + main_pickle + tail + blobs
+
+
+FLOATS = np.arange(4, dtype="<f4").tobytes()
+VALID_PKL = state_dict_pickle(w=tensor_record((2, 2), (1, 2)), b=tensor_record((3,), (1,), offset=1))
+VALID_ZIP = zip_checkpoint(VALID_PKL, {"0": FLOATS})
+VALID_LEGACY = legacy_checkpoint(
+    state_dict_pickle(w=tensor_record((2, 2), (1, 2), legacy=True), b=tensor_record((3,), (1,), 1, legacy=True)),
+    {"0": FLOATS})
+
+
+def load_bytes(tmp_path, data, name="model.pt"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with no_code_execution():
+        return load_state_dict_file(path)
+
+
+@pytest.mark.parametrize("data", [VALID_ZIP, VALID_LEGACY], ids=["zip", "legacy"])
+def test_hand_made_checkpoints_load(tmp_path, data):
+    """The builders above are right, so the refusals below are about the hostile part only."""
+    sd = load_bytes(tmp_path, data)
+    np.testing.assert_array_equal(sd["w"], np.arange(4, dtype=np.float32).reshape(2, 2).T)
+    np.testing.assert_array_equal(sd["b"], np.array([1, 2, 3], dtype=np.float32))
+
+
+# --------------------------------------------------------------------------- hostile pickles
+@pytest.mark.parametrize("protocol", [0, 2, 4])  # 0 and 2: GLOBAL; 4: STACK_GLOBAL
+@pytest.mark.parametrize("container", ["plain pickle", "zip", "legacy", "inside a state dict"])
+@pytest.mark.parametrize("payload", ["os.system", "eval", "exec", "subprocess", "getattr chain"])
+def test_malicious_reducers_are_refused_without_side_effects(tmp_path, protocol, container, payload):
+    marker = tmp_path / "pwned"
+    evil = payloads(marker)[payload]
+    if container == "inside a state dict":  # a real tensor first, then the payload, in data.pkl
+        pkl = state_dict_pickle(w=tensor_record((4,), (1,)), x=pickle.dumps(evil, protocol=protocol)[2:-1]) \
+            if protocol else pickle.dumps({"w": 1, "x": evil}, protocol=protocol)
+        data = zip_checkpoint(pkl, {"0": FLOATS})
+    else:
+        pkl = pickle.dumps(evil, protocol=protocol)
+        data = {"plain pickle": pkl, "zip": zip_checkpoint(pkl), "legacy": legacy_checkpoint(pkl)}[container]
+    if container == "plain pickle" and protocol == 0:  # no \x80 header: not even taken for a pickle
+        expected = pytest.raises(FileFormatError, match="unrecognised leading bytes")
+    else:
+        expected = pytest.raises(UnsafePickleError, match=r"refusing to load '[\w.]+' from .*model\.pt: only "
+                                                          r"tensors and plain containers are allowed")
+    with expected:
+        load_bytes(tmp_path, data)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", ["os.system", "eval", "exec", "subprocess"])
+def test_the_payloads_are_real(tmp_path, payload):
+    """Unpickled the ordinary way, each payload does create its marker (and trips the audit hook)."""
+    marker = tmp_path / "pwned"
+    with pytest.raises(AssertionError, match="side effects"), no_code_execution():
+        pickle.loads(pickle.dumps(payloads(marker)[payload], protocol=2))
+    assert marker.exists()
+
+
+def test_refusal_happens_before_import(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "booby_trap_module.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = b"\x80\x02" + op_global("booby_trap_module", "f") + b")R."
+    with pytest.raises(UnsafePickleError, match="'booby_trap_module.f'"):
+        load_bytes(tmp_path, data)
+    assert "booby_trap_module" not in sys.modules and not marker.exists()
+
+
+def test_inst_and_ext_opcodes_go_through_the_same_gate(tmp_path):
+    marker = tmp_path / "pwned"
+    inst = b"(S'touch " + str(marker).encode() + b"'\nios\nsystem\n."  # protocol 0 INST
+    with pytest.raises(UnsafePickleError, match="'os.system'"):
+        load_bytes(tmp_path, legacy_checkpoint(inst))
+    module = os.system.__module__  # 'posix' or 'nt'
+    copyreg.add_extension(module, "system", 0x7F01)
+    try:
+        ext = pickle.dumps(Reduce(os.system, f"touch {marker}"), protocol=2)
+        assert b"\x83" in ext  # EXT2 instead of GLOBAL
+        with pytest.raises(UnsafePickleError, match=f"'{module}.system'"):
+            load_bytes(tmp_path, legacy_checkpoint(ext[2:]))
+    finally:
+        copyreg.remove_extension(module, "system", 0x7F01)
+    assert not marker.exists()
+
+
+def test_only_the_listed_torch_names_are_allowed(tmp_path):
+    for module, name in [("torch", "load"), ("torch._utils", "_rebuild_qtensor"), ("torch.serialization", "load"),
+                         ("torch.nn.modules.linear", "Linear"), ("numpy", "load"), ("builtins", "getattr")]:
+        with pytest.raises(UnsafePickleError, match=f"'{module}.{name}'"):
+            load_bytes(tmp_path, zip_checkpoint(b"\x80\x02" + op_global(module, name) + b"."))
+
+
+# --------------------------------------------------------------------------- malformed tensor records
+BAD_RECORDS = {
+    "reads past the storage": (tensor_record((3,), (2,)), "reads element 4 of storage '0', which has 4"),
+    "offset past the storage": (tensor_record((1,), (1,), offset=4), "reads element 4"),
+    "negative stride": (tensor_record((2,), (-1,)), "invalid stride -1"),
+    "negative size": (tensor_record((-2,), (1,)), "invalid size -2"),
+    "size/stride rank mismatch": (tensor_record((2, 2), (1,)), "differ in length"),
+    "storage size lies": (tensor_record((2,), (1,), numel=1000), "storage '0' has 16 bytes, its record says 4000"),
+    "missing storage": (tensor_record((2,), (1,), key="7"), "archive/data/7 is missing"),
+    "unknown storage type": (tensor_record((2,), (1,), storage="QInt8Storage"), "'torch.QInt8Storage'"),
+    "bytearray(n) allocation": (op_global("__builtin__", "bytearray") + op_tuple(op_int(2**31 - 1)) + b"R",
+                                "unsupported _codecs.encode\\(int"),
+    "codecs other than latin1": (op_global("_codecs", "encode") + op_tuple(op_str("x"), op_str("rot13")) + b"R",
+                                 "unsupported _codecs.encode\\(str, 'rot13'\\)"),
+    "huge broadcast": (tensor_record((2**20, 2**20, 2**10), (0, 0, 0)), "far more memory than the file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_malformed_tensor_records_are_refused(tmp_path, case):
+    record, message = BAD_RECORDS[case]
+    with pytest.raises(FileFormatError, match=message):
+        load_bytes(tmp_path, zip_checkpoint(state_dict_pickle(w=record), {"0": FLOATS}))
+
+
+def test_memo_bomb_is_refused_before_allocating(tmp_path):
+    # 12 bytes that make the C unpickler fill a 4 GB memo if run unchecked
+    with pytest.raises(FileFormatError, match="memo index 268435455"):
+        load_bytes(tmp_path, zip_checkpoint(b"\x80\x02Nr\xff\xff\xff\x0f."))
+
+
+# --------------------------------------------------------------------------- wrong magic, truncation
+def _zip_with(member, content):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr(member, content)
+    return out.getvalue()
+
+
+NOT_NPZ = _zip_with("notes.txt", "hello")
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("model.pt", b"GIF89a" + bytes(20), r"not a PyTorch checkpoint \(zip or pickle\): unrecognised leading bytes"),
+    ("model.pt", b"PK\x03\x04" + bytes(30), "corrupt zip archive"),
+    ("model.pt", VALID_ZIP[:len(VALID_ZIP) // 2], "corrupt zip archive"),
+    ("model.pt", VALID_LEGACY[:-5], "storage '0' truncated"),
+    ("model.pt", VALID_LEGACY[:40], "corrupt"),
+    ("model.pt", pickle.dumps(12345, protocol=2), "wrong magic number"),
+    ("model.pt", zip_checkpoint(b"\x80\x02}."), ""),
+    ("model.npz", b"\x93NUMPY" + bytes(20), r"not an \.npz archive"),
+    ("weights.npz", NOT_NPZ,
+     "unexpected member 'notes.txt'"),
+    ("weights.pt", NOT_NPZ, "a zip archive without data.pkl"),
+    ("model.bin", b"", "unrecognised leading bytes b''"),
+])
+def test_wrong_magic_and_truncated_files(tmp_path, name, data, message):
+    if not message:  # an empty state dict is a valid (if useless) checkpoint
+        assert load_bytes(tmp_path, data, name) == {}
+        return
+    with pytest.raises(FileFormatError, match=message) as info:
+        load_bytes(tmp_path, data, name)
+    assert name in str(info.value)
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(FileFormatError, match="corrupt .npz archive.*allow_pickle=False"):
+        load_state_dict_file(path)
+
+
+# --------------------------------------------------------------------------- fuzzing
+def mutate(data, mutations):
+    data = bytearray(data)
+    for position, value in mutations:
+        data[position % len(data)] = value
+    return bytes(data)
+
+
+mutation_lists = st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), min_size=1, max_size=6)
+
+
+def must_refuse_or_load(tmp_path, data, name="f.pt"):
+    try:
+        sd = load_bytes(tmp_path, data, name)
+    except FileFormatError:
+        return
+    assert all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in sd.items())
+
+
+@given(st.binary(max_size=300), st.sampled_from(["f.pt", "f.pth", "f.npz", "f.safetensors", "f.bin"]))
+def test_fuzz_random_bytes(tmp_path_factory, data, name):
+    with pytest.raises(FileFormatError):
+        load_bytes(tmp_path_factory.mktemp("fz"), data, name)
+
+
+@given(mutation_lists)
+def test_fuzz_mutated_pickle_inside_a_valid_zip(tmp_path_factory, mutations):
+    must_refuse_or_load(tmp_path_factory.mktemp("fz"), zip_checkpoint(mutate(VALID_PKL, mutations), {"0": FLOATS}))
+
+
+@given(mutation_lists, st.none() | st.integers(0, len(VALID_LEGACY)))
+def test_fuzz_mutated_legacy_checkpoint(tmp_path_factory, mutations, cut):
+    must_refuse_or_load(tmp_path_factory.mktemp("fz"), mutate(VALID_LEGACY, mutations)[:cut])
+
+
+@given(mutation_lists, st.none() | st.integers(0, len(VALID_ZIP)))
+def test_fuzz_mutated_zip(tmp_path_factory, mutations, cut):
+    must_refuse_or_load(tmp_path_factory.mktemp("fz"), mutate(VALID_ZIP, mutations)[:cut])
+
+
+def test_fuzz_torch_written_file(torch, tmp_path):
+    """Mutations of a real torch.save file, its data.pkl rezipped with a valid CRC."""
+    buffer = io.BytesIO()
+    torch.save({"a": torch.randn(3, 4).t(), "b": torch.arange(5)[1:], "n": {"c": torch.ones(2, dtype=torch.half)}},
+               buffer)
+    data = buffer.getvalue()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        pkl = archive.read("archive/data.pkl")
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        mutations = zip(rng.integers(0, len(pkl), 3).tolist(), rng.integers(0, 256, 3).tolist())
+        must_refuse_or_load(tmp_path, replace_member(data, "data.pkl", mutate(pkl, mutations)))
