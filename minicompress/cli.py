@@ -51,6 +51,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if np.isfinite(result["loss"]) else 1
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from . import io
+
+    print(io.describe(args.file))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minicompress",
                                      description="Pure-NumPy neural-network compression: prune, quantize, distill.")
@@ -68,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("inspect", help="print the layers, shapes, dtypes, sparsity and size of a model or state-dict file",
+                       description="Describe a minicompress model file, .npz, .safetensors or PyTorch .pt/.pth file.")
+    p.add_argument("file", help="the file to describe")
+    p.set_defaults(func=_cmd_inspect)
     return parser
 
 
