@@ -1,0 +1,29 @@
+"""Pruning: ``torch.nn.utils.prune``'s masks and re-parametrisation, schedules, reports, channel surgery.
+
+- ``functional`` / ``methods`` / ``base``: the PyTorch API (``l1_unstructured``, ``ln_structured``,
+  ``global_unstructured``, ``remove``, ... and the method classes), masks bit-identical to PyTorch's;
+- ``schedule``: gradual (Zhu & Gupta) pruning callback, iterative prune-and-fine-tune, lottery-ticket rewinding;
+- ``report``: per-tensor and total sparsity, dense vs sparse bytes;
+- ``surgery`` / ``graph``: ``channel_prune`` returns a physically smaller dense model;
+- ``slimming``: the BatchNorm-scale L1 penalty for network slimming;
+- ``sparse`` / ``kernels``: ``SparseLinear``, a Numba CSR kernel for unstructured-sparse inference.
+"""
+from .functional import (custom_from_mask, global_unstructured, identity, is_pruned, l1_unstructured,
+                         ln_structured, random_structured, random_unstructured, remove)
+from .methods import (BasePruningMethod, CustomFromMask, Identity, L1Unstructured, LnStructured,
+                      PruningContainer, RandomStructured, RandomUnstructured, effective_weight, pruning_hook)
+from .report import format_report, sparsity_report
+from .schedule import (GradualPruning, RewindPoint, iterative_pruning, polynomial_sparsity, prunable_weights,
+                       prune_to_sparsity, rewind_weights, snapshot_weights)
+from .slimming import BNScalePenalty, bn_scale_l1
+from .sparse import SparseLinear
+from .surgery import bake_pruning, channel_prune, plan_channel_prune
+
+__all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structured", "ln_structured",
+           "global_unstructured", "custom_from_mask", "remove", "is_pruned",
+           "BasePruningMethod", "PruningContainer", "Identity", "RandomUnstructured", "L1Unstructured",
+           "RandomStructured", "LnStructured", "CustomFromMask", "effective_weight", "pruning_hook",
+           "sparsity_report", "format_report",
+           "polynomial_sparsity", "GradualPruning", "prunable_weights", "prune_to_sparsity",
+           "snapshot_weights", "rewind_weights", "RewindPoint", "iterative_pruning",
+           "BNScalePenalty", "bn_scale_l1", "SparseLinear", "channel_prune", "plan_channel_prune", "bake_pruning"]

@@ -1,0 +1,217 @@
+"""The base of every pruning method: the re-parametrisation of a module's tensor, and containers.
+
+Each method answers one question, ``compute_mask(t, default_mask) -> mask``: given importance
+scores ``t`` (by default the tensor itself) and the mask of earlier prunes, which entries survive.
+A mask is an array of 0s and 1s of ``t``'s shape and dtype, and never revives an entry the
+``default_mask`` removed (the concrete methods are in ``methods``).
+
+``Method.apply(module, name, ...)`` re-parametrises ``module.<name>`` exactly as PyTorch does::
+
+    <name>_orig   the original Parameter object (same object; optimizers keep working)
+    <name>_mask   buffer, same dtype as the weight
+    <name>        plain array  = <name>_mask * <name>_orig        (1)
+
+(1) is recomputed by a forward pre-hook (the method object itself) before every forward, and the
+gradient a layer reports for ``<name>`` reaches ``<name>_orig.grad`` as ``grad * <name>_mask``.
+A pruned negative weight is therefore -0.0, as in PyTorch. A second prune of the same tensor wraps
+the methods in a ``PruningContainer``, whose last method only sees what is still unpruned.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..nn.module import Module
+
+__all__ = ["pruning_hook", "effective_weight", "BasePruningMethod", "PruningContainer"]
+
+
+class _MaskedGradient:
+    """Gradient hook: ``<name>_orig.grad += grad * <name>_mask`` (d(mask * orig)/d orig = mask)."""
+
+    def __init__(self, module: Module, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self, grad: np.ndarray) -> None:
+        param = self.module._parameters[self.name + "_orig"]
+        masked = grad * self.module._buffers[self.name + "_mask"]
+        if param.grad is None:
+            param.grad = np.array(masked, dtype=param.data.dtype, copy=True)
+        else:
+            param.grad += masked
+
+
+def pruning_hook(module: Module, name: str) -> "BasePruningMethod | None":
+    """The pruning method (or container) acting on ``module.<name>``, or None if it is not pruned."""
+    keys = _pruning_hooks(module, name)
+    return module._forward_pre_hooks[keys[-1]] if keys else None
+
+
+def effective_weight(module: Module, name: str) -> np.ndarray:
+    """What the layer computes with: ``mask * orig`` freshly if ``name`` is pruned, else the Parameter's data."""
+    hook = pruning_hook(module, name)
+    return module.array(name) if hook is None else hook.apply_mask(module)
+
+
+def _pruning_hooks(module: Module, name: str) -> list:
+    return [k for k, h in module._forward_pre_hooks.items()
+            if isinstance(h, BasePruningMethod) and h._tensor_name == name]
+
+
+class BasePruningMethod:
+    """A pruning rule; once applied to a module, also its forward pre-hook for tensor ``_tensor_name``."""
+
+    PRUNING_TYPE = "unstructured"  # 'unstructured' | 'structured' | 'global'
+    _tensor_name: str | None = None
+
+    def compute_mask(self, t: np.ndarray, default_mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not implement compute_mask")
+
+    def __call__(self, module: Module, inputs: tuple) -> None:
+        setattr(module, self._tensor_name, self.apply_mask(module))
+
+    def apply_mask(self, module: Module) -> np.ndarray:
+        """``mask * orig`` (1), in the original tensor's dtype."""
+        if self._tensor_name is None:
+            raise RuntimeError(f"{module._name()} has to be pruned (apply()) before apply_mask()")
+        mask = module._buffers[self._tensor_name + "_mask"]
+        orig = module._parameters[self._tensor_name + "_orig"].data
+        return mask.astype(orig.dtype, copy=False) * orig
+
+    @classmethod
+    def apply(cls, module: Module, name: str, *args: Any, importance_scores: Any = None,
+              **kwargs: Any) -> "BasePruningMethod":
+        """Prune ``module.<name>`` with ``cls(*args, **kwargs)``; return the hook (method or container).
+
+        Everything is checked and the mask computed before ``module`` is changed, so on any error
+        the module is left as it was.
+        """
+        old_keys = _pruning_hooks(module, name)
+        if len(old_keys) > 1:
+            raise RuntimeError(f"{module._name()}: several pruning hooks act on {name!r}; "
+                               f"use a PruningContainer")
+        method = cls(*args, **kwargs)
+        method._tensor_name = name
+        old = module._forward_pre_hooks[old_keys[0]] if old_keys else None
+        if old is None:
+            param = module._parameters.get(name)
+            if param is None:
+                if name in module.__dict__ or name in module._buffers or name in module._modules:
+                    raise TypeError(f"{module._name()}: {name!r} is not a Parameter and cannot be pruned")
+                raise AttributeError(f"{module._name()} has no parameter {name!r} to prune")
+            current, default_mask, hook = param.data, np.ones_like(param.data), method
+        else:
+            current = module.array(name)
+            default_mask = np.array(module._buffers[name + "_mask"], copy=True, order="C")
+            previous = list(old) if isinstance(old, PruningContainer) else [old]
+            hook = PruningContainer(*previous, method)
+        scores = current if importance_scores is None else np.asarray(importance_scores)
+        if scores.shape != current.shape:
+            raise ValueError(f"{module._name()}: importance_scores should have the shape of {name!r}, "
+                             f"got {scores.shape} vs {current.shape}")
+        mask = hook.compute_mask(scores, default_mask=default_mask)
+
+        if isinstance(old, PruningContainer):  # keep the user's container object, as PyTorch does
+            old.add_pruning_method(method)
+            hook = old
+        if old is None:
+            module.register_parameter(name + "_orig", param)
+            del module._parameters[name]
+            module.register_grad_hook(name, _MaskedGradient(module, name))
+        for key in old_keys:
+            del module._forward_pre_hooks[key]
+        module.register_buffer(name + "_mask", mask)
+        setattr(module, name, hook.apply_mask(module))
+        module.register_forward_pre_hook(hook)
+        return hook
+
+    def prune(self, t: np.ndarray, default_mask: np.ndarray | None = None,
+              importance_scores: np.ndarray | None = None) -> np.ndarray:
+        """``t * compute_mask(importance_scores or t, default_mask or ones)``, without any module."""
+        t = np.asarray(t)
+        scores = t if importance_scores is None else np.asarray(importance_scores)
+        if scores.shape != t.shape:
+            raise ValueError(f"importance_scores should have the shape of t, got {scores.shape} vs {t.shape}")
+        default_mask = np.ones_like(t) if default_mask is None else default_mask
+        return t * self.compute_mask(scores, default_mask=default_mask)
+
+    def remove(self, module: Module) -> None:
+        """Make ``<name>`` a Parameter again (the original object) holding ``mask * orig``. Not undone."""
+        name = self._tensor_name
+        if name is None:
+            raise RuntimeError(f"{module._name()} has to be pruned before pruning can be removed")
+        weight = self.apply_mask(module)
+        module.__dict__.pop(name, None)
+        orig = module._parameters.pop(name + "_orig")
+        orig.data = weight
+        del module._buffers[name + "_mask"]
+        if isinstance(module._grad_hooks.get(name), _MaskedGradient):
+            del module._grad_hooks[name]
+        module.register_parameter(name, orig)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "mask")
+        return f"{type(self).__name__}({fields})"
+
+
+class PruningContainer(BasePruningMethod):
+    """The sequence of methods applied to one tensor; computes masks with its *last* method only.
+
+    The last method sees only what is still unpruned (``default_mask``):
+    unstructured -> the entries where mask == 1 (so 0.5 then 0.5 prunes 75 %);
+    structured   -> the channels along ``dim`` not yet entirely zero (norms of the masked weights);
+    global       -> the whole tensor.
+    """
+
+    def __init__(self, *methods: BasePruningMethod) -> None:
+        self._pruning_methods: tuple[BasePruningMethod, ...] = ()
+        for method in methods:
+            self.add_pruning_method(method)
+
+    def add_pruning_method(self, method: BasePruningMethod) -> None:
+        if not isinstance(method, BasePruningMethod):
+            raise TypeError(f"{type(method).__name__} is not a BasePruningMethod")
+        if not self._pruning_methods and self._tensor_name is None:
+            self._tensor_name = method._tensor_name
+        if self._tensor_name != method._tensor_name:
+            raise ValueError(f"PruningContainer acts on {self._tensor_name!r}, cannot add a method acting "
+                             f"on {method._tensor_name!r}")
+        self._pruning_methods += (method,)
+
+    def __len__(self) -> int:
+        return len(self._pruning_methods)
+
+    def __iter__(self) -> Iterable[BasePruningMethod]:
+        return iter(self._pruning_methods)
+
+    def __getitem__(self, idx: int) -> BasePruningMethod:
+        return self._pruning_methods[idx]
+
+    def compute_mask(self, t: np.ndarray, default_mask: np.ndarray) -> np.ndarray:
+        method = self._pruning_methods[-1]
+        new_mask = default_mask.astype(t.dtype, copy=True)
+        if method.PRUNING_TYPE == "unstructured":
+            slc: Any = default_mask == 1
+        elif method.PRUNING_TYPE == "structured":
+            dim = _channel_dim(t, method.dim)
+            others = tuple(d for d in range(t.ndim) if d != dim)
+            slc = [slice(None)] * t.ndim
+            slc[dim] = default_mask.sum(axis=others) != 0  # channels not yet all zero
+            slc = tuple(slc)
+        elif method.PRUNING_TYPE == "global":
+            slc = (slice(None),) * t.ndim
+        else:
+            raise ValueError(f"Unrecognized PRUNING_TYPE {method.PRUNING_TYPE!r}")
+        new_mask[slc] = method.compute_mask(t[slc], default_mask=default_mask[slc])
+        return new_mask
+
+    def __repr__(self) -> str:
+        return f"PruningContainer({', '.join(map(repr, self._pruning_methods))})"
+
+
+def _channel_dim(t: np.ndarray, dim: int) -> int:
+    """``dim`` as a non-negative axis of ``t``; IndexError (as PyTorch) if out of range."""
+    if not -t.ndim <= dim < t.ndim:
+        raise IndexError(f"Invalid index {dim} for tensor of size {t.shape}")
+    return dim % t.ndim
