@@ -51,6 +51,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if np.isfinite(result["loss"]) else 1
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import format_table, run
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.data is not None:
+        recipe["data"]["source"] = args.data
+    quiet = args.quiet or args.json
+    report = run(recipe, args.out, quiet=quiet, log=(lambda _: None) if quiet else print)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print()
+    print(format_table(report["stages"]))
+    print(f"\nwrote {args.out}/report.json, report.md and one model file per stage in {report['seconds']:.1f} s")
+    if report.get("plot") is None:
+        print("no plot: install matplotlib (pip install 'minicompress[plot]') for accuracy_vs_size.png")
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from . import io
 
@@ -75,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("run", help="the compression pipeline: teacher, distilled student, pruned, int8",
+                       description="Train a teacher CNN, distill a smaller student, prune it (channel surgery + "
+                                   "gradual magnitude pruning), quantize it to int8 and report every stage.")
+    p.add_argument("--recipe", help="a TOML recipe (defaults: minicompress/recipes/default.toml)")
+    p.add_argument("--data", help="'digits' (bundled) or an .npz with x_train, y_train, x_test, y_test")
+    p.add_argument("--out", default="runs/latest", help="output directory (default: runs/latest)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("inspect", help="print the layers, shapes, dtypes, sparsity and size of a model or state-dict file",
                        description="Describe a minicompress model file, .npz, .safetensors or PyTorch .pt/.pth file.")

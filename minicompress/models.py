@@ -7,18 +7,20 @@ from . import nn
 
 
 def digits_cnn(channels: tuple[int, int] = (16, 32), hidden: int = 64, num_classes: int = 10,
+               in_shape: tuple[int, int, int] = (1, 8, 8),
                rng: np.random.Generator | None = None) -> nn.Sequential:
-    """Conv-BN-ReLU x2, max-pool, then a two-layer classifier; input (N, 1, 8, 8).
+    """Conv-BN-ReLU x2, max-pool, then a two-layer classifier; input (N, C, H, W), default (N, 1, 8, 8).
 
-    conv(1->c1, 3x3, pad 1) -> BN -> ReLU -> conv(c1->c2, 3x3, pad 1) -> BN -> ReLU -> maxpool 2
-    -> flatten (c2*4*4) -> linear(hidden) -> ReLU -> linear(num_classes)
+    conv(C->c1, 3x3, pad 1) -> BN -> ReLU -> conv(c1->c2, 3x3, pad 1) -> BN -> ReLU -> maxpool 2
+    -> flatten (c2 * H/2 * W/2) -> linear(hidden) -> ReLU -> linear(num_classes)
     """
     c1, c2 = channels
+    c, h, w = in_shape
     return nn.Sequential(
-        nn.Conv2d(1, c1, 3, padding=1, rng=rng), nn.BatchNorm2d(c1), nn.ReLU(),
+        nn.Conv2d(c, c1, 3, padding=1, rng=rng), nn.BatchNorm2d(c1), nn.ReLU(),
         nn.Conv2d(c1, c2, 3, padding=1, rng=rng), nn.BatchNorm2d(c2), nn.ReLU(),
         nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(c2 * 4 * 4, hidden, rng=rng), nn.ReLU(),
+        nn.Linear(c2 * (h // 2) * (w // 2), hidden, rng=rng), nn.ReLU(),
         nn.Linear(hidden, num_classes, rng=rng),
     )
 

@@ -1,0 +1,263 @@
+"""The main job: teacher -> distilled student -> pruned student -> int8 student, every stage measured.
+
+``run(recipe, out_dir)`` follows a recipe (``minicompress.recipe``): it trains a teacher CNN on
+labels, distills a smaller CNN from it (``distill.Distiller``, ``KDLoss``), removes channels
+(``prune.channel_prune``) then prunes weights gradually while fine-tuning with distillation
+(``prune.GradualPruning``), and quantizes to int8 (static PTQ: fuse, prepare, calibrate, convert;
+or QAT). Each stage's model is saved to ``out_dir`` and measured on the test split.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import io, metrics, models, nn, optim
+from .data import DataLoader, load_digits
+from .nn.random import manual_seed
+from .train import fit, predict
+
+STAGE_KEYS = ("stage", "accuracy", "macro_f1", "params", "nonzeros", "bytes_on_disk", "macs",
+              "latency_ms_per_sample")
+
+
+def load_data(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bundled digits (``"digits"``) or an ``.npz`` with x_train, y_train, x_test, y_test (N, C, H, W)."""
+    if source == "digits":
+        return load_digits()
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"data set not found: {source} (use 'digits' or an .npz file)")
+    with np.load(path, allow_pickle=False) as f:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+        if missing:
+            raise ValueError(f"{source}: missing arrays {missing} (need x_train, y_train, x_test, y_test)")
+        x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.ndim != 4 or len(x) != len(y) or y.ndim != 1:
+            raise ValueError(f"{source}: expected x_{name} (N, C, H, W) and y_{name} (N,), got {x.shape} and {y.shape}")
+    if x_train.shape[2] % 2 or x_train.shape[3] % 2:
+        raise ValueError(f"{source}: image height and width must be even (the CNN max-pools by 2), got {x_train.shape}")
+    return (x_train.astype(np.float32), y_train.astype(np.int64), x_test.astype(np.float32), y_test.astype(np.int64))
+
+
+# ---------------------------------------------------------------------------- measuring
+def measure(stage: str, model: nn.Module, path: Path, x_test: np.ndarray, y_test: np.ndarray,
+            latency_batch: int = 64) -> dict:
+    """The report row of one stage (model already saved at ``path``)."""
+    pred = predict(model, x_test).argmax(axis=1)
+    batch = x_test[:latency_batch]
+    seconds = metrics.measure_latency(model, batch, repeats=15, warmup=3)
+    return {
+        "stage": stage,
+        "accuracy": metrics.accuracy(y_test, pred),
+        "macro_f1": metrics.macro_f1(y_test, pred),
+        "params": metrics.count_params(model),
+        "nonzeros": metrics.count_params(model, nonzero=True),
+        "bytes_on_disk": os.path.getsize(path),
+        "macs": metrics.count_macs(model, x_test.shape[1:]),
+        "latency_ms_per_sample": 1000.0 * seconds / len(batch),
+        "file": path.name,
+    }
+
+
+def _add_ratios(stages: list[dict]) -> None:
+    teacher = stages[0]
+    for row in stages:
+        row["speedup_vs_teacher"] = teacher["latency_ms_per_sample"] / row["latency_ms_per_sample"]
+        row["compression_vs_teacher"] = teacher["bytes_on_disk"] / row["bytes_on_disk"]
+
+
+# ---------------------------------------------------------------------------- stages
+def _adam(lr: float, epochs: int) -> tuple[Callable, Callable]:
+    return (lambda params: optim.Adam(params, lr=lr),
+            lambda opt: optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)))
+
+
+def train_teacher(cfg: dict, data: tuple, batch_size: int, rng: np.random.Generator, quiet: bool) -> nn.Module:
+    x_train, y_train = data[0], data[1]
+    model = models.digits_cnn(tuple(cfg["channels"]), cfg["hidden"], int(max(data[1].max(), data[3].max()) + 1),
+                              in_shape=x_train.shape[1:], rng=rng)
+    make_opt, make_sched = _adam(cfg["lr"], cfg["epochs"])
+    opt = make_opt(model.parameters())
+    fit(model, nn.CrossEntropyLoss(), opt, DataLoader(x_train, y_train, batch_size, shuffle=True, rng=rng),
+        epochs=cfg["epochs"], scheduler=make_sched(opt), quiet=quiet)
+    return model
+
+
+def distill_student(student: nn.Module, teacher: nn.Module, cfg: dict, epochs: int, lr: float, data: tuple,
+                    batch_size: int, rng: np.random.Generator, quiet: bool, callbacks: tuple = ()) -> nn.Module:
+    from .distill import Distiller, KDLoss
+
+    make_opt, make_sched = _adam(lr, epochs)
+    Distiller(loss=KDLoss(T=cfg["temperature"], alpha=cfg["alpha"]), optimizer=make_opt, scheduler=make_sched,
+              epochs=epochs, batch_size=batch_size, callbacks=callbacks, quiet=quiet,
+              rng=rng).fit(student, data[0], data[1], teacher=teacher)
+    return student
+
+
+def prune_student(student: nn.Module, teacher: nn.Module, recipe: dict, data: tuple, batch_size: int,
+                  rng: np.random.Generator, quiet: bool) -> nn.Module:
+    """Channel surgery, then gradual magnitude pruning (Zhu & Gupta) during a distilled fine-tune."""
+    from . import prune
+
+    cfg = recipe["prune"]
+    model = student
+    if cfg["channel_amount"] > 0:
+        model = prune.channel_prune(student, data[0][:batch_size], cfg["channel_amount"], importance=cfg["importance"])
+    callbacks: tuple = ()
+    if cfg["sparsity"] > 0:
+        steps = len(DataLoader(data[0], data[1], batch_size)) * cfg["epochs"]
+        n_steps = 10
+        frequency = max(1, int(0.6 * steps) // n_steps)       # reach the target after 60 % of the fine-tune
+        callbacks = (prune.GradualPruning(cfg["sparsity"], frequency=frequency, n_steps=n_steps,
+                                          targets=prune.prunable_weights(model)),)
+    if cfg["epochs"] > 0:
+        distill_student(model, teacher, recipe["student"], cfg["epochs"], cfg["lr"], data, batch_size, rng,
+                        quiet, callbacks)
+    return model
+
+
+def _fusion_groups(model: nn.Sequential) -> list[list[str]]:
+    """Names of Conv-BN(-ReLU), Conv-ReLU, Linear-BN and Linear-ReLU runs in a flat Sequential."""
+    names = list(model._modules)
+    mods = [model._modules[n] for n in names]
+    groups, i = [], 0
+    while i < len(mods):
+        run = [i]
+        if isinstance(mods[i], (nn.Conv2d, nn.Linear)):
+            j = i + 1
+            if j < len(mods) and isinstance(mods[j], (nn.BatchNorm2d, nn.BatchNorm1d)):
+                run.append(j)
+                j += 1
+            if j < len(mods) and isinstance(mods[j], nn.ReLU):
+                run.append(j)
+        if len(run) > 1:
+            groups.append([names[k] for k in run])
+        i = run[-1] + 1
+    return groups
+
+
+def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: tuple, batch_size: int,
+                     rng: np.random.Generator, quiet: bool) -> nn.Module:
+    """Static int8: QuantStub + model + DeQuantStub, fuse, observe (PTQ calibration or QAT), convert."""
+    from . import prune, quant
+    from .quant import qat
+
+    cfg = recipe["quant"]
+    float_model = prune.bake_pruning(copy.deepcopy(model))
+    wrapped = nn.Sequential(quant.QuantStub(), *float_model.children(), quant.DeQuantStub())
+    groups = _fusion_groups(wrapped)
+    if cfg["mode"] == "ptq":
+        wrapped.eval()
+        wrapped = quant.fuse_modules(wrapped, groups)
+        wrapped.qconfig = quant.get_default_qconfig(cfg["backend"])
+        wrapped = quant.prepare(wrapped)
+        with nn.no_grad():
+            for b, (xb, _) in enumerate(DataLoader(data[0], data[1], batch_size, shuffle=True, rng=rng)):
+                if b >= cfg["calibration_batches"]:
+                    break
+                wrapped(xb)
+    else:
+        wrapped.train()
+        wrapped = qat.fuse_modules_qat(wrapped, groups)
+        wrapped.qconfig = qat.get_default_qat_qconfig(cfg["backend"])
+        wrapped = qat.prepare_qat(wrapped)
+        distill_student(wrapped, teacher, recipe["student"], cfg["qat_epochs"], cfg["qat_lr"], data,
+                        batch_size, rng, quiet)
+    wrapped.eval()
+    return quant.convert(wrapped)
+
+
+# ---------------------------------------------------------------------------- the run
+def run(recipe: dict, out_dir: str | os.PathLike, quiet: bool = False,
+        log: Callable[[str], Any] = print) -> dict:
+    """Run every enabled stage of ``recipe``; write models, ``report.json`` and ``report.md`` to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rng = manual_seed(recipe["seed"])
+    data = load_data(recipe["data"]["source"])
+    x_test, y_test = data[2], data[3]
+    batch_size = recipe["data"]["batch_size"]
+    stages: list[dict] = []
+
+    def record(stage: str, model: nn.Module) -> None:
+        path = out / f"{len(stages)}_{stage}.npz"
+        io.save(model, path, metadata={"stage": stage, "recipe": recipe})
+        row = measure(stage, model, path, x_test, y_test)
+        stages.append(row)
+        log(f"[{time.perf_counter() - start:6.1f} s] {stage:<8} accuracy {row['accuracy']:.4f}  "
+            f"{row['params']:,} params  {row['bytes_on_disk']:,} bytes")
+
+    teacher = train_teacher(recipe["teacher"], data, batch_size, rng, quiet)
+    teacher.eval()
+    record("teacher", teacher)
+    current = teacher
+    s = recipe["student"]
+    if s["enabled"]:
+        num_classes = int(max(data[1].max(), data[3].max()) + 1)
+        student = models.digits_cnn(tuple(s["channels"]), s["hidden"], num_classes, in_shape=data[0].shape[1:], rng=rng)
+        current = distill_student(student, teacher, s, s["epochs"], s["lr"], data, batch_size, rng, quiet)
+        record("student", current)
+    if recipe["prune"]["enabled"]:
+        current = prune_student(current, teacher, recipe, data, batch_size, rng, quiet)
+        record("pruned", current)
+    if recipe["quant"]["enabled"]:
+        current = quantize_student(current, teacher, recipe, data, batch_size, rng, quiet)
+        record("int8", current)
+    _add_ratios(stages)
+    report = {"stages": stages, "recipe": recipe, "seconds": time.perf_counter() - start}
+    write_report(report, out)
+    return report
+
+
+def write_report(report: dict, out: Path) -> None:
+    """``report.json`` (every figure), ``report.md`` (the table) and, with matplotlib, ``accuracy_vs_size.png``."""
+    report["plot"] = plot_accuracy_vs_size(report["stages"], out / "accuracy_vs_size.png")
+    with io.atomic_write(out / "report.json") as f:
+        f.write(json.dumps(report, indent=2).encode())
+    markdown = (f"# minicompress run\n\n{format_table(report['stages'])}\n\nTotal time {report['seconds']:.1f} s. "
+                f"Recipe:\n\n```json\n{json.dumps(report['recipe'], indent=2)}\n```\n")
+    with io.atomic_write(out / "report.md") as f:
+        f.write(markdown.encode())
+
+
+def format_table(stages: list[dict]) -> str:
+    head = ("| stage | accuracy | macro-F1 | params | nonzeros | bytes on disk | MACs | latency ms/sample "
+            "| speed-up | compression |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = [f"| {r['stage']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['params']:,} | {r['nonzeros']:,} "
+            f"| {r['bytes_on_disk']:,} | {r['macs']:,} | {r['latency_ms_per_sample']:.4f} "
+            f"| {r['speedup_vs_teacher']:.2f}x | {r['compression_vs_teacher']:.1f}x |" for r in stages]
+    return head + "\n".join(rows)
+
+
+def plot_accuracy_vs_size(stages: list[dict], path: Path) -> str | None:
+    """Accuracy against bytes on disk (log scale), one point per stage; None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    sizes = [r["bytes_on_disk"] / 1024 for r in stages]
+    accs = [100 * r["accuracy"] for r in stages]
+    ax.plot(sizes, accs, "o-")
+    for r, x, y in zip(stages, sizes, accs):
+        ax.annotate(r["stage"], (x, y), textcoords="offset points", xytext=(4, 4))
+    ax.set_xscale("log")
+    ax.set_xlabel("size on disk (KiB, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path.name
