@@ -1,0 +1,309 @@
+"""``Distiller``: train students from a teacher (offline), from each other (online, mutual learning)
+or from their own previous generation (self-distillation, born-again networks).
+
+Every mode runs the engine's ``train.fit`` loop (optimizers, schedulers, callbacks, progress bar):
+what fit trains is a thin wrapper Module around the student(s), and its loss is a small objective
+that knows where the soft targets of the current batch come from.
+
+- offline: the teacher runs once, in eval mode without caches, over the whole training set; its
+  logits (and, for a feature loss, the chosen feature) are cached. Batches are drawn as sample
+  *indices*, so the wrapper feeds the student ``x[idx]`` and the objective reads the teacher's
+  outputs at the same ``idx``: an epoch costs only the student. The teacher is never updated.
+- mutual (DML, Zhang et al., 2018): K >= 2 students train in the same loop; student k minimises
+  ``mean_{l != k} kd(s_k, s_l, y)``, the peers' current logits acting as constant soft targets
+  (all students updated simultaneously from the same batch).
+- self (born-again networks, Furlanello et al., 2018): generation 0 is ``teacher`` if given, else
+  a fresh model trained on labels; generation k + 1, a fresh model of the same kind, is distilled
+  offline from generation k.
+
+Conventions follow scikit-learn: hyper-parameters in ``__init__`` (stored as given, no logic),
+``fit`` returns ``self``, learned state ends with ``_``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..data.loader import DataLoader
+from ..nn.losses import CrossEntropyLoss
+from ..nn.module import Module, Sequential
+from ..optim import Adam
+from ..train import fit as train_fit
+from ..train import predict
+from .losses import KDLoss, kd_loss_backward, kd_loss_forward
+
+MODES = ("offline", "mutual", "self")
+
+
+# ---------------------------------------------------------------------------- offline
+class _CachedTeacherStudent(Module):
+    """The Module fit trains offline: sample indices in, student logits out.
+
+    Remembers the teacher's cached logits (and features) for the batch; with a feature loss the
+    student (a Sequential) is run as ``head = student[:layer]``, ``tail = student[layer:]`` so the
+    feature-loss gradient can join the logit gradient at the head's output.
+    """
+
+    def __init__(self, student: Module, x: np.ndarray, teacher_logits: np.ndarray,
+                 feature_loss: Module | None = None, layer: int | None = None,
+                 teacher_features: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.student = student
+        self.feature_loss = feature_loss              # a child: a hint regressor is trained too
+        self._x, self._teacher_logits, self._teacher_features = x, teacher_logits, teacher_features
+        self._layer = layer
+        self._batch: dict[str, Any] = {}
+
+    def forward(self, idx: np.ndarray) -> np.ndarray:
+        xb = self._x[idx]
+        self._batch = {"teacher_logits": self._teacher_logits[idx]}
+        if self._layer is None:
+            return self.student(xb)
+        feature = self.student[:self._layer](xb)
+        self._batch.update(student_features=feature, teacher_features=self._teacher_features[idx])
+        return self.student[self._layer:](feature)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._layer is None:
+            return self.student.backward(grad_output)
+        grad_feature = self.student[self._layer:].backward(grad_output)     # (N, *feature shape)
+        return self.student[:self._layer].backward(grad_feature + self._batch.pop("feature_grad"))
+
+
+class _OfflineObjective:
+    """loss = kd(s, cached t, y) [+ feature_weight * feature_loss(f_s, cached f_t)]."""
+
+    def __init__(self, model: _CachedTeacherStudent, kd: KDLoss, feature_weight: float) -> None:
+        self.model, self.kd, self.feature_weight = model, kd, feature_weight
+
+    def __call__(self, student_logits: np.ndarray, target: np.ndarray) -> float:
+        batch = self.model._batch
+        value = self.kd(student_logits, batch["teacher_logits"], target)
+        if "student_features" in batch:
+            value += self.feature_weight * self.model.feature_loss(batch["student_features"],
+                                                                  batch["teacher_features"])
+        return value
+
+    def backward(self) -> np.ndarray:
+        batch = self.model._batch
+        if "student_features" in batch:
+            grad = self.model.feature_loss.backward()
+            batch["feature_grad"] = grad * grad.dtype.type(self.feature_weight)
+        return self.kd.backward()
+
+
+# ---------------------------------------------------------------------------- mutual learning
+class _Cohort(Module):
+    """K students side by side: x -> stacked logits (K, N, C); backward splits the gradient."""
+
+    def __init__(self, students: Sequence[Module]) -> None:
+        super().__init__()
+        for k, student in enumerate(students):
+            self.add_module(str(k), student)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([student(x) for student in self.children()])
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return sum(student.backward(g) for student, g in zip(self.children(), grad_output))
+
+
+class _MutualObjective:
+    """loss = sum_k mean_{l != k} kd(s_k, s_l, y): each peer's logits are constants for student k.
+
+    Also tallies each student's own loss and accuracy for the history.
+    """
+
+    def __init__(self, kd: KDLoss, num_students: int) -> None:
+        self.kd, self.num_students = kd, num_students
+        self.tally = np.zeros((num_students, 3))            # (sum loss * n, correct, n) per student
+        self.epochs: list[tuple[list, list]] = []          # per epoch: (losses, accuracies) per student
+        self._caches: list = []
+        self._logits_like: np.ndarray | None = None
+
+    def __call__(self, logits: np.ndarray, target: np.ndarray) -> float:
+        kd, k_all = self.kd, self.num_students
+        self._caches, self._logits_like, total = [], logits, 0.0
+        for k in range(k_all):
+            own = 0.0
+            for peer in range(k_all):
+                if peer != k:
+                    value, cache = kd_loss_forward(logits[k], logits[peer], target, kd.T, kd.alpha,
+                                                   kd.label_smoothing, kd.soft)
+                    own += value / (k_all - 1)
+                    self._caches.append((k, cache))
+            self.tally[k] += (own * len(target), (logits[k].argmax(axis=1) == target).sum(), len(target))
+            total += own
+        return total
+
+    def backward(self) -> np.ndarray:
+        grads = np.zeros_like(self._logits_like)                # (K, N, C)
+        for k, cache in self._caches:
+            grads[k] += kd_loss_backward(1.0 / (self.num_students - 1), cache)
+        return grads
+
+    def on_epoch_end(self, epoch: int, model: Module, optimizer: Any, logs: dict) -> None:
+        """A fit callback: move this epoch's per-student loss and accuracy into ``self.epochs``."""
+        n = np.maximum(self.tally[:, 2], 1)
+        self.epochs.append((list(self.tally[:, 0] / n), list(self.tally[:, 1] / n)))
+        self.tally[:] = 0
+
+    def on_fit_begin(self, model: Module, optimizer: Any) -> None:
+        self.epochs, self.tally[:] = [], 0
+
+
+# ---------------------------------------------------------------------------- the trainer
+class Distiller:
+    """Knowledge-distillation trainer (offline, mutual, or self-distillation); see the module docstring.
+
+    Parameters
+    ----------
+    loss : KDLoss or None             the response loss; None means ``KDLoss()`` (T = 4, alpha = 0.9).
+    mode : 'offline' | 'mutual' | 'self'
+    optimizer : callable(params) -> Optimizer, or None for ``Adam(params, lr=1e-3)``.
+    scheduler : callable(optimizer) -> scheduler (stepped once per epoch), or None.
+    epochs, batch_size : training length and mini-batch size (per model, per generation).
+    generations : number of distilled generations in 'self' mode.
+    feature_loss : HintLoss / ATLoss / RKDLoss (offline only), applied between ``student[:student_layer]``
+        and ``teacher[:teacher_layer]`` outputs (both Sequentials), weighted by ``feature_weight``.
+    callbacks, quiet : passed to ``train.fit`` (callbacks receive the wrapper Module being trained).
+    rng : generator or seed for shuffling, or None for the global generator.
+
+    Learned attributes
+    ------------------
+    student_ : the final student (offline: the student; mutual: the first; self: the last generation).
+    students_ : every model trained, in order (mutual: the cohort; self: the generations).
+    history_ : one ``train.fit`` history per training run (mutual adds 'student_loss' and
+        'student_accuracy', per epoch one value per student).
+    teacher_logits_ : (N, C) the cached teacher logits of the last offline run (None in mutual mode).
+    """
+
+    def __init__(self, loss: KDLoss | None = None, mode: str = "offline",
+                 optimizer: Callable[[Iterable], Any] | None = None, scheduler: Callable[[Any], Any] | None = None,
+                 epochs: int = 10, batch_size: int = 64, generations: int = 2,
+                 feature_loss: Module | None = None, feature_weight: float = 1.0,
+                 student_layer: int | None = None, teacher_layer: int | None = None,
+                 callbacks: Iterable[Any] = (), quiet: bool = False, rng: Any = None) -> None:
+        self.loss, self.mode, self.optimizer, self.scheduler = loss, mode, optimizer, scheduler
+        self.epochs, self.batch_size, self.generations = epochs, batch_size, generations
+        self.feature_loss, self.feature_weight = feature_loss, feature_weight
+        self.student_layer, self.teacher_layer = student_layer, teacher_layer
+        self.callbacks, self.quiet, self.rng = callbacks, quiet, rng
+
+    # ------------------------------------------------------------------ public
+    def fit(self, student: Any, x: np.ndarray, y: np.ndarray, teacher: Module | None = None) -> "Distiller":
+        """Train and return ``self``.
+
+        offline: ``student`` a Module, ``teacher`` required. mutual: ``student`` a list of >= 2
+        Modules, no teacher. self: ``student`` a zero-argument factory returning a fresh model;
+        ``teacher`` (optional) is generation 0.
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        self._check_fit_args(student, x, y, teacher)
+        self.history_: list[dict] = []
+        self.teacher_logits_ = None
+        if self.mode == "offline":
+            self.students_ = [self._distill(student, teacher, x, y, features=self.feature_loss is not None)]
+        elif self.mode == "mutual":
+            self.students_ = list(student)
+            self._mutual(self.students_, x, y)
+        else:
+            self.students_ = []
+            if teacher is None:
+                teacher = student()
+                self._fit_labels(teacher, x, y)
+                self.students_.append(teacher)
+            for _ in range(self.generations):
+                teacher = self._distill(student(), teacher, x, y, features=False)
+                self.students_.append(teacher)
+        self.student_ = self.students_[-1] if self.mode == "self" else self.students_[0]
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class labels from ``student_``."""
+        return predict(self.student_, np.asarray(x)).argmax(axis=1)
+
+    def score(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy of ``student_`` on ``(x, y)``."""
+        return float((self.predict(x) == np.asarray(y)).mean())
+
+    # ------------------------------------------------------------------ modes
+    def _distill(self, student: Module, teacher: Module, x: np.ndarray, y: np.ndarray,
+                 features: bool) -> Module:
+        """One offline run: cache the teacher's outputs once, then fit the student on indices."""
+        kd = self.loss if self.loss is not None else KDLoss()
+        layer, teacher_features = None, None
+        if features:
+            head, tail = teacher[:self.teacher_layer], teacher[self.teacher_layer:]
+            for part in (head, tail):        # fresh Sequentials: give predict the teacher's mode to restore
+                part.training = teacher.training
+            teacher_features = predict(head, x)
+            logits = predict(tail, teacher_features)
+            layer = self.student_layer
+        else:
+            logits = predict(teacher, x)              # the teacher's only forward
+        self._check_classes(student, x, logits)
+        self.teacher_logits_ = logits
+        model = _CachedTeacherStudent(student, x, logits, self.feature_loss if features else None,
+                                      layer, teacher_features)
+        indices = DataLoader(np.arange(len(x)), y, self.batch_size, shuffle=True, rng=self.rng)
+        self._run(model, _OfflineObjective(model, kd, self.feature_weight), indices)
+        return student
+
+    def _mutual(self, students: list[Module], x: np.ndarray, y: np.ndarray) -> None:
+        kd = self.loss if self.loss is not None else KDLoss()
+        classes = {predict(s, x[:1]).shape[1] for s in students}
+        if len(classes) != 1:
+            raise ValueError(f"Distiller.fit: mutual students must have the same class count, got {sorted(classes)}")
+        objective = _MutualObjective(kd, len(students))
+        loader = DataLoader(x, y, self.batch_size, shuffle=True, rng=self.rng)
+        history = self._run(_Cohort(students), objective, loader, extra_callbacks=(objective,))
+        history["student_loss"] = [losses for losses, _ in objective.epochs]
+        history["student_accuracy"] = [accs for _, accs in objective.epochs]
+        history["accuracy"] = [float(np.mean(accs)) for accs in history["student_accuracy"]]
+
+    def _fit_labels(self, model: Module, x: np.ndarray, y: np.ndarray) -> None:
+        self._run(model, CrossEntropyLoss(), DataLoader(x, y, self.batch_size, shuffle=True, rng=self.rng))
+
+    def _run(self, model: Module, objective: Any, loader: DataLoader, extra_callbacks: tuple = ()) -> dict:
+        optimizer = (self.optimizer or (lambda params: Adam(params, lr=1e-3)))(list(model.parameters()))
+        scheduler = self.scheduler(optimizer) if self.scheduler is not None else None
+        history = train_fit(model, objective, optimizer, loader, epochs=self.epochs, scheduler=scheduler,
+                            callbacks=(*extra_callbacks, *self.callbacks), quiet=self.quiet)
+        self.history_.append(history)
+        return history
+
+    # ------------------------------------------------------------------ checks
+    def _check_classes(self, student: Module, x: np.ndarray, teacher_logits: np.ndarray) -> None:
+        student_shape = predict(student, x[:2]).shape
+        if student_shape[1:] != teacher_logits.shape[1:]:
+            raise ValueError(f"Distiller.fit: teacher and student have different class counts: teacher logits "
+                             f"{teacher_logits.shape}, student logits {student_shape} (on x[:2])")
+
+    def _check_fit_args(self, student: Any, x: np.ndarray, y: np.ndarray, teacher: Module | None) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"Distiller: mode must be one of {MODES}, got {self.mode!r}")
+        if len(x) != len(y) or y.ndim != 1:
+            raise ValueError(f"Distiller.fit: expected x (N, ...) and labels y (N,), got x {x.shape} and y {y.shape}")
+        if self.mode == "offline":
+            if not isinstance(student, Module) or not isinstance(teacher, Module):
+                raise TypeError(f"Distiller(mode='offline').fit: expected a student Module and a teacher Module, "
+                                f"got {type(student).__name__} and {type(teacher).__name__}")
+        elif self.mode == "mutual":
+            if teacher is not None:
+                raise ValueError("Distiller(mode='mutual').fit: mutual learning has no teacher; got one")
+            if (isinstance(student, Module) or len(list(student)) < 2
+                    or not all(isinstance(s, Module) for s in student)):
+                raise TypeError("Distiller(mode='mutual').fit: expected a list of >= 2 student Modules")
+        elif isinstance(student, Module) or not callable(student):
+            raise TypeError(f"Distiller(mode='self').fit: expected a zero-argument factory making a fresh "
+                            f"model for each generation, got {type(student).__name__}")
+        if self.feature_loss is not None:
+            if self.mode != "offline":
+                raise ValueError(f"Distiller: feature_loss works in mode='offline' only, got mode={self.mode!r}")
+            if self.student_layer is None or self.teacher_layer is None:
+                raise ValueError("Distiller: feature_loss needs student_layer and teacher_layer (Sequential indices)")
+            if not isinstance(student, Sequential) or not isinstance(teacher, Sequential):
+                raise TypeError(f"Distiller: feature_loss taps student[:student_layer] and teacher[:teacher_layer]: "
+                                f"both must be Sequential, got {type(student).__name__} and {type(teacher).__name__}")
