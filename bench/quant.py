@@ -1,0 +1,169 @@
+"""Is the int8 GEMM worth running? int8 kernel vs NumPy float32 matmul vs PyTorch's fbgemm, same threads.
+
+Part 1, GEMM shapes M x K x N: our u8 x s8 -> int32 kernel (``gemm.gemm_s32``), our full static
+quantized linear (GEMM + requantisation to uint8, ``functional.linear``), NumPy float32 ``x @ W^T``
+(OpenBLAS) and ``torch.ops.quantized.linear`` (fbgemm, uint8 out). Throughput in G(FL)OPS = 2MKN / time
+(best of several runs); ratios are against NumPy float32 in the same run.
+
+Part 2, the digits CNN (``models.digits_cnn``) trained for a few epochs: test accuracy and batch
+latency of the float model, the static int8 model (fuse, x86 qconfig, calibrate, convert) and -- for
+the MLP -- dynamic int8.
+
+    /tmp/venv/bin/python bench/quant.py                # all cores
+    /tmp/venv/bin/python bench/quant.py --threads 1
+
+Prints a table, then one JSON line.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _early_threads() -> int:
+    """--threads must reach OpenBLAS before NumPy is imported."""
+    n = os.cpu_count() or 1
+    if "--threads" in sys.argv:
+        n = int(sys.argv[sys.argv.index("--threads") + 1])
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+    return n
+
+
+THREADS = _early_threads()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from minicompress import models, nn, no_grad  # noqa: E402
+from minicompress import quant as Q  # noqa: E402
+from minicompress.data import DataLoader, load_digits  # noqa: E402
+from minicompress.optim import Adam  # noqa: E402
+from minicompress.quant import functional as QF  # noqa: E402
+from minicompress.quant import gemm, vnni  # noqa: E402
+from minicompress.train import evaluate, fit  # noqa: E402
+
+SHAPES = [(64, 512, 512), (128, 512, 512), (64, 784, 512), (256, 1024, 1024), (1024, 1024, 1024)]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=THREADS)
+    p.add_argument("--epochs", type=int, default=6, help="digits CNN / MLP training epochs")
+    p.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per measurement")
+    return p.parse_args()
+
+
+def best_time(fn, budget: float) -> float:
+    """Minimum wall time of fn() over repeated runs (after one warm-up), within ~budget seconds."""
+    fn()
+    best, spent, runs = float("inf"), 0.0, 0
+    while runs < 3 or (spent < budget and runs < 200):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best, spent, runs = min(best, dt), spent + dt, runs + 1
+    return best
+
+
+def gemm_row(torch, m: int, k: int, n: int, budget: float) -> dict:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    w = (rng.normal(size=(n, k)) * 0.05).astype(np.float32)
+    wt = np.ascontiguousarray(w.T)
+    qw = Q.quantize_per_tensor(w, float(np.abs(w).max() / 127.5), 0, "qint8")
+    qx = Q.quantize_per_tensor(x, 0.03, 128, "quint8")
+    packed = QF.pack_weight(qw)
+    acc = np.empty((m, n), np.int32)
+    times = {
+        "numpy_f32": best_time(lambda: x @ wt, budget),
+        "int8_gemm": best_time(lambda: gemm.gemm_s32(qx.int_repr, packed.codes, packed.vnni, acc), budget),
+        "int8_linear": best_time(lambda: QF.linear(qx, packed, None, 0.1, 64), budget),
+    }
+    if torch is not None:
+        tw = torch.quantize_per_tensor(torch.from_numpy(w), qw.scale, 0, torch.qint8)
+        tp = torch.ops.quantized.linear_prepack(tw, None)
+        tx = torch.quantize_per_tensor(torch.from_numpy(x), 0.03, 128, torch.quint8)
+        times["fbgemm_linear"] = best_time(lambda: torch.ops.quantized.linear(tx, tp, 0.1, 64), budget)
+    ops = 2.0 * m * k * n
+    row = {"shape": f"{m}x{k}x{n}", **{f"{key}_ms": t * 1e3 for key, t in times.items()},
+           **{f"{key}_gops": ops / t / 1e9 for key, t in times.items()}}
+    row.update({f"{key}_vs_numpy": times["numpy_f32"] / t for key, t in times.items() if key != "numpy_f32"})
+    return row
+
+
+def digits_rows(args: argparse.Namespace) -> list[dict]:
+    xtr, ytr, xte, yte = load_digits()
+    rows = []
+    cnn = models.digits_cnn(rng=np.random.default_rng(0))
+    model = nn.Sequential(Q.QuantStub(), *cnn, Q.DeQuantStub())
+    fit(model, nn.CrossEntropyLoss(), Adam(model.parameters(), lr=3e-3),
+        DataLoader(xtr, ytr, 64, shuffle=True, rng=1), epochs=args.epochs, quiet=True)
+    model.eval()
+    fused = Q.fuse_modules(model, [["1", "2", "3"], ["4", "5", "6"], ["9", "10"]])
+    fused.qconfig = Q.get_default_qconfig("x86")
+    prepared = Q.prepare(fused)
+    with no_grad():
+        prepared(xtr)
+    rows += _compare("digits CNN", model, {"static int8": Q.convert(prepared)}, xte, yte, args.budget)
+
+    mlp = models.digits_mlp((128,), rng=np.random.default_rng(0))
+    fit(mlp, nn.CrossEntropyLoss(), Adam(mlp.parameters(), lr=3e-3),
+        DataLoader(xtr, ytr, 64, shuffle=True, rng=1), epochs=args.epochs, quiet=True)
+    mlp.eval()
+    rows += _compare("digits MLP", mlp, {"dynamic int8": Q.quantize_dynamic(mlp, {nn.Linear})}, xte, yte,
+                     args.budget)
+    return rows
+
+
+def _compare(name: str, float_model, quantized: dict, x, y, budget: float) -> list[dict]:
+    out = []
+    with no_grad():
+        base_t = best_time(lambda: float_model(x), budget)
+        base_acc = evaluate(float_model, x, y)["accuracy"]
+        out.append({"model": name, "variant": "float32", "accuracy": base_acc, "latency_ms": base_t * 1e3,
+                    "speedup": 1.0})
+        for variant, qm in quantized.items():
+            t = best_time(lambda: qm(x), budget)
+            out.append({"model": name, "variant": variant, "accuracy": evaluate(qm, x, y)["accuracy"],
+                        "latency_ms": t * 1e3, "speedup": base_t / t})
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    warnings.filterwarnings("ignore")
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        torch.backends.quantized.engine = "fbgemm"
+    except ImportError:
+        torch = None
+    import numba
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    print(f"threads={args.threads}  vnni={vnni.USE_VNNI}  numpy float32 = OpenBLAS sgemm; "
+          f"G(FL)OPS = 2MKN/time, best of runs\n")
+    gemms = [gemm_row(torch, m, k, n, args.budget) for m, k, n in SHAPES]
+    print(f"{'M x K x N':>16} | {'numpy f32':>14} | {'int8 GEMM':>20} | {'int8 linear (+requant)':>24} | "
+          f"{'fbgemm linear':>20}")
+    for r in gemms:
+        fb = (f"{r['fbgemm_linear_gops']:7.1f} GOPS {r['fbgemm_linear_vs_numpy']:5.2f}x"
+              if "fbgemm_linear_gops" in r else "n/a")
+        print(f"{r['shape']:>16} | {r['numpy_f32_gops']:8.1f} GFLOPS | {r['int8_gemm_gops']:7.1f} GOPS "
+              f"{r['int8_gemm_vs_numpy']:5.2f}x | {r['int8_linear_gops']:11.1f} GOPS "
+              f"{r['int8_linear_vs_numpy']:5.2f}x | {fb}")
+    digits = digits_rows(args)
+    print(f"\n{'model':>12} {'variant':>14} {'accuracy':>9} {'latency (360 samples)':>22} {'speedup':>8}")
+    for r in digits:
+        print(f"{r['model']:>12} {r['variant']:>14} {r['accuracy']:9.4f} {r['latency_ms']:19.2f} ms "
+              f"{r['speedup']:7.2f}x")
+    print(json.dumps({"bench": "quant", "threads": args.threads, "vnni": vnni.USE_VNNI, "gemm": gemms,
+                      "digits": digits}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""int8 quantization, mirroring ``torch.ao.quantization`` and reproducing PyTorch 2.13's x86 results bit for bit.
+
+Layers of the package (each file one job):
+
+- ``rounding``  named rounding modes ('pytorch-2.13', 'fake-quant', 'onnx', 'tflite')
+- ``qtensor``   QTensor, quantize_per_tensor / quantize_per_channel / dequantize
+- ``qparams``   (scale, zero_point) choosers: observers' rule, fbgemm's dynamic rule, fixed-point multipliers
+- ``observer``, ``histogram``  observers with PyTorch's names, arguments and results
+- ``kernels``, ``gemm``, ``vnni``  Numba kernels (quantize, im2col; int8 GEMM + fused epilogues; the VNNI
+  micro-kernel); ``reference`` their NumPy twins
+- ``functional``  linear_dynamic, linear, conv2d
+- ``modules``, ``passthrough``  quantized Modules; ``fuse``  BatchNorm folding and fused float modules
+- ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert
+"""
+from . import functional
+from .flows import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, convert, prepare,
+                    propagate_qconfig_, quantize_dynamic)
+from .fuse import (ConvReLU2d, LinearReLU, fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval,
+                   fuse_linear_bn_weights, fuse_modules)
+from .histogram import HistogramObserver
+from .modules import (DeQuantize, DeQuantStub, DynamicQuantizedLinear, DynamicQuantizedLinearReLU, Quantize,
+                      QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear, QuantizedLinearReLU, QuantStub,
+                      quantize_weight)
+from .observer import (MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+                       ObserverBase, PerChannelMinMaxObserver, PlaceholderObserver,
+                       UniformQuantizationObserverBase)
+from .passthrough import QuantizedDropout, QuantizedFlatten, QuantizedMaxPool2d, QuantizedReLU
+from .qconfig import (QConfig, default_dynamic_qconfig, default_histogram_observer, default_observer,
+                      default_per_channel_qconfig, default_per_channel_weight_observer, default_qconfig,
+                      default_weight_observer, get_default_qconfig, per_channel_dynamic_qconfig)
+from .qparams import calculate_qmin_qmax, calculate_qparams, choose_quantization_params, quantize_multiplier
+from .qtensor import QDTYPES, QTensor, dequantize, quantize_per_channel, quantize_per_tensor
+from .rounding import MODES as ROUNDING_MODES
+from . import qat_modules
+from .fake_quantize import (FakeQuantize, FusedMovingAvgObsFakeQuantize, default_fake_quant,
+                            default_fused_act_fake_quant, default_fused_per_channel_wt_fake_quant,
+                            default_fused_wt_fake_quant, default_per_channel_weight_fake_quant,
+                            default_weight_fake_quant, disable_fake_quant, disable_observer, enable_fake_quant,
+                            enable_observer, fake_quantize_per_channel_affine,
+                            fake_quantize_per_channel_affine_backward, fake_quantize_per_tensor_affine,
+                            fake_quantize_per_tensor_affine_backward)
+from .learnable import LearnableFakeQuantize
+from .qat import (DEFAULT_QAT_MODULE_MAPPINGS, QAT_CONVERT_MODULE_MAPPINGS, ConvBn2d, ConvBnReLU2d, FreezeQAT,
+                  default_qat_qconfig, freeze_bn_stats, fuse_modules_qat, get_default_qat_qconfig, prepare_qat,
+                  to_observed_float, update_bn_stats)
+
+__all__ = [
+    "functional", "QTensor", "QDTYPES", "quantize_per_tensor", "quantize_per_channel", "dequantize",
+    "ROUNDING_MODES", "calculate_qmin_qmax", "calculate_qparams", "choose_quantization_params",
+    "quantize_multiplier", "ObserverBase", "UniformQuantizationObserverBase", "MinMaxObserver",
+    "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",
+    "HistogramObserver", "PlaceholderObserver", "QConfig", "get_default_qconfig", "default_qconfig",
+    "default_per_channel_qconfig", "default_dynamic_qconfig", "per_channel_dynamic_qconfig", "default_observer",
+    "default_weight_observer", "default_per_channel_weight_observer", "default_histogram_observer",
+    "QuantStub", "DeQuantStub", "Quantize", "DeQuantize", "QuantizedLinear", "QuantizedLinearReLU",
+    "QuantizedConv2d", "QuantizedConvReLU2d", "DynamicQuantizedLinear", "DynamicQuantizedLinearReLU",
+    "QuantizedReLU", "QuantizedMaxPool2d", "QuantizedFlatten", "QuantizedDropout", "quantize_weight",
+    "LinearReLU", "ConvReLU2d", "fuse_modules", "fuse_conv_bn_eval", "fuse_linear_bn_eval",
+    "fuse_conv_bn_weights", "fuse_linear_bn_weights", "prepare", "convert", "quantize_dynamic",
+    "propagate_qconfig_", "DEFAULT_STATIC_QUANT_MODULE_MAPPINGS", "DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS",
+    "qat_modules", "FakeQuantize", "FusedMovingAvgObsFakeQuantize", "LearnableFakeQuantize",
+    "fake_quantize_per_tensor_affine", "fake_quantize_per_tensor_affine_backward",
+    "fake_quantize_per_channel_affine", "fake_quantize_per_channel_affine_backward",
+    "default_fake_quant", "default_weight_fake_quant", "default_per_channel_weight_fake_quant",
+    "default_fused_act_fake_quant", "default_fused_wt_fake_quant", "default_fused_per_channel_wt_fake_quant",
+    "enable_observer", "disable_observer", "enable_fake_quant", "disable_fake_quant",
+    "prepare_qat", "get_default_qat_qconfig", "default_qat_qconfig", "fuse_modules_qat", "ConvBn2d",
+    "ConvBnReLU2d", "freeze_bn_stats", "update_bn_stats", "FreezeQAT", "DEFAULT_QAT_MODULE_MAPPINGS",
+    "QAT_CONVERT_MODULE_MAPPINGS", "to_observed_float",
+]

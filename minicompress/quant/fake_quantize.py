@@ -1,0 +1,418 @@
+"""Fake quantization: quantize-then-dequantize in float, with the straight-through gradient.
+
+Quantization-aware training (QAT) inserts fake-quant where the int8 model will round, so the float
+model sees the same rounding and clamping during training. Two levels live here:
+
+- the functional ops ``fake_quantize_per_tensor_affine`` / ``fake_quantize_per_channel_affine`` and
+  their straight-through-estimator (STE) backwards, bit-exact with PyTorch 2.13's CPU kernels
+  (``aten/src/ATen/native/quantized/cpu/kernels/QuantizedOpKernels.cpp``);
+- the ``FakeQuantize`` module (observer + fake-quant, ``torch.ao.quantization.FakeQuantize``), its
+  fused-observer twin ``FusedMovingAvgObsFakeQuantize`` and the default factories.
+
+The forward (PyTorch, float32 unless noted)::
+
+    inv = float32(1) / float32(scale)                                   (1)
+    q   = zp + rint(x * inv)              # zero point added AFTER rounding (half to even)
+    y   = (clamp(q, qmin, qmax) - zp) * scale
+    dx  = dy * (qmin <= q <= qmax)        # STE: identity inside the range, zero outside   (2)
+
+Unlike ``quantize_per_tensor`` (which adds zp *before* one fused rounding on x86, PYTORCH_SEMANTICS
+§0.1), (1) adds zp after rounding, so the two disagree at ties. Quirks kept on purpose: in float64
+the per-tensor op rounds ``(q - zp) * scale`` to float32 while the per-channel op keeps it in double;
+per-channel maps +inf and values past int64 to ``qmin`` (C's float->int64 cast gives INT64_MIN).
+Bad qparams raise ValueError: quant_min >= quant_max (PyTorch accepts quant_min == quant_max), a zero
+point outside [quant_min, quant_max], a scale that is not positive and finite (PyTorch computes anyway).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..nn.module import Module
+from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory
+
+__all__ = [
+    "fake_quantize_per_tensor_affine", "fake_quantize_per_tensor_affine_backward",
+    "fake_quantize_per_channel_affine", "fake_quantize_per_channel_affine_backward",
+    "check_qparams", "choose_qparams_fused", "FakeQuantize", "FusedMovingAvgObsFakeQuantize",
+    "disable_fake_quant", "enable_fake_quant", "disable_observer", "enable_observer",
+    "default_fake_quant", "default_weight_fake_quant", "default_per_channel_weight_fake_quant",
+    "default_fused_act_fake_quant", "default_fused_wt_fake_quant", "default_fused_per_channel_wt_fake_quant",
+]
+
+_INT64_LIMIT = float(2 ** 63)
+
+
+def check_qparams(scale: Any, zero_point: Any, quant_min: int, quant_max: int, who: str) -> None:
+    """Raise ValueError unless quant_min < quant_max, every scale > 0 and finite, and every
+    zero point lies in [quant_min, quant_max]. ``who`` names the caller in the message."""
+    if int(quant_min) >= int(quant_max):
+        raise ValueError(f"{who}: quant_min must be < quant_max, got quant_min={quant_min}, "
+                         f"quant_max={quant_max}")
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.size == 0 or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise ValueError(f"{who}: scale must be positive and finite, got {scale.tolist()}")
+    zp = np.asarray(zero_point, dtype=np.float64)
+    if np.any(zp < quant_min) or np.any(zp > quant_max) or not np.all(np.isfinite(zp)):
+        raise ValueError(f"{who}: zero_point must be in [quant_min, quant_max] = "
+                         f"[{quant_min}, {quant_max}], got {zp.tolist()}")
+
+
+def _check_input(x: Any, who: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{who}: expected a floating-point ndarray, got {kind}")
+    return x
+
+
+def _scalar_qparams(scale: Any, zero_point: Any, who: str) -> tuple[np.float32, int]:
+    s, z = np.asarray(scale), np.asarray(zero_point)
+    if s.size != 1 or z.size != 1:
+        raise ValueError(f"{who}: per-tensor scale and zero_point must be scalars (or 1-element), "
+                         f"got shapes {s.shape} and {z.shape}")
+    if z.dtype.kind == "f" and float(z.reshape(())) != int(z.reshape(())):
+        raise ValueError(f"{who}: zero_point must be an integer, got {float(z.reshape(()))}")
+    return np.float32(s.reshape(())), int(z.reshape(()))
+
+
+def _per_tensor(x: np.ndarray, scale: Any, zero_point: Any, quant_min: int, quant_max: int,
+                who: str) -> tuple[np.ndarray, np.ndarray]:
+    """(y, mask) of eq. (1)-(2); float32 arithmetic for float32 x, double products for float64 x."""
+    _check_input(x, who)
+    s, zp = _scalar_qparams(scale, zero_point, who)
+    check_qparams(s, zp, quant_min, quant_max, who)
+    inv = np.float32(1.0) / s
+    t = x.dtype.type
+    q = t(zp) + np.rint(x * t(inv))                 # float: zp + rint(x * inv)
+    mask = (q >= quant_min) & (q <= quant_max)      # NaN compares False
+    qc = np.fmin(np.fmax(q, quant_min), quant_max)  # C fmin/fmax: NaN -> quant_min
+    y = ((qc - zp).astype(np.float32) * s).astype(x.dtype)  # (q - zp) * scale in float32, as the kernel
+    return y, mask
+
+
+def fake_quantize_per_tensor_affine(x: np.ndarray, scale: Any, zero_point: Any, quant_min: int,
+                                    quant_max: int) -> np.ndarray:
+    """y = (clamp(zp + rint(x * inv), qmin, qmax) - zp) * scale   (eq. 1), ≙ torch op of that name.
+
+    x: any shape, float32 or float64; scale: float (> 0); zero_point: int in [qmin, qmax].
+    Returns y with x's shape and dtype.
+    """
+    return _per_tensor(x, scale, zero_point, quant_min, quant_max,
+                       "fake_quantize_per_tensor_affine")[0]
+
+
+def fake_quantize_per_tensor_affine_backward(grad: np.ndarray, x: np.ndarray, scale: Any,
+                                             zero_point: Any, quant_min: int,
+                                             quant_max: int) -> np.ndarray:
+    """dx = grad * (qmin <= zp + rint(x * inv) <= qmax)   (eq. 2, straight-through estimator)."""
+    who = "fake_quantize_per_tensor_affine_backward"
+    mask = _per_tensor(x, scale, zero_point, quant_min, quant_max, who)[1]
+    if np.shape(grad) != x.shape:
+        raise ValueError(f"{who}: grad shape {np.shape(grad)} != input shape {x.shape}")
+    return grad * mask
+
+
+def _per_channel(x: np.ndarray, scale: Any, zero_point: Any, axis: int, quant_min: int,
+                 quant_max: int, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """(y, mask) of eq. (1)-(2) with scale[c], zp[c] broadcast along ``axis``."""
+    _check_input(x, who)
+    s, z = np.asarray(scale), np.asarray(zero_point)
+    if not isinstance(axis, (int, np.integer)) or not 0 <= axis < x.ndim:
+        raise ValueError(f"{who}: axis must be in [0, {x.ndim}) for an input of shape {x.shape}, got {axis}")
+    if s.ndim != 1 or z.ndim != 1 or s.shape[0] != x.shape[axis] or z.shape[0] != x.shape[axis]:
+        raise ValueError(f"{who}: scale and zero_point must be 1-D of length x.shape[{axis}] = "
+                         f"{x.shape[axis]}, got {s.shape} and {z.shape} for input {x.shape}")
+    float_zp = z.dtype.kind == "f"
+    check_qparams(s, np.rint(z) if float_zp else z, quant_min, quant_max, who)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    s32 = s.astype(np.float32).reshape(shape)
+    inv = (np.float32(1.0) / s32).astype(x.dtype)
+    t = x.dtype.type
+    if float_zp:  # lrintf(zp + x * inv), zp before rounding; the build contracts it to an FMA
+        zpf = z.astype(np.float32).reshape(shape)
+        q = np.rint((zpf.astype(np.float64) + x.astype(np.float64) * inv).astype(np.float32))
+    else:         # int64(zp + rint(x * inv))
+        zpf = z.astype(np.int64).reshape(shape)
+        q = zpf.astype(x.dtype) + np.rint(x * inv)
+    q = np.where(np.abs(q) < _INT64_LIMIT, q, -_INT64_LIMIT)  # C float->int64: inf/NaN/overflow -> INT64_MIN
+    mask = (q >= quant_min) & (q <= quant_max)
+    qc = np.clip(q, quant_min, quant_max)
+    if float_zp:  # (clamp(q) - zp) * scale in double, rounded once to x's dtype
+        y = ((qc - zpf.astype(np.float64)) * s32.astype(np.float64)).astype(x.dtype)
+    else:
+        y = (qc - zpf).astype(x.dtype) * s32.astype(x.dtype)
+    return y.astype(x.dtype, copy=False), mask
+
+
+def fake_quantize_per_channel_affine(x: np.ndarray, scale: Any, zero_point: Any, axis: int,
+                                     quant_min: int, quant_max: int) -> np.ndarray:
+    """Eq. (1) per channel: y = (clamp(zp[c] + rint(x * inv[c]), qmin, qmax) - zp[c]) * scale[c].
+
+    x: any shape with ``x.shape[axis] == C``; scale: (C,) > 0; zero_point: (C,) ints in
+    [qmin, qmax] (float zero points use ``rint(zp + x * inv)`` as PyTorch does). Returns y like x.
+    """
+    return _per_channel(x, scale, zero_point, axis, quant_min, quant_max,
+                        "fake_quantize_per_channel_affine")[0]
+
+
+def fake_quantize_per_channel_affine_backward(grad: np.ndarray, x: np.ndarray, scale: Any,
+                                              zero_point: Any, axis: int, quant_min: int,
+                                              quant_max: int) -> np.ndarray:
+    """dx = grad * (qmin <= zp[c] + rint(x * inv[c]) <= qmax)   (eq. 2 per channel)."""
+    who = "fake_quantize_per_channel_affine_backward"
+    mask = _per_channel(x, scale, zero_point, axis, quant_min, quant_max, who)[1]
+    if np.shape(grad) != x.shape:
+        raise ValueError(f"{who}: grad shape {np.shape(grad)} != input shape {x.shape}")
+    return grad * mask
+
+
+# ==================================================================================== qparams
+def choose_qparams_fused(min_val: Any, max_val: Any, quant_min: int, quant_max: int,
+                         preserve_sparsity: bool) -> tuple[np.ndarray, np.ndarray]:
+    """FBGEMM ``ChooseQuantizationParams`` as ``fused_moving_avg_obs_fake_quant`` calls it (x86 build).
+
+    Not the observers' rule: symmetric ("preserve_sparsity") ranges become
+    [max_s * (-(R//2 + 1)), max_s * (R//2)] with R = qmax - qmin, max_s = max(|min|/(R//2 + 1), |max|/(R//2)),
+    so s = max_s (e.g. max|w| / 128 rather than / 127.5) and zp = rint((qmin + qmax) / 2); a channel that
+    is all >= 0 or all <= 0 gets an affine zero point instead (zp = qmin for all-positive). Affine:
+    s = float32((double(max+) - min-) / R), zp from whichever end adds the smaller terms
+    (|qmin| + |min/s| vs |qmax| + |max/s|). s = 0 (or 1/s = inf) becomes 0.1; s < 6.1e-5 is raised to it.
+    min_val, max_val: float32 arrays of equal shape. Returns (scale float32, zero_point int32), same shape.
+    """
+    lo_all, hi_all = np.atleast_1d(np.asarray(min_val, np.float32)), np.atleast_1d(np.asarray(max_val, np.float32))
+    scales, zps = np.empty(lo_all.shape, np.float32), np.empty(lo_all.shape, np.int32)
+    thr, r = np.float32(6.1e-5), quant_max - quant_min
+    for i, (lo, hi) in enumerate(zip(lo_all.flat, hi_all.flat)):
+        symmetric = preserve_sparsity and lo < 0 < hi
+        if symmetric:
+            sq_min, sq_max = -(r // 2 + 1), r // 2
+            max_s = float(max(abs(lo / np.float32(sq_min)), abs(hi / np.float32(sq_max))))  # float32 divisions
+            lo, hi = np.float32(max_s * sq_min), np.float32(max_s * sq_max)
+        lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
+        s = np.float32((float(hi) - float(lo)) / r)
+        with np.errstate(divide="ignore", over="ignore"):
+            if s == 0 or np.isinf(np.float32(1) / s):
+                s = np.float32(0.1)
+        if s < thr:
+            org, s = s, thr
+            if lo == 0:
+                hi = np.float32(thr * np.float32(r))
+            elif hi == 0:
+                lo = np.float32(-thr * np.float32(r))
+            else:
+                amp = np.float32(thr / org)
+                lo, hi = np.float32(lo * amp), np.float32(hi * amp)
+        from_min, from_max = quant_min - float(lo) / float(s), quant_max - float(hi) / float(s)
+        err_min = abs(quant_min) + abs(float(lo) / float(s))
+        err_max = abs(quant_max) + abs(float(hi) / float(s))
+        initial = from_min if err_min < err_max else from_max
+        if symmetric:
+            initial = (quant_min + quant_max) / 2
+        zp = quant_min if initial < quant_min else quant_max if initial > quant_max else int(np.rint(initial))
+        scales.flat[i], zps.flat[i] = s, zp
+    return scales, zps
+
+
+# ==================================================================================== modules
+_DTYPE_RANGE = {"quint8": (0, 255), "qint8": (-128, 127), "qint32": (-(2 ** 31), 2 ** 31 - 1)}
+
+
+class FakeQuantize(Module):
+    """Observer + fake-quant ≙ ``torch.ao.quantization.FakeQuantize``.
+
+    forward(x): if ``observer_enabled``: observe x, copy the observer's ``calculate_qparams()`` into the
+    ``scale`` (float32) / ``zero_point`` (int32) buffers; if ``fake_quant_enabled``: fake-quantize x
+    with them (per tensor, or per channel along the observer's ``ch_axis``) using the *observer's*
+    quant_min/quant_max (after reduce_range). backward(grad) = grad * in-range mask (STE).
+    """
+
+    def __init__(self, observer: Callable[..., Module] | None = None, quant_min: int | None = None,
+                 quant_max: int | None = None, is_dynamic: bool = False, **observer_kwargs: Any) -> None:
+        super().__init__()
+        observer = MovingAverageMinMaxObserver if observer is None else observer
+        if quant_min is not None and quant_max is not None:
+            if quant_min >= quant_max:
+                raise ValueError(f"{type(self).__name__}: quant_min must be < quant_max, got "
+                                 f"quant_min={quant_min}, quant_max={quant_max}")
+            observer_kwargs.update(quant_min=quant_min, quant_max=quant_max)
+        if is_dynamic:
+            observer_kwargs["is_dynamic"] = True
+        self.activation_post_process = observer(**observer_kwargs)
+        obs = self.activation_post_process
+        self.quant_min, self.quant_max = int(obs.quant_min), int(obs.quant_max)
+        self.dtype, self.qscheme, self.is_dynamic = obs.dtype, obs.qscheme, bool(is_dynamic)
+        lo, hi = _DTYPE_RANGE.get(self.dtype, (self.quant_min, self.quant_max))
+        if not lo <= self.quant_min < self.quant_max <= hi:
+            raise ValueError(f"{type(self).__name__}: quant range [{self.quant_min}, {self.quant_max}] must "
+                             f"be non-empty and inside the {self.dtype} range [{lo}, {hi}]")
+        if self.qscheme not in ("per_tensor_affine", "per_tensor_symmetric",
+                                "per_channel_affine", "per_channel_symmetric"):
+            raise ValueError(f"{type(self).__name__}: unsupported qscheme {self.qscheme!r}")
+        self.is_per_channel = self.qscheme.startswith("per_channel")
+        self.ch_axis = int(getattr(obs, "ch_axis", -1)) if self.is_per_channel else -1
+        self.register_buffer("fake_quant_enabled", np.array([1], dtype=np.uint8))
+        self.register_buffer("observer_enabled", np.array([1], dtype=np.uint8))
+        self.register_buffer("scale", np.array([1.0], dtype=np.float32))
+        self.register_buffer("zero_point", np.array([0], dtype=np.int32))
+
+    @classmethod
+    def with_args(cls, **kwargs: Any) -> _Factory:
+        """A zero-argument factory (as PyTorch's ``with_args``) for QConfig."""
+        return _Factory(cls, **kwargs)
+
+    def enable_fake_quant(self, enabled: bool = True) -> None:
+        self.fake_quant_enabled[0] = 1 if enabled else 0
+
+    def disable_fake_quant(self) -> None:
+        self.enable_fake_quant(False)
+
+    def enable_observer(self, enabled: bool = True) -> None:
+        self.observer_enabled[0] = 1 if enabled else 0
+
+    def disable_observer(self) -> None:
+        self.enable_observer(False)
+
+    def calculate_qparams(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.activation_post_process.calculate_qparams()
+
+    def _set_qparams(self, scale: Any, zero_point: Any) -> None:
+        self.scale = np.asarray(scale, dtype=np.float32).reshape(-1).copy()
+        self.zero_point = np.asarray(zero_point).reshape(-1).astype(np.int32)
+
+    def _fake_quant(self, x: np.ndarray) -> np.ndarray:
+        if self.is_per_channel:
+            y, mask = _per_channel(x, self.scale, self.zero_point, self.ch_axis, self.quant_min,
+                                   self.quant_max, self._name())
+        else:
+            y, mask = _per_tensor(x, self.scale, self.zero_point, self.quant_min, self.quant_max,
+                                  self._name())
+        self._save_for_backward(mask)
+        return y
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.observer_enabled[0] == 1:
+            self.activation_post_process(x)
+            self._set_qparams(*self.calculate_qparams())
+        if self.fake_quant_enabled[0] == 1:
+            return self._fake_quant(x)
+        self._save_for_backward(True)
+        return x
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        """d loss / d x = grad_output * (qmin <= zp + rint(x / s) <= qmax) (identity when disabled)."""
+        mask = self._saved()
+        if mask is True:
+            return grad_output
+        if np.shape(grad_output) != mask.shape:
+            raise ValueError(f"{self._name()}: backward expected a gradient of shape {mask.shape}, "
+                             f"got {np.shape(grad_output)}")
+        return grad_output * mask
+
+    def extra_repr(self) -> str:
+        return (f"fake_quant_enabled={int(self.fake_quant_enabled[0])}, "
+                f"observer_enabled={int(self.observer_enabled[0])}, quant_min={self.quant_min}, "
+                f"quant_max={self.quant_max}, dtype={self.dtype}, qscheme={self.qscheme}, ch_axis={self.ch_axis}")
+
+
+class FusedMovingAvgObsFakeQuantize(FakeQuantize):
+    """≙ ``torch.ao.quantization.FusedMovingAvgObsFakeQuantize`` (what ``get_default_qat_qconfig`` uses).
+
+    PyTorch runs ``torch.fused_moving_avg_obs_fake_quant``, which differs from FakeQuantize:
+    - the observer's running min/max are updated in place by the op's own rule (first batch: copy;
+      then ``m += c * (cur - m)`` in float32); per channel only along axis 0;
+    - scale / zero point come from :func:`choose_qparams_fused` (FBGEMM), recomputed on every forward
+      with fake-quant on, and are *not* updated while fake-quant is off;
+    - ``calculate_qparams()`` still returns the observer's rule (what ``convert`` uses), so the int8
+      model's qparams differ slightly from those used in training (PyTorch behaviour, kept).
+    """
+
+    def __init__(self, observer: Callable[..., Module] | None = None, quant_min: int = 0,
+                 quant_max: int = 255, **observer_kwargs: Any) -> None:
+        super().__init__(observer, quant_min, quant_max, **observer_kwargs)
+        obs = self.activation_post_process
+        if not hasattr(obs, "averaging_constant"):
+            raise TypeError(f"{type(self).__name__}: the observer must be a MovingAverage(PerChannel)MinMaxObserver, "
+                            f"got {type(obs).__name__}")
+        if self.is_per_channel and self.ch_axis != 0:
+            raise ValueError(f"{type(self).__name__}: per-channel fake-quant is only supported on axis 0, "
+                             f"got ch_axis={self.ch_axis}")
+        self.register_buffer("fake_quant_enabled", np.array([1], dtype=np.int64))
+        self.register_buffer("observer_enabled", np.array([1], dtype=np.int64))
+        self.is_symmetric_quant = self.qscheme.endswith("symmetric")
+
+    def _observe(self, x: np.ndarray) -> None:
+        obs = self.activation_post_process
+        x32 = x.astype(np.float32, copy=False)
+        if self.is_per_channel:
+            flat = x32.reshape(x.shape[0], -1)             # (C, rest)
+            cur_min, cur_max = flat.min(axis=1), flat.max(axis=1)
+            if np.size(obs.min_val) == 0:
+                obs.min_val = np.full(x.shape[0], np.inf, np.float32)
+                obs.max_val = np.full(x.shape[0], -np.inf, np.float32)
+        else:
+            cur_min, cur_max = x32.min(), x32.max()
+        c = np.float32(obs.averaging_constant)
+        run_min = np.asarray(obs.min_val, np.float32)
+        run_max = np.asarray(obs.max_val, np.float32)
+        with np.errstate(invalid="ignore"):  # inf - inf in the branch np.where discards
+            obs.min_val = np.where(np.isinf(run_min), cur_min, run_min + c * (cur_min - run_min)).astype(np.float32)
+            obs.max_val = np.where(np.isinf(run_max), cur_max, run_max + c * (cur_max - run_max)).astype(np.float32)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.size == 0:
+            self._save_for_backward(True)
+            return x.copy()
+        if self.observer_enabled[0] == 1:
+            self._observe(x)
+        if self.fake_quant_enabled[0] != 1:
+            self._save_for_backward(True)
+            return x
+        obs = self.activation_post_process
+        self._set_qparams(*choose_qparams_fused(obs.min_val, obs.max_val, self.quant_min, self.quant_max,
+                                                self.is_symmetric_quant))
+        return self._fake_quant(x)
+
+
+def disable_fake_quant(mod: Module) -> None:
+    """``model.apply(disable_fake_quant)`` turns fake-quant off in every FakeQuantize."""
+    if hasattr(mod, "disable_fake_quant") and hasattr(mod, "fake_quant_enabled"):
+        mod.disable_fake_quant()
+
+
+def enable_fake_quant(mod: Module) -> None:
+    if hasattr(mod, "enable_fake_quant") and hasattr(mod, "fake_quant_enabled"):
+        mod.enable_fake_quant()
+
+
+def disable_observer(mod: Module) -> None:
+    """``model.apply(disable_observer)`` freezes every fake-quant's scale / zero point."""
+    if hasattr(mod, "disable_observer") and (hasattr(mod, "observer_enabled") or hasattr(mod, "static_enabled")):
+        mod.disable_observer()
+
+
+def enable_observer(mod: Module) -> None:
+    if hasattr(mod, "enable_observer") and (hasattr(mod, "observer_enabled") or hasattr(mod, "static_enabled")):
+        mod.enable_observer()
+
+
+# ==================================================================================== defaults (torch 2.13)
+default_fake_quant = FakeQuantize.with_args(
+    observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype="quint8",
+    qscheme="per_tensor_affine", reduce_range=True)                        # activations: 0..127
+# weights: moving average with averaging_constant 0.01 (PyTorch's docstring says "memoryless"; it is not)
+default_weight_fake_quant = FakeQuantize.with_args(
+    observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127, dtype="qint8",
+    qscheme="per_tensor_symmetric", reduce_range=False)
+default_per_channel_weight_fake_quant = FakeQuantize.with_args(
+    observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127, dtype="qint8",
+    qscheme="per_channel_symmetric", reduce_range=False, ch_axis=0)
+default_fused_act_fake_quant = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype="quint8")
+default_fused_wt_fake_quant = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127, dtype="qint8",
+    qscheme="per_tensor_symmetric")
+default_fused_per_channel_wt_fake_quant = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127, dtype="qint8",
+    qscheme="per_channel_symmetric")

@@ -1,0 +1,265 @@
+"""Quantized functional ops matching PyTorch 2.13's fbgemm kernels bit for bit.
+
+- :func:`linear_dynamic` == ``torch.ops.quantized.linear_dynamic``: float in, float out; the input is
+  quantized on the fly to quint8 over [0, 127] (reduce_range) with FBGEMM's ChooseQuantizationParams.
+- :func:`linear`, :func:`conv2d` == ``torch.ao.nn.quantized.functional.linear`` / ``conv2d``:
+  quint8 in, quint8 out; int8 weights per tensor or per output channel.
+
+The integer core is ``acc = sum_k a_ik * w_jk`` (int32) and, with row sums r_i = sum_k a_ik and
+column offsets c_j = sum_k w_jk - z_w[j] * K (``docs/quantization.md`` eq. (5))::
+
+    raw_ij = acc_ij - z_a * c_j - r_i * z_w[j]   (= sum_k (a_ik - z_a)(w_jk - z_w[j]))
+
+then one of the epilogues (``gemm.py``): dynamic ``fma(fl32(raw), fl32(s_a * s_w[j]), bias[j])``;
+static ``clamp(rint((fl32(raw) + bias_term[j]) * mult[j]) + z_out)`` with the float32 parameters of
+:func:`requant_params`; or the integer-only gemmlowp fixed-point multiplier (``requant='gemmlowp'``).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, NamedTuple
+
+import numba
+import numpy as np
+
+from . import gemm, kernels, vnni
+from .qparams import choose_quantization_params, quantize_multiplier
+from .qtensor import QTensor, check_qparams
+from .rounding import FMA
+
+REQUANT_MODES = ("fbgemm", "gemmlowp")
+PARALLEL_MIN_MACS = 1 << 22     # below this, waking the thread pool costs more than the work
+
+
+@contextmanager
+def _threads_for(macs: int) -> Iterator[None]:
+    """Run the kernels inside on one thread when the problem is small."""
+    if macs >= PARALLEL_MIN_MACS:
+        yield
+        return
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(n)
+
+
+class PackedWeight(NamedTuple):
+    """An int8 weight ready for the GEMM (PyTorch's "packed params"): computed once per module.
+
+    codes int8 (N, K); scales float32 (N,) and zero_points int64 (N,) (repeated when per tensor);
+    col_offsets int32 (N,) = sum_k codes[j, k] - zero_points[j] * K; per_channel; shape (original);
+    vnni: the codes in the VNNI micro-kernel's layout (``vnni.pack_b``), or an empty array when the CPU
+    lacks VNNI (the portable kernel then runs; both give identical integers).
+    """
+
+    codes: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray
+    col_offsets: np.ndarray
+    per_channel: bool
+    shape: tuple
+    vnni: np.ndarray
+
+    def portable(self) -> "PackedWeight":
+        """The same weight without the VNNI packing (forces the portable kernel)."""
+        return self._replace(vnni=NO_VNNI)
+
+
+NO_VNNI = np.zeros((0, 0, 16, 4), np.int8)
+
+
+def _packed(codes, scales, zps, col_offsets, per_channel, shape) -> PackedWeight:
+    packed = vnni.pack_b(codes) if vnni.USE_VNNI else NO_VNNI
+    return PackedWeight(codes, scales, zps, col_offsets, per_channel, shape, packed)
+
+
+def pack_weight(w: QTensor | PackedWeight, groups: int = 1) -> PackedWeight | list[PackedWeight]:
+    """Flatten a qint8 weight (out, ...) to (out, K) and precompute column offsets (and VNNI packing).
+
+    4-D (convolution) weights (OC, C/groups, KH, KW) are flattened channels last, (OC, KH*KW*C/groups),
+    matching ``kernels.im2col``'s column order. With ``groups > 1`` returns one PackedWeight per group.
+    """
+    if isinstance(w, PackedWeight) or isinstance(w, list):
+        return w
+    if not isinstance(w, QTensor) or w.dtype != "qint8":
+        raise TypeError(f"expected a qint8 QTensor weight, got {w!r}")
+    if w.axis not in (None, 0):
+        raise ValueError(f"per-channel weights must be quantized along axis 0 (output channels), got axis {w.axis}")
+    n = w.shape[0]
+    codes = w.int_repr.transpose(0, 2, 3, 1) if w.ndim == 4 else w.int_repr
+    codes = np.ascontiguousarray(codes.reshape(n, -1))
+    if w.axis is None:
+        scales = np.full(n, np.float32(w.scale), np.float32)
+        zps = np.full(n, w.zero_point, np.int64)
+    else:
+        scales, zps = w.scale.astype(np.float32), w.zero_point.astype(np.int64)
+    col_offsets = (codes.sum(axis=1, dtype=np.int64) - zps * codes.shape[1]).astype(np.int32)
+    if groups == 1:
+        return _packed(codes, scales, zps, col_offsets, w.axis is not None, tuple(w.shape))
+    if n % groups:
+        raise ValueError(f"{n} output channels cannot be split into {groups} groups")
+    step = n // groups
+    return [_packed(np.ascontiguousarray(codes[g * step:(g + 1) * step]), scales[g * step:(g + 1) * step],
+                    zps[g * step:(g + 1) * step], col_offsets[g * step:(g + 1) * step], w.axis is not None,
+                    tuple(w.shape)) for g in range(groups)]
+
+
+def _bias(bias: Any, n: int, who: str) -> np.ndarray:
+    if bias is None:
+        return np.zeros(n, np.float32)
+    b = np.asarray(bias)
+    if b.shape != (n,) or b.dtype.kind != "f":
+        raise ValueError(f"{who}: bias must be a float array of shape ({n},), got {b.dtype} {b.shape}")
+    return np.ascontiguousarray(b, np.float32)
+
+
+def _check_input(x: Any, dtype: str, who: str) -> QTensor:
+    if not isinstance(x, QTensor) or x.dtype != dtype or x.axis is not None:
+        raise TypeError(f"{who}: expected a per-tensor {dtype} QTensor input, got {x!r}")
+    return x
+
+
+# ------------------------------------------------------------------------------------ dynamic
+def dynamic_input_qparams(x: np.ndarray, reduce_range: bool = True) -> tuple[float, int]:
+    """fbgemm's activation qparams: ChooseQuantizationParams(min(x), max(x), 0, 255, reduce_range)."""
+    lo, hi = (x.min(), x.max()) if x.size else (0.0, 0.0)
+    return choose_quantization_params(lo, hi, 0, 255, reduce_range=reduce_range)
+
+
+def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce_range: bool = True,
+                   relu: bool = False) -> np.ndarray:
+    """y = dequant(quant(x)) @ dequant(w)^T + b, computed in int8 with a float epilogue.
+
+    x: float (..., K) with at least 2 dims; w_q: qint8 (N, K), per tensor or per channel; bias (N,).
+    Returns float32 (..., N). ``relu`` gives ``linear_relu_dynamic``.
+    """
+    w = pack_weight(w_q)
+    x = np.asarray(x)
+    n, k = w.codes.shape
+    if x.dtype.kind != "f" or x.ndim < 2 or x.shape[-1] != k:
+        raise ValueError(f"linear_dynamic: expected a float input (..., {k}) with >= 2 dims, got {x.dtype} {x.shape}")
+    x2 = np.ascontiguousarray(x.reshape(-1, k), np.float32)
+    if np.isnan(x2).any():
+        raise ValueError("linear_dynamic: input contains NaN")
+    scale, zp = dynamic_input_qparams(x2, reduce_range)
+    s32 = np.array([scale], np.float32)
+    a = np.empty(x2.shape, np.uint8)
+    kernels.quantize(x2.reshape(1, 1, -1), s32, np.float32(1) / s32, np.array([zp], np.int64), 0, 255, FMA,
+                     a.reshape(1, 1, -1))
+    mult = (s32[0] * w.scales).astype(np.float32)
+    out = np.empty((x2.shape[0], n), np.float32)
+    with _threads_for(x2.shape[0] * n * k):
+        gemm.qgemm_dynamic(a, w.codes, w.vnni, zp, w.col_offsets, w.zero_points, mult,
+                           _bias(bias, n, "linear_dynamic"), bool(relu), out)
+    return out.reshape(*x.shape[:-1], n)
+
+
+# ------------------------------------------------------------------------------------ static
+def requant_params(x_scale: float, w: PackedWeight, bias: np.ndarray,
+                   out_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(bias_term, mult) float32 (N,) exactly as fbgemm's static requantisation prepares them::
+
+        act_times_w[j] = fl32(s_x) * s_w[j]                 (float32)
+        mult[j]        = act_times_w[j] / fl32(s_out)       (float32)
+        bias_term[j]   = bias[j] * fl32(1.0 / act_times_w)  per-tensor weights (double reciprocal)
+                       = bias[j] / act_times_w[j]           per-channel weights (float32 division)
+    """
+    act_times_w = (np.float32(x_scale) * w.scales).astype(np.float32)
+    mult = (act_times_w / np.float32(out_scale)).astype(np.float32)
+    if w.per_channel:
+        bias_term = bias / act_times_w
+    else:
+        bias_term = bias * np.float32(1.0 / np.float64(act_times_w[0]))
+    return bias_term.astype(np.float32), mult
+
+
+def _qgemm_static(a: np.ndarray, a_zp: int, x_scale: float, w: PackedWeight, bias: np.ndarray, scale: float,
+                  zero_point: int, relu: bool, requant: str) -> np.ndarray:
+    """uint8 (M, N) codes of the requantised a @ w^T (+ bias) with output (scale, zero_point)."""
+    out = np.empty((a.shape[0], w.codes.shape[0]), np.uint8)
+    args = (a, w.codes, w.vnni, a_zp, w.col_offsets, w.zero_points)
+    if requant == "fbgemm":
+        bias_term, mult = requant_params(x_scale, w, bias, scale)
+        with _threads_for(a.size * w.codes.shape[0]):
+            gemm.qgemm_requant(*args, bias_term, mult, zero_point, bool(relu), out)
+    elif requant == "gemmlowp":
+        act_times_w = np.float64(np.float32(x_scale)) * w.scales.astype(np.float64)
+        pairs = [quantize_multiplier(m) for m in act_times_w / np.float64(np.float32(scale))]
+        multiplier = np.array([p[0] for p in pairs], np.int64)
+        shift = np.array([p[1] for p in pairs], np.int64)
+        bias_q = np.rint(bias.astype(np.float64) / act_times_w).astype(np.int64)
+        with _threads_for(a.size * w.codes.shape[0]):
+            gemm.qgemm_fixed_point(*args, bias_q, multiplier, shift, zero_point, bool(relu), out)
+    else:
+        raise ValueError(f"unknown requant mode {requant!r}; expected one of {REQUANT_MODES}")
+    return out
+
+
+def _check_out_qparams(scale: Any, zero_point: Any) -> tuple[float, int]:
+    return check_qparams(scale, zero_point, "quint8")
+
+
+def linear(input: QTensor, weight: QTensor | PackedWeight, bias: Any = None, scale: float = 1.0,
+           zero_point: int = 0, *, relu: bool = False, requant: str = "fbgemm") -> QTensor:
+    """Quantized linear: quint8 (..., K) x qint8 (N, K) -> quint8 (..., N) with (scale, zero_point)."""
+    x = _check_input(input, "quint8", "linear")
+    w = pack_weight(weight)
+    n, k = w.codes.shape
+    if x.ndim < 1 or x.shape[-1] != k:
+        raise ValueError(f"linear: expected input (..., {k}), got {x.shape}")
+    scale, zero_point = _check_out_qparams(scale, zero_point)
+    a = np.ascontiguousarray(x.int_repr.reshape(-1, k))
+    codes = _qgemm_static(a, x.zero_point, x.scale, w, _bias(bias, n, "linear"), scale, zero_point, relu, requant)
+    return QTensor(codes.reshape(*x.shape[:-1], n), scale, zero_point, None, "quint8")
+
+
+def _pair(v: Any, name: str) -> tuple[int, int]:
+    t = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
+    if len(t) != 2 or not all(isinstance(i, (int, np.integer)) for i in t):
+        raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {v!r}")
+    return int(t[0]), int(t[1])
+
+
+def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1, scale: float = 1.0, zero_point: int = 0, *,
+           relu: bool = False, requant: str = "fbgemm") -> QTensor:
+    """Quantized 2-D convolution: quint8 (N, C, H, W) * qint8 (OC, C/groups, KH, KW) -> quint8 (N, OC, OH, OW).
+
+    im2col (padded with the input zero point) then one GEMM per group with the linear epilogue.
+    ``weight`` may also be ``pack_weight(w, groups)`` (a list of per-group PackedWeights).
+    """
+    x = _check_input(input, "quint8", "conv2d")
+    if groups < 1:
+        raise ValueError(f"conv2d: groups must be >= 1, got {groups}")
+    packs = pack_weight(weight, groups)
+    packs = packs if isinstance(packs, list) else [packs]
+    shape = packs[0].shape
+    if len(shape) != 4 or x.ndim != 4:
+        raise ValueError(f"conv2d: expected input (N, C, H, W) and weight (OC, C/groups, KH, KW), "
+                         f"got {x.shape} and {shape}")
+    oc, cg, kh, kw = shape
+    n, c, h, wd = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if c != cg * groups or oc % groups or len(packs) != groups:
+        raise ValueError(f"conv2d: input channels {c} and weight {shape} do not match groups={groups}")
+    if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"conv2d: bad stride {stride}, padding {padding} or dilation {dilation}")
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d: input {x.shape} too small for kernel {(kh, kw)} with padding {(ph, pw)}")
+    scale, zero_point = _check_out_qparams(scale, zero_point)
+    b = _bias(bias, oc, "conv2d")
+    cols = np.empty((n * oh * ow, c * kh * kw), np.uint8)
+    with _threads_for(cols.size * 64):
+        kernels.im2col(np.ascontiguousarray(x.int_repr), kh, kw, sh, sw, ph, pw, dh, dw, groups, x.zero_point, cols)
+    out = np.empty((n * oh * ow, oc), np.uint8)
+    kg, ocg = cg * kh * kw, oc // groups
+    for g, wg in enumerate(packs):
+        rows = slice(g * ocg, (g + 1) * ocg)
+        a = cols if groups == 1 else np.ascontiguousarray(cols[:, g * kg:(g + 1) * kg])
+        out[:, rows] = _qgemm_static(a, x.zero_point, x.scale, wg, b[rows], scale, zero_point, relu, requant)
+    codes = np.ascontiguousarray(out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
+    return QTensor(codes, scale, zero_point, None, "quint8")

@@ -1,0 +1,263 @@
+"""Numba kernels of the int8 runtime, GEMM part: u8 x s8 (or s8 x s8) -> int32 with fused epilogues.
+
+With row sums r_i = sum_k a_ik and column offsets c_j = sum_k w_jk - z_w[j] * K (``docs/quantization.md``
+eq. (3)-(5)) the zero-point-corrected accumulator is::
+
+    raw_ij = acc_ij - z_a * c_j - r_i * z_w[j]  =  sum_k (a_ik - z_a)(w_jk - z_w[j])
+
+and one epilogue turns it into the output, fused into the same pass over each block of rows:
+dynamic (float32 out), static float requantisation (uint8 out, FBGEMM's), or integer-only fixed-point
+requantisation (gemmlowp / TFLite). Integers are widened explicitly (``_mac32`` does the int32
+multiply-add). Each kernel has a NumPy twin in ``reference.py``.
+
+The accumulator block comes from the AVX-512 VNNI micro-kernel (``vnni.py``) when the weight was packed
+for it, else from the portable 4x4 register-tiled loops below; both are exact, so they agree bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from .kernels import fma32
+from .vnni import USE_VNNI, block_vnni
+
+INT32_MIN = -2147483648
+
+
+# ------------------------------------------------------------------------------------ int32 GEMM
+@intrinsic
+def _mac32(typingctx, acc, a, b):
+    """acc + int32(a) * int32(b) in int32 (wrapping) arithmetic.
+
+    Numba would widen ``int32 * int32`` to int64, which halves the SIMD width; emitting the int32 IR
+    ourselves lets LLVM vectorise u8 x s8 dot products with vpmaddwd / vpdpwssd.
+    """
+    sig = types.int32(types.int32, a, b)
+
+    def codegen(context, builder, signature, args):
+        acc_v, a_v, b_v = args
+        i32 = ir.IntType(32)
+        a32 = builder.sext(a_v, i32) if signature.args[1].signed else builder.zext(a_v, i32)
+        b32 = builder.sext(b_v, i32) if signature.args[2].signed else builder.zext(b_v, i32)
+        return builder.add(acc_v, builder.mul(a32, b32))
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _tile4x4(a, b, i0, j0, acc, r0):
+    """acc[r0:r0+4, j0:j0+4] = a[i0:i0+4] . b[j0:j0+4]^T over all k: 16 int32 accumulators in registers."""
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = np.int32(0)
+    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = np.int32(0)
+    for k in range(a.shape[1]):
+        x0, x1, x2, x3 = a[i0, k], a[i0 + 1, k], a[i0 + 2, k], a[i0 + 3, k]
+        w0, w1, w2, w3 = b[j0, k], b[j0 + 1, k], b[j0 + 2, k], b[j0 + 3, k]
+        c00, c01, c02, c03 = _mac32(c00, x0, w0), _mac32(c01, x0, w1), _mac32(c02, x0, w2), _mac32(c03, x0, w3)
+        c10, c11, c12, c13 = _mac32(c10, x1, w0), _mac32(c11, x1, w1), _mac32(c12, x1, w2), _mac32(c13, x1, w3)
+        c20, c21, c22, c23 = _mac32(c20, x2, w0), _mac32(c21, x2, w1), _mac32(c22, x2, w2), _mac32(c23, x2, w3)
+        c30, c31, c32, c33 = _mac32(c30, x3, w0), _mac32(c31, x3, w1), _mac32(c32, x3, w2), _mac32(c33, x3, w3)
+    acc[r0, j0], acc[r0, j0 + 1], acc[r0, j0 + 2], acc[r0, j0 + 3] = c00, c01, c02, c03
+    acc[r0 + 1, j0], acc[r0 + 1, j0 + 1], acc[r0 + 1, j0 + 2], acc[r0 + 1, j0 + 3] = c10, c11, c12, c13
+    acc[r0 + 2, j0], acc[r0 + 2, j0 + 1], acc[r0 + 2, j0 + 2], acc[r0 + 2, j0 + 3] = c20, c21, c22, c23
+    acc[r0 + 3, j0], acc[r0 + 3, j0 + 1], acc[r0 + 3, j0 + 2], acc[r0 + 3, j0 + 3] = c30, c31, c32, c33
+
+
+@njit(cache=True, inline="always")
+def _dot(a, i, b, j):
+    acc = np.int32(0)
+    for k in range(a.shape[1]):
+        acc = _mac32(acc, a[i, k], b[j, k])
+    return acc
+
+
+@njit(cache=True)
+def _block_s32(a, b, i0, rows, acc):
+    """acc[r, j] = sum_k a[i0 + r, k] * b[j, k] (int32, wrapping) for r < rows and every j.
+
+    Loop order keeps 4 rows of b (4 * K bytes) hot in L1 while the 4x4 tile walks down the block.
+    """
+    n = b.shape[0]
+    n4 = n - n % 4
+    for j0 in range(0, n4, 4):
+        r0 = 0
+        while r0 + 4 <= rows:
+            _tile4x4(a, b, i0 + r0, j0, acc, r0)
+            r0 += 4
+        for r in range(r0, rows):
+            for j in range(j0, j0 + 4):
+                acc[r, j] = _dot(a, i0 + r, b, j)
+    for j in range(n4, n):
+        for r in range(rows):
+            acc[r, j] = _dot(a, i0 + r, b, j)
+
+
+@njit(cache=True, inline="always")
+def _row_sum(a, i):
+    s = np.int32(0)
+    for k in range(a.shape[1]):
+        s += np.int32(a[i, k])
+    return s
+
+
+@njit(cache=True, inline="always")
+def _corrected(acc, row_sum, a_zp, col_offset, b_zp):
+    """raw = acc - a_zp * col_offset - row_sum * b_zp, wrapped to int32 like FBGEMM (eq. (5))."""
+    return np.int32(np.int64(acc) - np.int64(a_zp) * col_offset - np.int64(row_sum) * b_zp)
+
+
+BLOCK_ROWS = 16   # rows of a per parallel task (a multiple of the VNNI micro-tile's 8)
+
+
+@njit(cache=True, inline="always")
+def _gemm_block(a, b, bp, i0, rows, acc):
+    """acc[r, j] = sum_k a[i0 + r, k] * b[j, k]: the VNNI micro-kernel when ``bp`` holds a packed
+    weight (``vnni.pack_b``), else the portable 4x4 loops. ``USE_VNNI`` is a compile-time constant:
+    on CPUs without VNNI the first branch is pruned before it is compiled."""
+    if USE_VNNI:
+        if bp.shape[0] > 0:
+            block_vnni(a, bp, i0, rows, acc)
+            return
+    _block_s32(a, b, i0, rows, acc)
+
+
+@njit(cache=True, inline="always")
+def _acc_buffer(n, bp):
+    return np.empty((BLOCK_ROWS, max(n, bp.shape[0] * 16)), np.int32)
+
+
+@njit(cache=True, parallel=True)
+def gemm_s32(a, b, bp, out):
+    """out = a @ b.T in int32. a: uint8/int8 (M, K); b: int8 (N, K); bp: its VNNI packing (uint8 a
+    only) or an empty (0, 0, 16, 4) array; out: int32 (M, N)."""
+    m, n = a.shape[0], b.shape[0]
+    for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        i0 = blk * BLOCK_ROWS
+        rows = min(BLOCK_ROWS, m - i0)
+        acc = _acc_buffer(n, bp)
+        _gemm_block(a, b, bp, i0, rows, acc)
+        out[i0:i0 + rows] = acc[:rows, :n]
+
+
+# ------------------------------------------------------------------------------------ epilogues
+@njit(cache=True, inline="always")
+def dynamic_epilogue(raw, mult, bias, relu):
+    """y = fma(fl32(raw), mult, bias) in float32 (FBGEMM ReQuantizeForFloat on AVX2/512); relu: max(0, y)."""
+    y = fma32(np.float32(raw), mult, bias)
+    return np.float32(0.0) if relu and y < 0 else y
+
+
+@njit(cache=True, inline="always")
+def requant_epilogue(raw, bias_term, mult, out_zp, lo):
+    """q = clamp(rint((fl32(raw) + bias_term) * mult) + out_zp, lo, 255)  (FBGEMM ReQuantizeOutput).
+
+    float32 add, float32 multiply, then x86 ``cvtps2dq`` (round half to even; NaN or outside int32 ->
+    INT32_MIN) and the int16-saturating pack + zero point + uint8 clamp. All of that equals: an
+    out-of-range or NaN value gives lo, anything else clamp(r + out_zp, lo, 255), with r first
+    saturated to int16 as the pack does (which changes nothing after the clamp). lo = 0, or out_zp for
+    a fused ReLU. Written with selects only, so that LLVM vectorises the loop.
+    """
+    r = np.rint((np.float32(raw) + bias_term) * mult)
+    bad = not ((r >= np.float32(-2147483648.0)) & (r < np.float32(2147483648.0)))
+    r = r if r > np.float32(-32768.0) else np.float32(-32768.0)
+    r = r if r < np.float32(32767.0) else np.float32(32767.0)
+    q = np.int32(r) + np.int32(out_zp)
+    q = q if q > lo else np.int32(lo)
+    q = q if q < 255 else np.int32(255)
+    return np.int32(lo) if bad else q
+
+
+@njit(cache=True, inline="always")
+def _srdhm(a, b):
+    """gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2^31) for int32 a, b (nudge +-2^30)."""
+    if a == INT32_MIN and b == INT32_MIN:
+        return np.int64(2147483647)
+    ab = np.int64(a) * np.int64(b)
+    t = ab + (np.int64(1 << 30) if ab >= 0 else np.int64(1 - (1 << 30)))
+    return t // (1 << 31) if t >= 0 else -((-t) // (1 << 31))    # C division truncates toward zero
+
+
+@njit(cache=True, inline="always")
+def _rounding_divide_by_pot(x, exponent):
+    """gemmlowp RoundingDivideByPOT: x / 2^exponent rounded half away from zero."""
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if remainder > threshold else 0)
+
+
+@njit(cache=True, inline="always")
+def fixed_point_epilogue(raw, bias_q, multiplier, shift, out_zp, lo):
+    """q = clamp(out_zp + MultiplyByQuantizedMultiplier(raw + bias_q, multiplier, shift), lo, 255).
+
+    Integer only (TFLite / gemmlowp): real multiplier = multiplier * 2^(shift - 31), multiplier in
+    [2^30, 2^31). x * 2^max(shift, 0), rounding doubling high multiply, then a rounding right shift.
+    """
+    x = np.int64(np.int32(np.int64(raw) + bias_q))
+    if shift > 0:
+        x = np.int64(np.int32(x << shift))
+    y = _rounding_divide_by_pot(_srdhm(x, multiplier), max(-shift, 0))
+    return min(max(y + out_zp, lo), 255)
+
+
+# ------------------------------------------------------------------------------------ fused GEMMs
+@njit(cache=True, parallel=True)
+def qgemm_dynamic(a, b, bp, a_zp, col_offsets, b_zp, mult, bias, relu, out):
+    """out[i, j] = dynamic_epilogue(raw_ij, mult[j], bias[j]) as float32 (M, N).
+
+    a: uint8 (M, K) activations with zero point a_zp; b: int8 (N, K) weights, zero points b_zp (N,);
+    bp: b packed for VNNI (``vnni.pack_b``) or empty (portable loops; same result);
+    col_offsets[j] = sum_k b[j, k] - b_zp[j] * K (int32); mult = fl32(s_a * s_b[j]); bias float32 (N,).
+    """
+    m, n = a.shape[0], b.shape[0]
+    for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        i0 = blk * BLOCK_ROWS
+        rows = min(BLOCK_ROWS, m - i0)
+        acc = _acc_buffer(n, bp)
+        _gemm_block(a, b, bp, i0, rows, acc)
+        for r in range(rows):
+            rs = _row_sum(a, i0 + r)
+            for j in range(n):
+                raw = _corrected(acc[r, j], rs, a_zp, col_offsets[j], b_zp[j])
+                out[i0 + r, j] = dynamic_epilogue(raw, mult[j], bias[j], relu)
+
+
+@njit(cache=True, parallel=True)
+def qgemm_requant(a, b, bp, a_zp, col_offsets, b_zp, bias_term, mult, out_zp, relu, out):
+    """out[i, j] = requant_epilogue(raw_ij, bias_term[j], mult[j], out_zp) as uint8 (M, N).
+
+    bias_term, mult: float32 (N,) prepared by ``functional.requant_params`` (eq. (7)).
+    """
+    m, n = a.shape[0], b.shape[0]
+    lo = out_zp if relu else 0
+    for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        i0 = blk * BLOCK_ROWS
+        rows = min(BLOCK_ROWS, m - i0)
+        acc = _acc_buffer(n, bp)
+        _gemm_block(a, b, bp, i0, rows, acc)
+        for r in range(rows):
+            rs = _row_sum(a, i0 + r)
+            for j in range(n):
+                raw = _corrected(acc[r, j], rs, a_zp, col_offsets[j], b_zp[j])
+                out[i0 + r, j] = requant_epilogue(raw, bias_term[j], mult[j], out_zp, lo)
+
+
+@njit(cache=True, parallel=True)
+def qgemm_fixed_point(a, b, bp, a_zp, col_offsets, b_zp, bias_q, multiplier, shift, out_zp, relu, out):
+    """out[i, j] = fixed_point_epilogue(raw_ij, bias_q[j], multiplier[j], shift[j], out_zp) as uint8.
+
+    bias_q: int32 (N,) bias in units of s_a * s_b[j]; multiplier int32 (N,), shift int (N,).
+    """
+    m, n = a.shape[0], b.shape[0]
+    lo = out_zp if relu else 0
+    for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        i0 = blk * BLOCK_ROWS
+        rows = min(BLOCK_ROWS, m - i0)
+        acc = _acc_buffer(n, bp)
+        _gemm_block(a, b, bp, i0, rows, acc)
+        for r in range(rows):
+            rs = _row_sum(a, i0 + r)
+            for j in range(n):
+                raw = _corrected(acc[r, j], rs, a_zp, col_offsets[j], b_zp[j])
+                out[i0 + r, j] = fixed_point_epilogue(raw, bias_q[j], multiplier[j], shift[j], out_zp, lo)

@@ -1,0 +1,156 @@
+"""Numba kernels of the int8 runtime, elementwise part: arrays and scalars in, arrays out.
+
+Every kernel has a plain-NumPy twin in ``reference.py`` that the tests hold it to bit for bit.
+No ``fastmath`` anywhere: the order and the rounding of every float operation is part of the result;
+float32 arithmetic stays float32 because Numba types ``float32 op float32`` as float32.
+
+Contents: a float32 fused multiply-add (``fma32``), quantize / dequantize under every rounding rule, and
+im2col padded with the input zero point for int8 convolution. The int32 GEMM and its fused epilogues
+are in ``gemm.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .rounding import DIV_HALF_AWAY, DIV_HALF_EVEN, FMA, MUL_ADD, MUL_ROUND_ADD
+
+
+# ------------------------------------------------------------------------------------ float helpers
+@intrinsic
+def _llvm_fma_f32(typingctx, a, b, c):
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, f32, f32]), "llvm.fma.f32")
+        return builder.call(fma, args)
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def fma32(a, b, c):
+    """fl32(a * b + c) with ONE rounding -- what x86's vfmadd computes (FBGEMM's quantize and epilogue).
+
+    LLVM's ``llvm.fma.f32`` is exactly that (the FMA instruction; a correctly rounded ``fmaf`` on CPUs
+    without one). Never ``fastmath``: Numba must not contract or split anything else. The NumPy twin
+    (``reference.fma32``) emulates the same single rounding in float64 with TwoSum (proof there); the
+    tests hold the two to each other and to exact rational arithmetic.
+    """
+    return _llvm_fma_f32(np.float32(a), np.float32(b), np.float32(c))
+
+
+@njit(cache=True, inline="always")
+def round_half_away(v):
+    """Round a float32 to the nearest integer, ties away from zero (C ``std::round``)."""
+    t = np.trunc(v)
+    if abs(v - t) >= np.float32(0.5):
+        t += np.float32(1.0) if v > 0 else np.float32(-1.0)
+    return t
+
+
+@njit(cache=True, inline="always")
+def quantize_code(x, s, inv, z, rule):
+    """The unclamped integer code of float32 ``x`` (as a float64) under rounding ``rule``."""
+    if rule == FMA:
+        return np.float64(np.rint(fma32(x, inv, np.float32(z))))
+    if rule == MUL_ADD:
+        return np.float64(np.rint(np.float32(x * inv) + np.float32(z)))
+    if rule == MUL_ROUND_ADD:
+        return np.float64(np.rint(np.float32(x * inv))) + z
+    if rule == DIV_HALF_EVEN:
+        return np.float64(np.rint(np.float32(x / s))) + z
+    if rule == DIV_HALF_AWAY:
+        return np.float64(round_half_away(np.float32(x / s))) + z
+    return np.nan
+
+
+# ------------------------------------------------------------------------------------ quantize
+@njit(cache=True, inline="always")
+def _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, rule, out):
+    n_outer, n_ch, n_inner = x.shape
+    for a in range(n_outer):
+        for c in range(n_ch):
+            s, inv, z = scale[c], inv_scale[c], zero_point[c]
+            for b in range(n_inner):
+                q = quantize_code(x[a, c, b], s, inv, z, rule)
+                out[a, c, b] = min(max(q, lo), hi)
+
+
+@njit(cache=True)
+def quantize(x, scale, inv_scale, zero_point, qmin, qmax, rule, out):
+    """out[a, c, b] = clamp(code(x[a, c, b]; scale[c], zero_point[c]), qmin, qmax).
+
+    x: float32 (A, C, B) -- per-tensor callers pass C = 1. scale, inv_scale: float32 (C,),
+    inv_scale = fl32(1 / scale). zero_point: int64 (C,). out: integer (A, C, B), written in place.
+    (One loop per rule, so that each loop body is branch-free and vectorises.)
+    """
+    lo, hi = np.float64(qmin), np.float64(qmax)
+    if rule == FMA:
+        _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, FMA, out)
+    elif rule == MUL_ADD:
+        _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, MUL_ADD, out)
+    elif rule == MUL_ROUND_ADD:
+        _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, MUL_ROUND_ADD, out)
+    elif rule == DIV_HALF_EVEN:
+        _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, DIV_HALF_EVEN, out)
+    else:
+        _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, DIV_HALF_AWAY, out)
+
+
+@njit(cache=True)
+def dequantize(q, scale, zero_point, per_channel, out):
+    """out = s * (q - z) as float32 with PyTorch's float steps.
+
+    per tensor: fl32(fl32(s) * fl32(q - z));  per channel: fl32(s_c * fl64(fl32(q) - fl32(z_c))).
+    q: integer (A, C, B); scale float64 (C,); zero_point int64 (C,); out float32 (A, C, B).
+    """
+    n_outer, n_ch, n_inner = q.shape
+    for a in range(n_outer):
+        for c in range(n_ch):
+            s, z = scale[c], zero_point[c]
+            s32, z32 = np.float32(s), np.float32(z)
+            for b in range(n_inner):
+                if per_channel:
+                    out[a, c, b] = np.float32(s * np.float64(np.float32(q[a, c, b]) - z32))
+                else:
+                    out[a, c, b] = s32 * np.float32(np.int64(q[a, c, b]) - z)
+
+
+# ------------------------------------------------------------------------------------ convolution
+@njit(cache=True, parallel=True)
+def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
+    """Unfold x (N, C, H, W) into out (N*OH*OW, C*KH*KW), padded with pad_value.
+
+    Column order (g, i, j, c) -- group, kernel row, kernel column, channel within the group -- so each
+    group's columns are one contiguous block, and the innermost copy is a run of C/groups contiguous
+    bytes of a channels-last copy of x (``functional.pack_weight`` orders 4-D weights to match).
+    Padding with the input zero point (not 0) makes padded taps contribute (z - z) * w = 0.
+    """
+    n, c, h, w = x.shape
+    cg = c // groups
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = np.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, x.dtype)     # padded, channels last
+    for b in range(n):
+        for ch in range(c):
+            for y in range(h):
+                for xi in range(w):
+                    xp[b, ph + y, pw + xi, ch] = x[b, ch, y, xi]
+    for by in prange(n * oh):
+        b, y = by // oh, by % oh
+        for xo in range(ow):
+            row = by * ow + xo
+            col = 0
+            for g in range(groups):
+                for i in range(kh):
+                    yi = y * sh + i * dh
+                    for j in range(kw):
+                        xi = xo * sw + j * dw
+                        for ch in range(g * cg, (g + 1) * cg):
+                            out[row, col] = xp[b, yi, xi, ch]
+                            col += 1

@@ -1,0 +1,176 @@
+"""Choosing quantization parameters: (scale, zero_point) from a float range, exactly as PyTorch 2.13.
+
+Three choosers, kept apart from the integer runtime (as gemmlowp's quantization example does):
+
+- :func:`calculate_qparams` -- the observers' rule (``torch/ao/quantization/observer.py``
+  ``_calculate_qparams``), float32 tensor arithmetic::
+
+      affine:     s = max((max+ - min-) / (qmax - qmin), eps)      z = clamp(qmin - rint(min- / s))
+      symmetric:  s = max(max(-min-, max+) / ((qmax - qmin) / 2), eps)
+                  z = 0 (qint8), 128 (quint8) or (qmin + qmax) // 2 (quint8 with a custom range)
+
+  with min- = min(min_val, 0), max+ = max(max_val, 0); rint is round-half-even.
+- :func:`choose_quantization_params` -- FBGEMM's ``ChooseQuantizationParams`` as copied into
+  ``aten/src/ATen/native/quantized/cpu/QuantUtils.h``, used for the activations of dynamic
+  quantized Linear. Double-precision scale; the zero point from whichever end point gives the smaller
+  error term.
+- :func:`quantize_multiplier` -- an integer-only requantisation multiplier (gemmlowp / TFLite):
+  real = M0 * 2^(shift - 31) with M0 in [2^30, 2^31).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .qtensor import check_dtype
+
+QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+SMALL_SCALE_THRESHOLD = np.float32(6.1e-5)     # FBGEMM: fp16_min, keeps scales out of fp16 subnormals
+
+
+def check_qscheme(qscheme: str) -> str:
+    if qscheme not in QSCHEMES:
+        raise ValueError(f"unknown qscheme {qscheme!r}; expected one of {QSCHEMES}")
+    return qscheme
+
+
+def is_symmetric(qscheme: str) -> bool:
+    return check_qscheme(qscheme).endswith("symmetric")
+
+
+def is_per_channel(qscheme: str) -> bool:
+    return check_qscheme(qscheme).startswith("per_channel")
+
+
+def validate_qmin_qmax(quant_min: int, quant_max: int) -> None:
+    """A custom range must contain 0 and be non-empty."""
+    if not quant_min <= 0 <= quant_max:
+        raise ValueError(f"custom quantization range [{quant_min}, {quant_max}] must include 0")
+    if quant_min >= quant_max:
+        raise ValueError(f"quant_min ({quant_min}) must be strictly less than quant_max ({quant_max})")
+
+
+def calculate_qmin_qmax(quant_min: int | None, quant_max: int | None, has_customized_qrange: bool,
+                        dtype: str, reduce_range: bool) -> tuple[int, int]:
+    """(qmin, qmax) of an observer: the dtype's 8-bit range, halved by reduce_range, or a custom range.
+
+    A custom range is also halved (floor division) by ``reduce_range``, as PyTorch does.
+    """
+    dtype = check_dtype(dtype)
+    if has_customized_qrange:
+        length = quant_max - quant_min + 1
+        limit = 2 ** 32 if dtype == "qint32" else 256
+        if not 0 < length <= limit:
+            raise ValueError(f"quantization range [{quant_min}, {quant_max}] must be positive and hold "
+                             f"at most {limit} values for {dtype}")
+        if reduce_range:
+            quant_min, quant_max = quant_min // 2, quant_max // 2
+        return quant_min, quant_max
+    if dtype == "qint8":
+        return (-64, 63) if reduce_range else (-128, 127)
+    if dtype == "quint8":
+        return (0, 127) if reduce_range else (0, 255)
+    return -(2 ** 31), 2 ** 31 - 1
+
+
+def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme: str, dtype: str,
+                      eps: float = FLOAT32_EPS, has_customized_qrange: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(scale float32 (C,), zero_point int64 (C,)) from running min/max (0-d per tensor, (C,) per channel).
+
+    Un-observed statistics (empty, or min = +inf and max = -inf) give the defaults ([1.0], [0]).
+    """
+    check_qscheme(qscheme)
+    min_val, max_val = np.asarray(min_val, np.float32), np.asarray(max_val, np.float32)
+    if min_val.size == 0 or max_val.size == 0 or (
+            min_val.ndim == 0 and min_val == np.inf and max_val == -np.inf):
+        return np.array([1.0], np.float32), np.array([0], np.int64)
+    if (min_val > max_val).any():
+        raise ValueError(f"min {min_val} should be less than or equal to max {max_val}")
+    eps32 = np.float32(eps)
+    min_neg = np.minimum(min_val, np.float32(0))
+    max_pos = np.maximum(max_val, np.float32(0))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if is_symmetric(qscheme):
+            max_pos = np.maximum(-min_neg, max_pos)
+            scale = np.maximum(max_pos / np.float32((quant_max - quant_min) / 2), eps32)
+            if dtype == "quint8":
+                mid = (quant_min + quant_max) // 2 if has_customized_qrange else 128
+                zero_point = np.full(scale.shape, mid, np.int64)
+            else:
+                zero_point = np.zeros(scale.shape, np.int64)
+        else:
+            scale = np.maximum((max_pos - min_neg) / np.float32(quant_max - quant_min), eps32)
+            zero_point = quant_min - np.rint(min_neg / scale).astype(np.int64)
+            zero_point = np.clip(zero_point, quant_min, quant_max)
+    return scale.reshape(-1).astype(np.float32), zero_point.reshape(-1).astype(np.int64)
+
+
+def choose_quantization_params(min_val: float, max_val: float, qmin: int = 0, qmax: int = 255,
+                               reduce_range: bool = False) -> tuple[float, int]:
+    """FBGEMM ``ChooseQuantizationParams`` (no sparsity preservation, no power-of-two scale).
+
+    Returns (scale as a double, zero_point). min/max are float32; the range is widened to include 0;
+    ``scale = (double(max) - min) / (qmax - qmin)``; a zero or reciprocal-overflowing scale becomes 0.1;
+    a scale below 6.1e-5 is raised to it and min/max stretched; the zero point comes from min when
+    ``|qmin| - |min/s| < |qmax| - |max/s|`` (PyTorch's copy subtracts), else from max, then is
+    clamped or rounded half-even (nearbyint).
+    """
+    lo, hi = np.float32(min_val), np.float32(max_val)
+    if not lo <= hi:
+        raise ValueError(f"choose_quantization_params: min ({lo}) must be <= max ({hi}) and not NaN")
+    if reduce_range:
+        qmin, qmax = int(qmin / 2), int(qmax / 2)           # C++ integer division truncates
+    if qmin >= qmax:
+        raise ValueError(f"choose_quantization_params: qmin ({qmin}) must be < qmax ({qmax})")
+    lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
+    scale = (float(hi) - float(lo)) / (qmax - qmin)
+    with np.errstate(divide="ignore", over="ignore"):
+        if np.float32(scale) == 0 or np.isinf(np.float32(1) / np.float32(scale)):
+            scale = 0.1
+    if scale < float(SMALL_SCALE_THRESHOLD):
+        org_scale = np.float32(scale)
+        scale = float(SMALL_SCALE_THRESHOLD)
+        if lo == 0:
+            hi = np.float32(SMALL_SCALE_THRESHOLD * np.float32(qmax - qmin))
+        elif hi == 0:
+            lo = np.float32(-SMALL_SCALE_THRESHOLD * np.float32(qmax - qmin))
+        else:
+            amplifier = SMALL_SCALE_THRESHOLD / org_scale
+            lo, hi = lo * amplifier, hi * amplifier
+    zp_from_min = qmin - float(lo) / scale
+    zp_from_max = qmax - float(hi) / scale
+    err_min = abs(qmin) - abs(float(lo) / scale)
+    err_max = abs(qmax) - abs(float(hi) / scale)
+    initial = zp_from_min if err_min < err_max else zp_from_max
+    if initial < qmin:
+        zero_point = qmin
+    elif initial > qmax:
+        zero_point = qmax
+    else:
+        zero_point = int(np.rint(initial))
+    return scale, zero_point
+
+
+def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
+    """(M0, shift) with real_multiplier ~= M0 * 2^(shift - 31), M0 in [2^30, 2^31) (TFLite QuantizeMultiplier).
+
+    frexp gives real = q * 2^shift with q in [0.5, 1); M0 = round_half_away(q * 2^31); M0 = 2^31
+    is renormalised; multipliers below 2^-31 become (0, 0).
+    """
+    real_multiplier = float(real_multiplier)
+    if not (math.isfinite(real_multiplier) and real_multiplier >= 0):
+        raise ValueError(f"requantisation multiplier must be finite and >= 0, got {real_multiplier}")
+    if real_multiplier == 0:
+        return 0, 0
+    q, shift = math.frexp(real_multiplier)
+    m0 = int(math.floor(q * 2 ** 31 + 0.5))                 # q * 2^31 > 0: half away from zero
+    if m0 == 2 ** 31:
+        m0, shift = m0 // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        raise ValueError(f"requantisation multiplier {real_multiplier} is too large for int32 fixed point")
+    return m0, shift

@@ -1,0 +1,204 @@
+"""QTensor and per-tensor / per-channel quantize and dequantize (PyTorch 2.13 bit-exact on x86).
+
+Affine quantization maps a real x to an integer code q and back::
+
+    (1) q     = clamp(round(x / s) + z, qmin, qmax)       (where the roundings fall: ``rounding.py``)
+    (2) x_hat = s * (q - z)
+
+``s`` is the scale (> 0), ``z`` the zero point (the code of real 0, so 0 is exact). Per-channel
+quantization uses one (s_c, z_c) per index c along ``axis``.
+
+Exact float steps of PyTorch 2.13.0 (measured, see ``docs/quantization.md``):
+
+- the scale arrives as a double and is cast to float32 before ``inv = 1 / s`` (float32 division);
+- per-tensor dequantize: ``fl32(s) * fl32(q - z)`` (integer subtraction first);
+- per-channel dequantize: ``fl32(s_c * (fl32(q) - fl32(z_c)))`` with ``s_c`` a double.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from .rounding import DEFAULT_MODE, rule_for
+
+# name -> (storage dtype, qmin, qmax)
+QDTYPES: dict[str, tuple[type, int, int]] = {
+    "qint8": (np.int8, -128, 127),
+    "quint8": (np.uint8, 0, 255),
+    "qint32": (np.int32, -(2 ** 31), 2 ** 31 - 1),
+}
+
+
+def check_dtype(dtype: Any) -> str:
+    """Validate a quantized dtype name ('qint8', 'quint8', 'qint32') and return it."""
+    if isinstance(dtype, str) and dtype in QDTYPES:
+        return dtype
+    raise TypeError(f"expected a quantized dtype in {sorted(QDTYPES)}, got {dtype!r}")
+
+
+def dtype_range(dtype: str) -> tuple[int, int]:
+    """(qmin, qmax) of the full integer type behind ``dtype``."""
+    _, lo, hi = QDTYPES[check_dtype(dtype)]
+    return lo, hi
+
+
+def storage_dtype(dtype: str) -> np.dtype:
+    """The NumPy integer dtype that stores codes of ``dtype``."""
+    return np.dtype(QDTYPES[check_dtype(dtype)][0])
+
+
+class QTensor:
+    """A quantized array: integer codes plus (scale, zero_point), per tensor or per channel.
+
+    Attributes: ``int_repr`` (int8/uint8/int32 array), ``scale`` (float, or float64 array of shape
+    (C,) when per channel), ``zero_point`` (int, or int64 array (C,)), ``axis`` (None or the channel
+    axis), ``dtype`` ('qint8' | 'quint8' | 'qint32').
+    """
+
+    def __init__(self, int_repr: np.ndarray, scale: Any, zero_point: Any, axis: int | None = None,
+                 dtype: str | None = None) -> None:
+        int_repr = np.asarray(int_repr)
+        if dtype is None:
+            dtype = {np.dtype(v[0]): k for k, v in QDTYPES.items()}.get(int_repr.dtype)
+            if dtype is None:
+                raise TypeError(f"QTensor: cannot infer a quantized dtype from codes of dtype {int_repr.dtype}")
+        dtype = check_dtype(dtype)
+        if int_repr.dtype != storage_dtype(dtype):
+            raise TypeError(f"QTensor: {dtype} codes must be stored as {storage_dtype(dtype)}, got {int_repr.dtype}")
+        if axis is None:
+            scale, zero_point = check_qparams(scale, zero_point, dtype)
+        else:
+            axis = _check_axis(axis, int_repr.ndim)
+            scale, zero_point = check_channel_qparams(scale, zero_point, dtype, int_repr.shape[axis])
+        self.int_repr, self.scale, self.zero_point, self.axis, self.dtype = int_repr, scale, zero_point, axis, dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.int_repr.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.int_repr.ndim
+
+    @property
+    def qscheme(self) -> str:
+        return "per_tensor_affine" if self.axis is None else "per_channel_affine"
+
+    def dequantize(self) -> np.ndarray:
+        """x_hat = s * (q - z) as float32, eq. (2)."""
+        return dequantize(self)
+
+    def __repr__(self) -> str:
+        qp = (f"scale={self.scale!r}, zero_point={self.zero_point!r}" if self.axis is None else
+              f"scales={self.scale!r}, zero_points={self.zero_point!r}, axis={self.axis}")
+        return f"QTensor(shape={self.shape}, dtype={self.dtype}, {qp})"
+
+
+# ---------------------------------------------------------------------------------------- validation
+def check_qparams(scale: Any, zero_point: Any, dtype: str) -> tuple[float, int]:
+    """Validate a per-tensor (scale, zero_point): finite scale > 0, integer zp inside the dtype range."""
+    lo, hi = dtype_range(dtype)
+    s = np.asarray(scale)
+    if s.size != 1 or s.dtype.kind not in "fiu":
+        raise TypeError(f"scale must be a real number, got {scale!r}")
+    s = float(s.reshape(()))
+    if not (np.isfinite(s) and s > 0) or not np.isfinite(np.float32(s)) or np.float32(s) <= 0:
+        raise ValueError(f"scale must be finite and > 0 (also as float32), got {s!r}")
+    z = np.asarray(zero_point)
+    if z.size != 1 or z.dtype.kind not in "iu":
+        raise TypeError(f"zero_point must be an integer, got {zero_point!r}")
+    z = int(z.reshape(()))
+    if not lo <= z <= hi:
+        raise ValueError(f"zero_point {z} out of range [{lo}, {hi}] for {dtype}")
+    return s, z
+
+
+def check_channel_qparams(scales: Any, zero_points: Any, dtype: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate per-channel scales (float64 (C,), finite, > 0) and zero points (int64 (C,), in range)."""
+    lo, hi = dtype_range(dtype)
+    s = np.asarray(scales)
+    z = np.asarray(zero_points)
+    if s.ndim != 1 or z.ndim != 1 or s.shape[0] != channels or z.shape[0] != channels:
+        raise ValueError(f"per-channel scales {s.shape} and zero_points {z.shape} must both have shape ({channels},)")
+    if s.dtype.kind not in "fiu" or z.dtype.kind not in "iu":
+        raise TypeError(f"scales must be real and zero_points integer, got {s.dtype} and {z.dtype}")
+    s = s.astype(np.float64)
+    s32 = s.astype(np.float32)
+    if not (np.isfinite(s).all() and (s > 0).all() and np.isfinite(s32).all() and (s32 > 0).all()):
+        raise ValueError(f"scales must be finite and > 0 (also as float32), got {s}")
+    z = z.astype(np.int64)
+    if ((z < lo) | (z > hi)).any():
+        raise ValueError(f"zero_points {z} out of range [{lo}, {hi}] for {dtype}")
+    return s, z
+
+
+def _check_axis(axis: Any, ndim: int) -> int:
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis!r} out of range for an array with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def _check_float(x: Any, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what}: expected a floating-point array, got {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if np.isnan(x).any():
+        raise ValueError(f"{what}: input contains NaN (PyTorch returns an unspecified code for NaN)")
+    return x
+
+
+# ---------------------------------------------------------------------------------------- quantize
+def quantize_per_tensor(x: Any, scale: float, zero_point: int, dtype: str,
+                        rounding: str = DEFAULT_MODE) -> QTensor:
+    """Quantize ``x`` (float, cast to float32) with one (scale, zero_point), eq. (1).
+
+    ``rounding`` names where the roundings fall (``rounding.MODES``); the default reproduces
+    ``torch.quantize_per_tensor`` of PyTorch 2.13.0 on x86 bit for bit. Codes are clamped to the full
+    range of ``dtype``; +-inf saturate; NaN raises ValueError.
+    """
+    dtype = check_dtype(dtype)
+    s, z = check_qparams(scale, zero_point, dtype)
+    x = _check_float(x, "quantize_per_tensor")
+    lo, hi = dtype_range(dtype)
+    s32 = np.array([s], dtype=np.float32)
+    out = np.empty(x.shape, dtype=storage_dtype(dtype))
+    kernels.quantize(x.reshape(1, 1, -1), s32, np.float32(1.0) / s32, np.array([z], np.int64), lo, hi,
+                     rule_for(rounding, dtype, per_channel=False), out.reshape(1, 1, -1))
+    return QTensor(out, s, z, None, dtype)
+
+
+def quantize_per_channel(x: Any, scales: Any, zero_points: Any, axis: int, dtype: str,
+                         rounding: str = DEFAULT_MODE) -> QTensor:
+    """Quantize ``x`` with one (scale_c, zero_point_c) per index c along ``axis``, eq. (1).
+
+    Default rounding reproduces ``torch.quantize_per_channel`` of PyTorch 2.13.0 bit for bit.
+    """
+    dtype = check_dtype(dtype)
+    x = _check_float(x, "quantize_per_channel")
+    axis = _check_axis(axis, x.ndim)
+    s, z = check_channel_qparams(scales, zero_points, dtype, x.shape[axis])
+    lo, hi = dtype_range(dtype)
+    s32 = s.astype(np.float32)
+    outer, c = int(np.prod(x.shape[:axis])), x.shape[axis]
+    out = np.empty(x.shape, dtype=storage_dtype(dtype))
+    kernels.quantize(x.reshape(outer, c, -1), s32, np.float32(1.0) / s32, z, lo, hi,
+                     rule_for(rounding, dtype, per_channel=True), out.reshape(outer, c, -1))
+    return QTensor(out, s, z, axis, dtype)
+
+
+def dequantize(q: QTensor) -> np.ndarray:
+    """float32 ``s * (q - z)``, eq. (2), with PyTorch 2.13's exact float steps (module docstring)."""
+    if not isinstance(q, QTensor):
+        raise TypeError(f"dequantize expects a QTensor, got {type(q).__name__}")
+    codes = np.ascontiguousarray(q.int_repr)
+    out = np.empty(codes.shape, dtype=np.float32)
+    if q.axis is None:
+        kernels.dequantize(codes.reshape(1, 1, -1), np.array([q.scale]), np.array([q.zero_point], np.int64),
+                           False, out.reshape(1, 1, -1))
+    else:
+        outer, c = int(np.prod(codes.shape[:q.axis])), codes.shape[q.axis]
+        kernels.dequantize(codes.reshape(outer, c, -1), q.scale, q.zero_point, True, out.reshape(outer, c, -1))
+    return out

@@ -1,0 +1,125 @@
+"""An AVX-512 VNNI micro-kernel for the u8 x s8 -> int32 GEMM (used only when the CPU has it).
+
+``vpdpbusd acc, a, b`` adds, in each of 16 int32 lanes, the four products of unsigned bytes of ``a``
+with the signed bytes of ``b`` -- 64 exact multiply-adds per instruction, no saturation. Numba cannot
+emit it from Python loops (LLVM picks ``vpdpwssd`` on zero-extended words, 1/8 of the work per
+instruction), so this file writes the 8 x 32 micro-kernel in LLVM IR through ``numba.extending.intrinsic``.
+The result is the same exact integer sum as the plain loops in ``gemm.py``; the tests hold both to
+the int64 NumPy product.
+
+Layouts (the "packed B" that fbgemm also builds once per weight)::
+
+    bp[nb, t, c, u] = w[16 * nb + c, 4 * t + u]     int8 (N/16, K/4, 16, 4), zero padded to N % 32 == 0, K % 4 == 0
+    a:  8 rows x K_pad uint8 (zero padded)
+
+For each group t of 4 k's: broadcast the 4 bytes a[r, 4t:4t+4] to all lanes, and
+``acc[r][h] = vpdpbusd(acc[r][h], bcast, bp[nb0 + h, t])`` for 8 rows r and 2 halves h: 16 zmm
+accumulators, each lane one output column -- no horizontal sums.
+
+Set ``MINICOMPRESS_VNNI=0`` to pack no VNNI weights (the portable loops then run everywhere).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+MR, NR = 8, 32        # micro-tile: rows of a, columns of the output
+
+
+def _host_has_vnni() -> bool:
+    try:
+        feats = llvm_binding.get_host_cpu_features()
+        return all(feats.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
+    except Exception:      # unknown host: use the portable kernels
+        return False
+
+
+USE_VNNI = _host_has_vnni() and os.environ.get("MINICOMPRESS_VNNI", "1") != "0"
+
+
+def pack_b(codes: np.ndarray) -> np.ndarray:
+    """int8 (N, K) weight -> (N_pad/16, K_pad/4, 16, 4) VNNI layout (module docstring)."""
+    n, k = codes.shape
+    kp, np_ = -(-k // 4) * 4, -(-n // NR) * NR
+    padded = np.zeros((np_, kp), np.int8)
+    padded[:n, :k] = codes
+    return np.ascontiguousarray(padded.reshape(np_ // 16, 16, kp // 4, 4).transpose(0, 2, 1, 3))
+
+
+@intrinsic
+def _ukernel(typingctx, a, a0, bp, nb0, acc, r0, col0):
+    """acc[r0 + r, col0 + j] = sum_k a[a0 + r, k] * w[16 * nb0 + j, k] for r < 8, j < 32 (module docstring).
+
+    a: uint8 (rows, K_pad) C-contiguous with K_pad % 4 == 0 and rows >= a0 + 8.
+    """
+    sig = types.void(a, a0, bp, nb0, acc, r0, col0)
+
+    def codegen(context, builder, signature, args):
+        a_v, a0_v, bp_v, nb0_v, acc_v, r0_v, col0_v = args
+        A = context.make_array(signature.args[0])(context, builder, a_v)
+        B = context.make_array(signature.args[2])(context, builder, bp_v)
+        C = context.make_array(signature.args[4])(context, builder, acc_v)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        v16 = ir.VectorType(i32, 16)
+        dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                                                "llvm.x86.avx512.vpdpbusd.512")
+        as64 = [builder.sext(v, i64) if v.type.width < 64 else v for v in (a0_v, nb0_v, r0_v, col0_v)]
+        a0_64, nb0_64, r0_64, col0_64 = as64
+        lda = builder.extract_value(A.shape, 1)                     # K_pad
+        groups = builder.extract_value(B.shape, 1)                  # K_pad / 4
+        ldc = builder.extract_value(C.shape, 1)
+        const = lambda v: ir.Constant(i64, v)                        # noqa: E731
+        rows = [builder.gep(A.data, [builder.mul(builder.add(a0_64, const(r)), lda)]) for r in range(MR)]
+        panel = builder.mul(groups, const(64))                      # bytes per 16-column panel
+        panels = [builder.gep(B.data, [builder.mul(builder.add(nb0_64, const(h)), panel)]) for h in range(2)]
+        slots = [cgutils.alloca_once_value(builder, ir.Constant(v16, [0] * 16)) for _ in range(2 * MR)]
+        with cgutils.for_range(builder, groups) as loop:
+            t = loop.index
+            bvec = [builder.load(builder.bitcast(builder.gep(p, [builder.mul(t, const(64))]), v16.as_pointer()),
+                                 align=1) for p in panels]
+            for r in range(MR):
+                word = builder.load(builder.bitcast(builder.gep(rows[r], [builder.mul(t, const(4))]),
+                                                    i32.as_pointer()), align=1)
+                lane0 = builder.insert_element(ir.Constant(v16, None), word, ir.Constant(i32, 0))
+                bcast = builder.shuffle_vector(lane0, ir.Constant(v16, None), ir.Constant(v16, [0] * 16))
+                for h in range(2):
+                    slot = slots[2 * r + h]
+                    builder.store(builder.call(dpbusd, [builder.load(slot), bcast, bvec[h]]), slot)
+        for r in range(MR):
+            base = builder.mul(builder.add(r0_64, const(r)), ldc)
+            for h in range(2):
+                idx = builder.add(base, builder.add(col0_64, const(16 * h)))
+                builder.store(builder.load(slots[2 * r + h]),
+                              builder.bitcast(builder.gep(C.data, [idx]), v16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def block_vnni(a, bp, i0, rows, acc):
+    """acc[r, j] = sum_k a[i0 + r, k] * w[j, k] for r < rows (acc: >= roundup(rows, 8) rows, >= N_pad cols).
+
+    Full 8-row tiles of an ``a`` whose K is a multiple of 4 are read in place; others go through a
+    zero-padded 8 x K_pad copy.
+    """
+    k = a.shape[1]
+    kp, ncols = bp.shape[1] * 4, bp.shape[0] * 16
+    buf = np.zeros((MR, kp), a.dtype)
+    for r0 in range(0, rows, MR):
+        rr = min(MR, rows - r0)
+        if rr == MR and k == kp:
+            src, s0 = a, i0 + r0
+        else:
+            if rr < MR:
+                buf[:, :] = 0
+            buf[:rr, :k] = a[i0 + r0:i0 + r0 + rr]
+            src, s0 = buf, 0
+        for jb in range(ncols // NR):
+            _ukernel(src, s0, bp, jb * 2, acc, r0, jb * NR)

@@ -1,0 +1,169 @@
+"""Numba kernels == their NumPy twins (``reference.py``) bit for bit, and integer GEMMs == int64 products.
+
+Both GEMM paths run: the AVX-512 VNNI micro-kernel (when the CPU has it) and the portable loops; shapes
+are drawn off the tile sizes (M % 16, N % 32, K % 4 != 0) to exercise every tail.
+"""
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minicompress.quant import gemm as G
+from minicompress.quant import kernels as K
+from minicompress.quant import reference as R
+from minicompress.quant import vnni
+from minicompress.quant.functional import NO_VNNI
+
+seeds = st.integers(0, 2 ** 32 - 1)
+gemm_shapes = st.tuples(st.integers(1, 40), st.integers(1, 70), st.integers(1, 70))
+
+
+def packings(b, a_dtype):
+    """The weight packings a kernel may receive: portable always, VNNI for uint8 activations."""
+    out = [NO_VNNI]
+    if vnni.USE_VNNI and a_dtype == np.uint8:
+        out.append(vnni.pack_b(b))
+    return out
+
+
+def operands(rng, m, k, n, a_dtype=np.uint8):
+    lo, hi = (0, 256) if a_dtype == np.uint8 else (-128, 128)
+    a = rng.integers(lo, hi, size=(m, k)).astype(a_dtype)
+    b = rng.integers(-128, 128, size=(n, k)).astype(np.int8)
+    return a, b
+
+
+@given(st.integers(1, 5), st.integers(1, 4), st.integers(1, 40), seeds, st.integers(0, 4))
+def test_quantize_kernel_equals_twin(outer, ch, inner, seed, rule):
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(1e-3, 1, ch).astype(np.float32)
+    inv = np.float32(1) / s
+    z = rng.integers(-20, 20, ch)
+    x = ((rng.integers(-200, 200, (outer, ch, inner)) + 0.5) / inv[None, :, None]).astype(np.float32)
+    x[..., ::3] = rng.normal(size=x[..., ::3].shape) * 100
+    out = np.empty(x.shape, np.int8)
+    K.quantize(x, s, inv, z, -128, 127, rule, out)
+    np.testing.assert_array_equal(out, R.quantize(x, s, inv, z, -128, 127, rule))
+
+
+@given(st.integers(1, 4), st.integers(1, 5), seeds, st.booleans())
+def test_dequantize_kernel_equals_twin(outer, ch, seed, per_channel):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-2 ** 31, 2 ** 31, size=(outer, ch, 9)).astype(np.int32)
+    s, z = rng.uniform(1e-4, 10, ch), rng.integers(-128, 128, ch)
+    out = np.empty(q.shape, np.float32)
+    K.dequantize(q, s, z, per_channel, out)
+    np.testing.assert_array_equal(out.view(np.int32), R.dequantize(q, s, z, per_channel).view(np.int32))
+
+
+@given(gemm_shapes, seeds, st.sampled_from([np.uint8, np.int8]))
+def test_gemm_s32_equals_int64_product(shape, seed, a_dtype):
+    m, k, n = shape
+    a, b = operands(np.random.default_rng(seed), m, k, n, a_dtype)
+    exact = a.astype(np.int64) @ b.astype(np.int64).T
+    np.testing.assert_array_equal(R.gemm_s32(a, b), exact)
+    for bp in packings(b, a_dtype):
+        out = np.empty((m, n), np.int32)
+        G.gemm_s32(a, b, bp, out)
+        np.testing.assert_array_equal(out, exact)
+
+
+def test_gemm_s32_extreme_values_long_k():
+    """255 * -128 over K = 4096 sums to -133 693 440: exact in int32, no saturation anywhere."""
+    a = np.full((17, 4096), 255, np.uint8)
+    b = np.full((33, 4096), -128, np.int8)
+    for bp in packings(b, np.uint8):
+        out = np.empty((17, 33), np.int32)
+        G.gemm_s32(a, b, bp, out)
+        assert (out == 255 * -128 * 4096).all()
+
+
+def _epilogue_args(rng, n, k, b):
+    a_zp = int(rng.integers(0, 256))
+    b_zp = rng.integers(-3, 4, n) if rng.random() < 0.5 else np.zeros(n, np.int64)
+    col_offsets = (b.astype(np.int64).sum(1) - b_zp * k).astype(np.int32)
+    return a_zp, b_zp, col_offsets
+
+
+@given(gemm_shapes, seeds, st.booleans())
+def test_qgemm_dynamic_equals_twin(shape, seed, relu):
+    m, k, n = shape
+    rng = np.random.default_rng(seed)
+    a, b = operands(rng, m, k, n)
+    a_zp, b_zp, col = _epilogue_args(rng, n, k, b)
+    mult = rng.uniform(1e-5, 1e-2, n).astype(np.float32)
+    bias = rng.normal(size=n).astype(np.float32)
+    want = R.qgemm_dynamic(a, b, a_zp, col, b_zp, mult, bias, relu)
+    for bp in packings(b, np.uint8):
+        out = np.empty((m, n), np.float32)
+        G.qgemm_dynamic(a, b, bp, a_zp, col, b_zp, mult, bias, relu, out)
+        np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
+
+
+@given(gemm_shapes, seeds, st.booleans(), st.floats(1e-5, 3.0))
+def test_qgemm_requant_equals_twin(shape, seed, relu, mult_scale):
+    """Multipliers up to 3 make (raw + bias) * mult overflow int32 sometimes: cvtps2dq -> INT32_MIN -> 0."""
+    m, k, n = shape
+    rng = np.random.default_rng(seed)
+    a, b = operands(rng, m, k, n)
+    a_zp, b_zp, col = _epilogue_args(rng, n, k, b)
+    mult = (rng.uniform(0.1, 1, n) * mult_scale).astype(np.float32)
+    bias_term = (rng.normal(size=n) * 1e3).astype(np.float32)
+    out_zp = int(rng.integers(0, 256))
+    want = R.qgemm_requant(a, b, a_zp, col, b_zp, bias_term, mult, out_zp, relu)
+    for bp in packings(b, np.uint8):
+        out = np.empty((m, n), np.uint8)
+        G.qgemm_requant(a, b, bp, a_zp, col, b_zp, bias_term, mult, out_zp, relu, out)
+        np.testing.assert_array_equal(out, want)
+
+
+def test_requant_overflow_follows_cvtps2dq():
+    raw = np.array([2 ** 31 - 1, -2 ** 31, 1000], np.int32)
+    got = R.requant_epilogue(raw, np.float32(0), np.float32(2.0), 10, 0)
+    np.testing.assert_array_equal(got, [0, 0, 255])         # both overflow to INT32_MIN, then clamp
+    assert G.requant_epilogue(np.int32(2 ** 31 - 1), np.float32(0), np.float32(2.0), 10, 0) == 0
+
+
+@given(gemm_shapes, seeds, st.booleans())
+def test_qgemm_fixed_point_equals_twin_and_float(shape, seed, relu):
+    from minicompress.quant.qparams import quantize_multiplier
+    m, k, n = shape
+    rng = np.random.default_rng(seed)
+    a, b = operands(rng, m, k, n)
+    a_zp, b_zp, col = _epilogue_args(rng, n, k, b)
+    real = rng.uniform(1e-5, 0.9, n)
+    pairs = [quantize_multiplier(r) for r in real]
+    mult, shift = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    bias_q = rng.integers(-5000, 5000, n)
+    out_zp = int(rng.integers(0, 256))
+    want = R.qgemm_fixed_point(a, b, a_zp, col, b_zp, bias_q, mult, shift, out_zp, relu)
+    for bp in packings(b, np.uint8):
+        out = np.empty((m, n), np.uint8)
+        G.qgemm_fixed_point(a, b, bp, a_zp, col, b_zp, bias_q, mult, shift, out_zp, relu, out)
+        np.testing.assert_array_equal(out, want)
+    raw = R.corrected(R.gemm_s32(a, b), a, a_zp, col, b_zp).astype(np.int64) + bias_q
+    exact = np.clip(np.floor(raw * (mult * 2.0 ** (shift - 31)) + 0.5) + out_zp, out_zp if relu else 0, 255)
+    assert np.abs(want.astype(np.int64) - exact).max(initial=0) <= 1
+
+
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.integers(3, 8), st.integers(3, 8),
+       st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2), st.integers(1, 2), seeds)
+def test_im2col_equals_twin(n, cg, groups, h, w, kh, kw, stride, pad, dil, seed):
+    if h + 2 * pad < dil * (kh - 1) + 1 or w + 2 * pad < dil * (kw - 1) + 1:
+        return
+    x = np.random.default_rng(seed).integers(0, 256, size=(n, cg * groups, h, w)).astype(np.uint8)
+    want = R.im2col(x, kh, kw, stride, stride, pad, pad, dil, dil, groups, 77)
+    out = np.empty(want.shape, np.uint8)
+    K.im2col(x, kh, kw, stride, stride, pad, pad, dil, dil, groups, 77, out)
+    np.testing.assert_array_equal(out, want)
+    if groups == 1 and cg == 1:          # one channel: the classic (c, i, j) unfold
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=77)
+        assert out[0, 0] == xp[0, 0, 0, 0] and out[0, kw - 1] == xp[0, 0, 0, (kw - 1) * dil]
+
+
+def test_vnni_layout_roundtrip():
+    b = np.random.default_rng(0).integers(-128, 128, size=(37, 13)).astype(np.int8)
+    bp = vnni.pack_b(b)
+    assert bp.shape == (64 // 16, 16 // 4, 16, 4)
+    unpacked = bp.transpose(0, 2, 1, 3).reshape(64, 16)
+    np.testing.assert_array_equal(unpacked[:37, :13], b)
+    assert not unpacked[37:].any() and not unpacked[:, 13:].any()
