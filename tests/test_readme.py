@@ -1,17 +1,17 @@
-"""The README's Python examples run as written (except the one that needs the user's own .pt file)."""
+"""The README's Python examples run as written, in order, sharing one namespace like a notebook
+(except the one that needs the user's own .pt file; tests/test_cli.py covers that case end to end)."""
 import re
 from pathlib import Path
 
-import pytest
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = [block for block in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-          if "on the training machine" not in block]     # needs the user's .pt: tests/test_cli.py covers it
+          if "on the training machine" not in block]
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index, tmp_path, monkeypatch):
-    code = BLOCKS[index]
-    assert code.strip()
+def test_readme_examples_run_in_order(tmp_path, monkeypatch, capsys):
+    assert len(BLOCKS) >= 5
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+    namespace = {"__name__": "__readme__"}
+    for index, code in enumerate(BLOCKS):
+        exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+    assert "[4 0 7] [ 0.5 -1.5  2. ]" in capsys.readouterr().out     # the quantization example's printed result
