@@ -245,15 +245,24 @@ def plot_accuracy_vs_size(stages: list[dict], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
     sizes = [r["bytes_on_disk"] / 1024 for r in stages]
     accs = [100 * r["accuracy"] for r in stages]
     ax.plot(sizes, accs, "o-")
-    for r, x, y in zip(stages, sizes, accs):
-        ax.annotate(r["stage"], (x, y), textcoords="offset points", xytext=(4, 4))
+    for i, (r, x, y) in enumerate(zip(stages, sizes, accs)):      # labels alternate above / below the line
+        ax.annotate(r["stage"], (x, y), textcoords="offset points", xytext=(0, 8 if i % 2 == 0 else -14),
+                    ha="center")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+    ax.set_ylim(min(accs) - 2, min(100.5, max(accs) + 2))
     ax.set_xlabel("size on disk (KiB, log scale)")
     ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs size, per stage")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")

@@ -161,3 +161,17 @@ def test_pytorch_checkpoint_compressed_and_run_without_torch(torch, tmp_path):
     agreement, torch_loaded = out.stdout.split()
     assert torch_loaded == "False"
     assert float(agreement) >= 0.97          # int8 predictions agree with PyTorch's float model
+
+
+def test_plot_is_written_with_matplotlib_and_skipped_cleanly_without(tiny_run, tmp_path, monkeypatch):
+    _, out = tiny_run
+    stages = json.loads((out / "report.json").read_text())["stages"]
+    try:
+        import matplotlib  # noqa: F401
+        name = pipeline.plot_accuracy_vs_size(stages, tmp_path / "p.png")
+        assert name == "p.png" and (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    except ImportError:
+        pass
+    monkeypatch.setitem(sys.modules, "matplotlib", None)              # as on a machine without it
+    assert pipeline.plot_accuracy_vs_size(stages, tmp_path / "q.png") is None
+    assert not (tmp_path / "q.png").exists()
