@@ -1,9 +1,10 @@
 """fuse_modules, quantize_dynamic and prepare / calibrate / convert vs PyTorch 2.13's eager flows.
 
 The torch twin of every model is built from our ``state_dict`` and calibrated on the same batches.
-Static PTQ is bit-identical when the float calibration pass is: models here use dyadic weights, inputs
-and BatchNorm statistics (multiples of 1/16, eps = 0, running_var = 4 or 1/4), so every float sum is
-exact and both engines observe identical ranges. With arbitrary float weights the two float engines
+Static PTQ is bit-identical when the float calibration pass is: models here use parameters and
+BatchNorm means in {0, +-1/2, +-1}, eps = 0, running_var = 4 or 1/4, and inputs in multiples of 1/4
+up to 4, so every float32 sum is exact whatever the summation order (worst case 24 significant bits
+at the last Linear) and both engines observe identical ranges. With arbitrary float weights the two float engines
 sum in different orders; an observer's min/max can then differ in the last bit, shifting a scale by
 one float32 ulp -- the random-weight test checks the integer codes are still equal and the dequantized
 outputs agree to 1e-6 relative (one ulp of scale, never a whole quantization step).
@@ -38,12 +39,17 @@ def dyadic(rng, shape, scale=16):
     return (rng.integers(-16, 17, size=shape) / scale).astype(np.float32)
 
 
+def halves(rng, shape):
+    """Values in {0, +-1/2, +-1}: one significant bit, so products add no mantissa bits."""
+    return rng.choice(np.float32([-1, -0.5, 0, 0.5, 1]), size=shape)
+
+
 def dyadic_cnn(rng):
     m = cnn(nn, Q.QuantStub, Q.DeQuantStub).eval()
     for p in m.parameters():
-        p.data[...] = dyadic(rng, p.shape)
+        p.data[...] = halves(rng, p.shape)
     bn = m[2]
-    bn.running_mean[...] = dyadic(rng, 3)
+    bn.running_mean[...] = halves(rng, 3)
     bn.running_var[...] = rng.choice([4.0, 0.25], size=3)
     return m
 
