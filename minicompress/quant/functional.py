@@ -28,7 +28,7 @@ from .qtensor import QTensor, check_qparams
 from .rounding import FMA
 
 REQUANT_MODES = ("fbgemm", "gemmlowp")
-PARALLEL_MIN_MACS = 1 << 22     # below this, waking the thread pool costs more than the work
+PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs), waking the thread pool costs more than the work
 
 
 @contextmanager
@@ -123,8 +123,13 @@ def _check_input(x: Any, dtype: str, who: str) -> QTensor:
 
 # ------------------------------------------------------------------------------------ dynamic
 def dynamic_input_qparams(x: np.ndarray, reduce_range: bool = True) -> tuple[float, int]:
-    """fbgemm's activation qparams: ChooseQuantizationParams(min(x), max(x), 0, 255, reduce_range)."""
+    """fbgemm's activation qparams: ChooseQuantizationParams(min(x), max(x), 0, 255, reduce_range).
+
+    NaN anywhere in x raises (``min`` and ``max`` propagate NaN, so no extra pass is needed).
+    """
     lo, hi = (x.min(), x.max()) if x.size else (0.0, 0.0)
+    if np.isnan(lo) or np.isnan(hi):
+        raise ValueError(f"linear_dynamic: input of shape {x.shape} contains NaN")
     return choose_quantization_params(lo, hi, 0, 255, reduce_range=reduce_range)
 
 
@@ -141,8 +146,6 @@ def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce
     if x.dtype.kind != "f" or x.ndim < 2 or x.shape[-1] != k:
         raise ValueError(f"linear_dynamic: expected a float input (..., {k}) with >= 2 dims, got {x.dtype} {x.shape}")
     x2 = np.ascontiguousarray(x.reshape(-1, k), np.float32)
-    if np.isnan(x2).any():
-        raise ValueError("linear_dynamic: input contains NaN")
     scale, zp = dynamic_input_qparams(x2, reduce_range)
     s32 = np.array([scale], np.float32)
     a = np.empty(x2.shape, np.uint8)

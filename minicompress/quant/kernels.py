@@ -127,30 +127,37 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
     """Unfold x (N, C, H, W) into out (N*OH*OW, C*KH*KW), padded with pad_value.
 
     Column order (g, i, j, c) -- group, kernel row, kernel column, channel within the group -- so each
-    group's columns are one contiguous block, and the innermost copy is a run of C/groups contiguous
-    bytes of a channels-last copy of x (``functional.pack_weight`` orders 4-D weights to match).
+    group's columns are one contiguous block, and every copy is a run of contiguous bytes of a padded
+    channels-last copy of x: C/groups bytes per tap, or the KW*C bytes of a whole kernel row when
+    groups = 1 and dilation_w = 1 (``functional.pack_weight`` orders 4-D weights to match).
     Padding with the input zero point (not 0) makes padded taps contribute (z - z) * w = 0.
+    The copies index flat arrays with unsigned offsets (no negative-index wrap-around tests).
     """
     n, c, h, w = x.shape
     cg = c // groups
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    xp = np.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, x.dtype)     # padded, channels last
-    for b in range(n):
-        for ch in range(c):
-            for y in range(h):
-                for xi in range(w):
+    hp, wp = h + 2 * ph, w + 2 * pw
+    xp = np.full((n, hp, wp, c), pad_value, x.dtype)     # padded, channels last
+    for b in prange(n):
+        for y in range(h):
+            for xi in range(w):
+                for ch in range(c):
                     xp[b, ph + y, pw + xi, ch] = x[b, ch, y, xi]
+    src_flat, dst_flat = xp.ravel(), out.ravel()
+    whole_rows = groups == 1 and dw == 1
+    run = np.uint64(kw * c if whole_rows else cg)        # bytes per contiguous copy
+    taps = 1 if whole_rows else kw
     for by in prange(n * oh):
         b, y = by // oh, by % oh
         for xo in range(ow):
             row = by * ow + xo
-            col = 0
             for g in range(groups):
                 for i in range(kh):
                     yi = y * sh + i * dh
-                    for j in range(kw):
+                    for j in range(taps):
                         xi = xo * sw + j * dw
-                        for ch in range(g * cg, (g + 1) * cg):
-                            out[row, col] = xp[b, yi, xi, ch]
-                            col += 1
+                        src = np.uint64(((b * hp + yi) * wp + xi) * c + g * cg)
+                        dst = np.uint64(row * out.shape[1] + ((g * kh + i) * kw + j) * cg)
+                        for t in range(run):
+                            dst_flat[dst + t] = src_flat[src + t]

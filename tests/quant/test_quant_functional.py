@@ -129,8 +129,11 @@ def test_functional_bad_input():
     qx = quantize_per_tensor(np.ones((2, 3), np.float32), 0.1, 0, "quint8")
     with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
         F.linear_dynamic(np.ones((2, 5), np.float32), w)
-    with pytest.raises(ValueError, match="NaN"):
-        F.linear_dynamic(np.full((2, 3), np.nan, np.float32), w)
+    for where in [(0, 0), (1, 2)]:                     # first and last element: min/max must see both
+        x = np.ones((2, 3), np.float32)
+        x[where] = np.nan
+        with pytest.raises(ValueError, match=r"linear_dynamic: input of shape \(2, 3\) contains NaN"):
+            F.linear_dynamic(x, w)
     with pytest.raises(TypeError, match="quint8 QTensor"):
         F.linear(np.ones((2, 3), np.float32), w)
     with pytest.raises(TypeError, match="qint8 QTensor"):
