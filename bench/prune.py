@@ -138,13 +138,13 @@ def _acc(model) -> float:
 def accuracy_section() -> tuple[list, dict, mc.nn.Module]:
     rows, out = [], {}
     steps_per_epoch = int(np.ceil(len(DIGITS[0]) / 64))
-    trained_cnn = None
+    dense_cnns = {}                                  # seed -> trained dense CNN, reused below
     for name, build in (("MLP 64-128(BN)-10", models.digits_mlp), ("CNN conv16-conv32-fc64", models.digits_cnn)):
         for seed in (0, 1, 2):
             dense = _fit(build(rng=np.random.default_rng(seed)), ARGS.epochs, seed=seed)
             base = _acc(dense)
-            if name.startswith("CNN") and seed == 0:
-                trained_cnn = dense
+            if name.startswith("CNN"):
+                dense_cnns[seed] = dense
             sparse = _copy(dense)
             gradual = prune.GradualPruning(0.9, frequency=steps_per_epoch, n_steps=9, scope="global")
             _fit(sparse, 10, lr=0.03, callbacks=[gradual], seed=1)   # prune to 90 % over 10 epochs (SGD) ...
@@ -154,9 +154,9 @@ def accuracy_section() -> tuple[list, dict, mc.nn.Module]:
                          f"{report['numel'] / report['nonzeros']:.1f}x fewer weights"))
             out[f"{name.split()[0].lower()}_90pct_seed{seed}"] = {
                 "dense": base, "pruned": _acc(sparse), "weight_sparsity": round(report["sparsity"], 4)}
+    trained_cnn = dense_cnns[0]
     for seed in (0, 1):
-        dense = trained_cnn if seed == 0 else _fit(models.digits_cnn(rng=np.random.default_rng(seed)), ARGS.epochs,
-                                                   seed=seed)
+        dense = dense_cnns[seed]
         sparse = _kd_prune(dense, steps_per_epoch)
         rows.append((f"CNN seed {seed}: 90% pruned, KD fine-tune", _acc(dense), _acc(sparse), "teacher = dense model"))
         out[f"cnn_90pct_kd_seed{seed}"] = {"dense": _acc(dense), "pruned": _acc(sparse)}

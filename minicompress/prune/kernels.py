@@ -33,13 +33,11 @@ def dense_to_csr(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 @njit(cache=True)
-def _csr_row(x: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, out: np.ndarray,
-             j: int) -> None:
-    """out[j] += sum of row j's products, in order."""
-    acc = out[j]
-    for p in range(indptr[j], indptr[j + 1]):
+def _row_sum(x: np.ndarray, indices: np.ndarray, data: np.ndarray, acc, start: int, stop: int):
+    """acc + data[p] * x[indices[p]] for p = start, ..., stop - 1, added in that order."""
+    for p in range(start, stop):
         acc += data[p] * x[indices[p]]
-    out[j] = acc
+    return acc
 
 
 @njit(cache=True)
@@ -54,24 +52,21 @@ def _csr_rows_single(x: np.ndarray, indptr: np.ndarray, indices: np.ndarray, dat
     m = indptr.shape[0] - 1
     j = 0
     while j + 4 <= m:
-        p0, p1, p2, p3 = indptr[j], indptr[j + 1], indptr[j + 2], indptr[j + 3]
-        n = min(p1 - p0, p2 - p1, p3 - p2, indptr[j + 4] - p3)
+        p0, p1, p2, p3, p4 = indptr[j], indptr[j + 1], indptr[j + 2], indptr[j + 3], indptr[j + 4]
+        n = min(p1 - p0, p2 - p1, p3 - p2, p4 - p3)
         a0, a1, a2, a3 = out[j], out[j + 1], out[j + 2], out[j + 3]
         for k in range(n):
             a0 += data[p0 + k] * x[indices[p0 + k]]
             a1 += data[p1 + k] * x[indices[p1 + k]]
             a2 += data[p2 + k] * x[indices[p2 + k]]
             a3 += data[p3 + k] * x[indices[p3 + k]]
-        out[j], out[j + 1], out[j + 2], out[j + 3] = a0, a1, a2, a3
-        starts = (p0 + n, p1 + n, p2 + n, p3 + n)
-        for r in range(4):
-            acc = out[j + r]
-            for p in range(starts[r], indptr[j + r + 1]):
-                acc += data[p] * x[indices[p]]
-            out[j + r] = acc
+        out[j] = _row_sum(x, indices, data, a0, p0 + n, p1)
+        out[j + 1] = _row_sum(x, indices, data, a1, p1 + n, p2)
+        out[j + 2] = _row_sum(x, indices, data, a2, p2 + n, p3)
+        out[j + 3] = _row_sum(x, indices, data, a3, p3 + n, p4)
         j += 4
-    for jj in range(j, m):
-        _csr_row(x, indptr, indices, data, out, jj)
+    for r in range(j, m):
+        out[r] = _row_sum(x, indices, data, out[r], indptr[r], indptr[r + 1])
 
 
 @njit(cache=True)
