@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 
 from .nn.grad_mode import no_grad
+from .nn.kinds import is_weighted
 from .nn.module import Module
+from .prune.base import pruned_tensors
+from .quant.modules import WeightedQuantized
 
 
 def _labels(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -80,17 +83,14 @@ def agreement(pred_a: Any, pred_b: Any) -> float:
 
 # ---------------------------------------------------------------------------- model metrics
 def _effective_state(model: Module) -> dict[str, np.ndarray]:
-    """State arrays needed for inference: a pruned ``w_orig``/``w_mask`` pair counts as one ``w``."""
+    """State arrays needed for inference: a pruned ``w_orig``/``w_mask`` pair counts as one ``w`` = mask * orig."""
     state = model.state_dict()
-    out = {}
-    for key, value in state.items():
-        if key.endswith("_mask") and key[:-5] + "_orig" in state:
-            continue
-        if key.endswith("_orig") and key[:-5] + "_mask" in state:
-            out[key[:-5]] = value * state[key[:-5] + "_mask"]
-        else:
-            out[key] = value
-    return out
+    for prefix, module in model.named_modules():
+        for name, method in pruned_tensors(module).items():
+            key = f"{prefix}.{name}" if prefix else name
+            del state[key + "_orig"], state[key + "_mask"]
+            state[key] = method.apply_mask(module)
+    return state
 
 
 def count_params(model: Module, nonzero: bool = False) -> int:
@@ -110,8 +110,7 @@ def count_params(model: Module, nonzero: bool = False) -> int:
 
 def _is_weight_buffer(key: str, value: np.ndarray) -> bool:
     """Quantized modules keep their int8 weights and biases as buffers: those are weights too."""
-    leaf = key.rsplit(".", 1)[-1]
-    return leaf in ("weight", "bias", "_packed_weight", "weight_int8") and value.ndim >= 1
+    return key.rsplit(".", 1)[-1] in ("weight", "bias") and value.ndim >= 1
 
 
 def model_size_bytes(model: Module) -> int:
@@ -126,41 +125,32 @@ def count_macs(model: Module, input_shape: tuple[int, ...]) -> int:
     ``input_shape`` excludes the batch axis.
     """
     counts: list[int] = []
-    patched = []
 
-    def tracer(module: Module, original: Any) -> Any:
-        def forward(*inputs: Any) -> Any:
-            out = original(*inputs)
-            counts.append(_layer_macs(module, out))
-            return out
-        return forward
+    def count(module: Module, inputs: tuple, out: Any) -> None:
+        counts.append(_layer_macs(module, out))
 
-    for module in model.modules():
-        if _weight_shape(module) is not None:
-            object.__setattr__(module, "forward", tracer(module, module.forward))
-            patched.append(module)
-    was_training = model.training
+    handles = [m.register_forward_hook(count) for m in model.modules() if _weight_shape(m) is not None]
+    was_training = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with no_grad():
             model(np.zeros((1, *input_shape), dtype=np.float32))
     finally:
-        for module in patched:
-            del module.__dict__["forward"]
-        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+        for m, mode in was_training:
+            m.training = mode
     return int(sum(counts))
 
 
 def _weight_shape(module: Module) -> tuple[int, ...] | None:
-    name = type(module).__name__
-    if "Linear" not in name and "Conv" not in name:
-        return None
-    weight = getattr(module, "weight", None)
-    if callable(weight):            # quantized modules expose weight() like PyTorch's
-        weight = weight()
-    weight = getattr(weight, "int_repr", weight)
-    weight = getattr(weight, "data", weight)
-    return None if weight is None else tuple(np.shape(weight))
+    """The weight shape of a Linear / convolution, float (any subclass: QAT too) or quantized; else None."""
+    if is_weighted(module):       # the stored Parameter (a parametrized weight is not computed here)
+        entry = module.parametrizations().get("weight")
+        return getattr(module, entry.original if entry else "weight").shape
+    if isinstance(module, WeightedQuantized):
+        return module.weight.shape       # the int8 weight buffer
+    return None
 
 
 def _layer_macs(module: Module, out: Any) -> int:

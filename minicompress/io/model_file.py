@@ -25,7 +25,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..nn.module import Module
+from ..nn.module import Module, Parameter
+from ..prune.base import pruned_tensors
 from .atomic import atomic_write
 from .errors import FileFormatError
 from .registry import spec_for_class, spec_for_name
@@ -82,7 +83,7 @@ def _verify_rebuild(model: Module, tree: dict, state: dict, config_arrays: dict)
 
 def _module_node(module: Module, where: str, arrays: dict) -> dict:
     spec = spec_for_class(type(module))
-    children = dict(module._modules)
+    children = dict(module.named_children())
     config = spec.to_config(module)
     if not isinstance(config, dict):
         raise TypeError(f"cannot save {module._name()}: its to_config returned a {type(config).__name__}, not a dict")
@@ -91,12 +92,10 @@ def _module_node(module: Module, where: str, arrays: dict) -> dict:
         "config": {k: _encode(v, module, f"{where}{k}", arrays, children) for k, v in config.items()},
         "training": bool(module.training),
     }
-    pruned = [p[: -len("_orig")] for p in module._parameters
-              if p.endswith("_orig") and p[: -len("_orig")] + "_mask" in module._buffers]
+    pruned = list(pruned_tensors(module))
     if pruned:
         node["pruned"] = pruned
-    node["children"] = {name: None if child is None else _module_node(child, f"{where}{name}.", arrays)
-                        for name, child in children.items()}
+    node["children"] = {name: _module_node(child, f"{where}{name}.", arrays) for name, child in children.items()}
     return node
 
 
@@ -199,10 +198,11 @@ def _build(node: Any, where: str, state: dict, arrays: dict, name: str) -> Modul
                               f"{type(e).__name__}: {e}") from e
     if not isinstance(module, Module):
         raise FileFormatError(f"{name}: rebuilding {at} gave a {type(module).__name__}, not a Module")
-    module._modules.clear()  # the saved children replace any the constructor made
+    for key, _ in list(module.named_children()):  # the saved children replace any the constructor made
+        delattr(module, key)
     for key, child in children.items():
         module.add_module(key, child)
-    object.__setattr__(module, "training", bool(node.get("training", True)))
+    module.training = bool(node.get("training", True))
     for tensor in node.get("pruned", []):
         _reapply_pruning(module, str(tensor), where, state, name)
     return module
@@ -239,8 +239,9 @@ def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name:
         raise FileFormatError(f"{name}: module {where[:-1]!r} is pruned but minicompress.prune is "
                               f"unavailable") from None
     orig, mask = state.get(f"{where}{tensor}_orig"), state.get(f"{where}{tensor}_mask")
-    param = module._parameters.get(tensor)
-    if orig is None or mask is None or param is None or orig.shape != param.shape or mask.shape != param.shape:
+    param = getattr(module, tensor, None)
+    if (orig is None or mask is None or not isinstance(param, Parameter) or orig.shape != param.shape
+            or mask.shape != param.shape):
         raise FileFormatError(f"{name}: module {where[:-1]!r} is marked pruned on {tensor!r} but the file lacks "
                               f"matching {tensor}_orig/{tensor}_mask arrays")
     param.data = orig
@@ -249,22 +250,15 @@ def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name:
 
 def _restore_state(model: Module, state: dict, name: str) -> None:
     """Put every saved array in place, exactly (dtype included); shapes must match the architecture."""
-    slots = list(model._state_slots())
-    missing = [key for key, *_ in slots if key not in state]
-    unexpected = sorted(set(state) - {key for key, *_ in slots})
+    slots = model.state_dict(keep_vars=True)
+    missing = [key for key in slots if key not in state]
+    unexpected = sorted(set(state) - set(slots))
     if missing or unexpected:
         raise FileFormatError(f"{name}: the state does not fit the architecture (missing {missing[:10]}, "
                               f"unexpected {unexpected[:10]})")
-    for key, owner, attr, current in slots:
-        array = state[key]
-        if array.shape != current.shape:
-            raise FileFormatError(f"{name}: {key!r} has shape {array.shape} but the architecture gives "
-                                  f"{owner._name()} a {attr} of shape {current.shape}")
-        if attr in owner._parameters:
-            owner._parameters[attr].data = array
-        else:
-            owner._buffers[attr] = array
-    for module in model.modules():  # recompute re-parametrised tensors (pruned weight = mask * orig)
-        for hook in list(module._forward_pre_hooks.values()):
-            if hasattr(hook, "apply_mask") and getattr(hook, "_tensor_name", None):
-                setattr(module, hook._tensor_name, hook.apply_mask(module))
+    for key, current in slots.items():
+        if state[key].shape != current.shape:
+            owner_path, _, attr = key.rpartition(".")
+            raise FileFormatError(f"{name}: {key!r} has shape {state[key].shape} but the architecture gives "
+                                  f"{model.get_submodule(owner_path)._name()} a {attr} of shape {current.shape}")
+    model.load_state_dict(state, assign=True)   # the saved arrays themselves, dtype included

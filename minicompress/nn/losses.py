@@ -37,8 +37,11 @@ class _Loss(Module):
         return loss if self.reduction == "none" else float(loss)
 
     def backward(self, grad_output: Any = None) -> np.ndarray:
-        """d loss / d input, times ``grad_output`` (default 1.0; required for reduction='none')."""
-        cache = self._saved()
+        """d loss / d input, times ``grad_output`` (default 1.0; required for reduction='none').
+
+        Uses the latest call's cache; the last one left is kept, so backward can be repeated.
+        """
+        cache = self._saved(keep_last=True)
         if grad_output is None:
             if self.reduction == "none":
                 raise ValueError(f"{self._name()}: reduction='none' gives one loss per element; "

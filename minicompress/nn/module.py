@@ -8,16 +8,30 @@ There is no autograd: every layer's ``forward`` keeps what its ``backward`` need
 ``no_grad()``), and ``backward(grad_output)`` returns d loss / d input while *accumulating*
 d loss / d parameter into each parameter's ``.grad``. Backward never changes weights; optimizers do.
 
-Two hooks let pruning and quantization-aware training re-parametrise a weight without the layer
-knowing about it (as PyTorch does with ``weight_orig``/``weight_mask``):
+The seams through which pruning, quantization, tracing and counting extend a layer without the
+layer knowing about them (nothing outside ``nn`` touches a Module's private stores):
 
-- forward pre-hooks ``hook(module, inputs)`` run before every ``forward`` (they recompute e.g.
-  ``weight = weight_orig * weight_mask``);
-- gradient hooks ``hook(grad)`` registered under a name receive the gradient a layer reports for that
-  name instead of a parameter of that name (e.g. ``weight_orig.grad += grad * weight_mask``).
+- forward pre-hooks ``hook(module, inputs)`` run before every ``forward`` (a non-None return
+  replaces the inputs);
+- forward hooks ``hook(module, inputs, output)`` run after it (a non-None return replaces the
+  output); a hook that transforms the output gives its reverse as ``backward(module, grad)``, which
+  the engine applies to the gradient before the module's own ``backward`` sees it;
+- weight parametrizations: ``register_parametrization(name, p)`` makes the tensor a layer computes
+  with ``p_k(...p_1(original))`` (``p.value(module, x)``), and routes the gradient the layer reports
+  for ``name`` back through ``p.backward(module, grad)`` to the original Parameter. Pruning is the
+  parametrization ``orig * mask`` (original kept as ``<name>_orig``, PyTorch's key), QAT the weight
+  fake-quant, and both stack: ``fq(orig * mask)``;
+- gradient hooks ``hook(grad)`` under a name receive the gradient reported for that name instead
+  of a parameter.
+
+A module may be called several times in one forward pass (torchvision's BasicBlock applies its
+``relu`` twice): every call's cache is pushed on a last-in-first-out stack and each ``backward``
+pops one, so backward calls in reverse call order (reverse-mode order) see their own call's cache.
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -61,6 +75,40 @@ class RemovableHandle:
         self._hooks.pop(self._key, None)
 
 
+class Parametrized(NamedTuple):
+    """A parametrized tensor: the Parameter under attribute ``original`` passes through ``chain`` in order."""
+
+    original: str
+    chain: tuple
+
+
+# A module holding this many forward caches that no backward has used yet gets one warning.
+CACHE_WARNING_DEPTH = 1024
+
+
+def _through_forward_hooks(backward: Callable) -> Callable:
+    """Wrap a class's ``backward``: first the reverse of every output-transforming forward hook."""
+
+    @functools.wraps(backward)
+    def wrapped(self: "Module", *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        hooks = d.get("_forward_hooks")
+        if not hooks or d.get("_in_backward"):     # no hooks, or a subclass's backward calling super()
+            return backward(self, *args, **kwargs)
+        grad = args[0] if args else kwargs.pop("grad_output")
+        for _, hook_backward in reversed(list(hooks.values())):
+            if hook_backward is not None:
+                grad = hook_backward(self, grad)
+        d["_in_backward"] = True
+        try:
+            return backward(self, grad, *args[1:], **kwargs)
+        finally:
+            d["_in_backward"] = False
+
+    wrapped._through_forward_hooks = True
+    return wrapped
+
+
 class IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
@@ -69,21 +117,41 @@ class IncompatibleKeys(NamedTuple):
 class Module:
     """Base class of every layer, loss-free container and model."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        backward = cls.__dict__.get("backward")
+        if backward is not None and not getattr(backward, "_through_forward_hooks", False):
+            cls.backward = _through_forward_hooks(backward)
+
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "_grad_hooks", OrderedDict())
+        object.__setattr__(self, "_parametrizations", OrderedDict())
+        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_caches", [])
         object.__setattr__(self, "_hook_counter", 0)
         object.__setattr__(self, "training", True)
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles carry no forward caches (they belong to one pass of one object)."""
+        state = self.__dict__.copy()
+        state["_caches"], state["_values"] = [], {}
+        return state
 
     # ------------------------------------------------------------------ attributes
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call Module.__init__() before assigning {name!r}")
         params, buffers, modules = self._parameters, self._buffers, self._modules
+        entry = self.__dict__["_parametrizations"].get(name) if "_parametrizations" in self.__dict__ else None
+        if entry is not None and entry.original != name:
+            raise AttributeError(f"{self._name()}: {name!r} is parametrized ({', '.join(map(repr, entry.chain))}); "
+                                 f"assign to {entry.original!r} instead")
         if isinstance(value, Parameter):
             buffers.pop(name, None), modules.pop(name, None), self.__dict__.pop(name, None)
             params[name] = value
@@ -109,6 +177,10 @@ class Module:
         for store in ("_parameters", "_buffers", "_modules"):
             if store in d and name in d[store]:
                 return d[store][name]
+        entry = d.get("_parametrizations", {}).get(name)
+        if entry is not None:   # a parametrized tensor whose Parameter lives elsewhere (pruning: weight_orig)
+            value = d["_values"].get(name)
+            return self.array(name) if value is None else value
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __delattr__(self, name: str) -> None:
@@ -142,9 +214,89 @@ class Module:
         self._modules[name] = module
 
     def array(self, name: str) -> np.ndarray | None:
-        """The ndarray behind attribute ``name``: a Parameter's data, a buffer or a plain array."""
-        value = getattr(self, name)
-        return value.data if isinstance(value, Parameter) else value
+        """The ndarray a layer computes with under attribute ``name``.
+
+        A parametrized tensor: ``p_k(...p_1(original.data))``, computed now (each parametrization's
+        forward runs once per call, so a layer calls this once per tensor per forward). Otherwise a
+        Parameter's data, a buffer, a plain array or None.
+        """
+        entry = self._parametrizations.get(name)
+        if entry is None:
+            value = getattr(self, name)
+            return value.data if isinstance(value, Parameter) else value
+        value = self._parameters[entry.original].data
+        for parametrization in entry.chain:
+            value = parametrization.value(self, value)
+        self._values[name] = value
+        return value
+
+    # ------------------------------------------------------------------ parametrizations
+    def register_parametrization(self, name: str, parametrization: Any, *, original: str | None = None,
+                                 first: bool = False) -> None:
+        """Compute tensor ``name`` as ``parametrization.value(self, x)`` of what it was (eq. chain).
+
+        ``parametrization`` has ``value(module, x) -> array`` and ``backward(module, grad) -> grad``
+        (d loss / d x from d loss / d value). The first parametrization of ``name`` may move the
+        Parameter to attribute ``original`` (pruning keeps PyTorch's ``<name>_orig``); ``name`` then
+        reads as the last computed value. ``first=True`` puts it before the others (it then acts on the
+        stored Parameter itself, as pruning does). Gradients the layer reports for ``name`` go back
+        through the chain in reverse to the Parameter.
+        """
+        entry = self._parametrizations.get(name)
+        if entry is None:
+            param = self._parameters.get(name)
+            if param is None:
+                raise AttributeError(f"{self._name()} has no parameter {name!r} to parametrize")
+            original = name if original is None else original
+            if original != name:
+                if original in self._parameters or original in self._buffers or original in self._modules:
+                    raise ValueError(f"{self._name()}: cannot move {name!r} to {original!r}: the name is taken")
+                self._parameters[original] = param
+                del self._parameters[name]
+            entry = Parametrized(original, (parametrization,))
+        else:
+            if original is not None and original != entry.original:
+                raise ValueError(f"{self._name()}: {name!r} is already parametrized from {entry.original!r}, "
+                                 f"not {original!r}")
+            chain = (parametrization,) + entry.chain if first else entry.chain + (parametrization,)
+            entry = Parametrized(entry.original, chain)
+        self._parametrizations[name] = entry
+        self._values.pop(name, None)
+
+    def remove_parametrization(self, name: str, parametrization: Any, bake: bool = True) -> None:
+        """Take ``parametrization`` out of ``name``'s chain.
+
+        ``bake`` (it must be first in the chain) writes its value into the Parameter:
+        ``original.data = parametrization.value(self, original.data)`` (pruning's ``remove``).
+        Removing the first parametrization (or the last one) stores the Parameter under ``name`` again.
+        """
+        entry = self._parametrizations.get(name)
+        if entry is None or not any(p is parametrization for p in entry.chain):
+            raise ValueError(f"{self._name()}: {parametrization!r} does not parametrize {name!r}")
+        param = self._parameters[entry.original]
+        if bake:
+            if entry.chain[0] is not parametrization:
+                raise ValueError(f"{self._name()}: only the first parametrization of {name!r} can be baked in")
+            param.data = parametrization.value(self, param.data)
+        chain = tuple(p for p in entry.chain if p is not parametrization)
+        self._values.pop(name, None)
+        original = entry.original
+        if original != name and (not chain or entry.chain[0] is parametrization):
+            del self._parameters[original]      # the move to `original` belonged to the first one
+            self._parameters[name] = param
+            original = name
+        if chain:
+            self._parametrizations[name] = Parametrized(original, chain)
+        else:
+            del self._parametrizations[name]
+
+    def parametrizations(self) -> "OrderedDict[str, Parametrized]":
+        """``{tensor name: Parametrized(original attribute, chain)}`` of this module (not its children)."""
+        return OrderedDict(self._parametrizations)
+
+    def refresh_parametrizations(self) -> None:
+        """Forget the last computed values, so reading a parametrized name recomputes it."""
+        self._values.clear()
 
     # ------------------------------------------------------------------ hooks
     def _add_hook(self, hooks: dict, key: Any, hook: Callable) -> RemovableHandle:
@@ -155,6 +307,25 @@ class Module:
         """``hook(module, inputs)`` runs before every forward; a non-None return replaces ``inputs``."""
         object.__setattr__(self, "_hook_counter", self._hook_counter + 1)
         return self._add_hook(self._forward_pre_hooks, self._hook_counter, hook)
+
+    def register_forward_hook(self, hook: Callable[["Module", tuple, Any], Any],
+                              backward: Callable[["Module", Any], Any] | None = None) -> RemovableHandle:
+        """``hook(module, inputs, output)`` runs after every forward; a non-None return replaces ``output``.
+
+        A hook that transforms the output gives ``backward(module, grad) -> grad`` (the gradient with
+        respect to what ``forward`` returned, from the gradient with respect to the hook's result);
+        the engine applies it, hooks in reverse order, before the module's own ``backward``.
+        """
+        object.__setattr__(self, "_hook_counter", self._hook_counter + 1)
+        return self._add_hook(self._forward_hooks, self._hook_counter, (hook, backward))
+
+    def forward_hooks(self) -> list:
+        """This module's forward hooks, in the order they run."""
+        return [hook for hook, _ in self._forward_hooks.values()]
+
+    def forward_pre_hooks(self) -> list:
+        """This module's forward pre-hooks, in the order they run."""
+        return list(self._forward_pre_hooks.values())
 
     def register_grad_hook(self, name: str, hook: Callable[[np.ndarray], None]) -> RemovableHandle:
         """Route the gradient a layer reports for ``name`` to ``hook(grad)`` instead of a parameter."""
@@ -168,6 +339,11 @@ class Module:
         if hook is not None:
             hook(grad)
             return
+        entry = self._parametrizations.get(name)
+        if entry is not None:                   # d loss / d original through the chain, in reverse
+            for parametrization in reversed(entry.chain):
+                grad = parametrization.backward(self, grad)
+            name = entry.original
         param = self._parameters.get(name)
         if param is None:
             raise RuntimeError(f"{self._name()}: no parameter or gradient hook named {name!r}")
@@ -185,7 +361,12 @@ class Module:
             result = hook(self, inputs)
             if result is not None:
                 inputs = result if isinstance(result, tuple) else (result,)
-        return self.forward(*inputs)
+        output = self.forward(*inputs)
+        for hook, _ in list(self._forward_hooks.values()):
+            result = hook(self, inputs, output)
+            if result is not None:
+                output = result
+        return output
 
     def forward(self, *inputs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
@@ -194,15 +375,32 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def _save_for_backward(self, cache: Any) -> None:
-        """Keep ``cache`` for backward, or nothing inside ``no_grad()``."""
-        object.__setattr__(self, "_cache", cache if is_grad_enabled() else None)
+        """Push ``cache`` for the backward of this call (nothing inside ``no_grad()``)."""
+        if not is_grad_enabled():
+            return
+        caches = self.__dict__["_caches"]
+        caches.append(cache)
+        if len(caches) == CACHE_WARNING_DEPTH:
+            warnings.warn(f"{self._name()} holds {len(caches)} forward caches that no backward has used: run "
+                          f"inference inside minicompress.no_grad(), or call model.clear_caches()",
+                          ResourceWarning, stacklevel=3)
 
-    def _saved(self) -> Any:
-        cache = self.__dict__.get("_cache")
-        if cache is None:
+    def _saved(self, keep_last: bool = False) -> Any:
+        """Pop the cache of the latest forward call not yet consumed by a backward.
+
+        ``keep_last`` (losses): the only cache left stays, so ``loss.backward()`` can be repeated.
+        """
+        caches = self.__dict__.get("_caches")
+        if not caches:
             raise RuntimeError(f"{self._name()}: backward() called without a forward() with gradients "
-                               f"enabled (outside no_grad())")
-        return cache
+                               f"enabled (outside no_grad()), or more often than forward()")
+        return caches[0] if keep_last and len(caches) == 1 else caches.pop()
+
+    def clear_caches(self) -> "Module":
+        """Drop every forward cache of this module and its children (forward calls no backward will use)."""
+        for module in self.modules():
+            module.__dict__["_caches"].clear()
+        return self
 
     # ------------------------------------------------------------------ traversal
     def named_children(self) -> Iterator[tuple[str, "Module"]]:
@@ -226,6 +424,24 @@ class Module:
     def modules(self) -> Iterator["Module"]:
         for _, module in self.named_modules():
             yield module
+
+    def get_submodule(self, target: str) -> "Module":
+        """The submodule at dotted path ``target`` ('' is this module), as PyTorch's."""
+        module = self
+        for part in target.split(".") if target else ():
+            child = module._modules.get(part)
+            if child is None:
+                raise AttributeError(f"{type(module).__name__} has no submodule {part!r} (looking up {target!r} "
+                                     f"in {type(self).__name__})")
+            module = child
+        return module
+
+    def set_submodule(self, target: str, module: "Module") -> None:
+        """Put ``module`` at dotted path ``target`` (the parent must exist), as PyTorch's."""
+        if not target:
+            raise ValueError("set_submodule: target must name a submodule, got ''")
+        parent_path, _, name = target.rpartition(".")
+        self.get_submodule(parent_path).add_module(name, module)
 
     def _named_members(self, store: str, prefix: str, recurse: bool) -> Iterator[tuple[str, Any]]:
         seen: set[int] = set()
@@ -290,24 +506,24 @@ class Module:
             for name, value in list(module.__dict__.items()):
                 if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not name.startswith("_"):
                     object.__setattr__(module, name, value.astype(dtype))
+            module._values.clear()
         return self
 
     # ------------------------------------------------------------------ state
-    def state_dict(self, prefix: str = "") -> "OrderedDict[str, np.ndarray]":
-        """Copies of every parameter and persistent buffer, under PyTorch's keys and layouts."""
-        out: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._save_to_state_dict(out, prefix)
-        return out
+    def state_dict(self, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Any]":
+        """Copies of every parameter and persistent buffer, under PyTorch's keys and layouts.
 
-    def _save_to_state_dict(self, out: dict, prefix: str) -> None:
-        for name, p in self._parameters.items():
-            if p is not None:
-                out[prefix + name] = p.data.copy()
-        for name, b in self._buffers.items():
-            if b is not None and name not in self._non_persistent:
-                out[prefix + name] = np.array(b, copy=True)
-        for name, module in self.named_children():
-            module._save_to_state_dict(out, f"{prefix}{name}.")
+        ``keep_vars=True`` (PyTorch's argument) gives the Parameter objects and the buffer arrays
+        themselves instead of copies.
+        """
+        out: OrderedDict[str, Any] = OrderedDict()
+        for key, _, name, array in self._state_slots(prefix):
+            if not keep_vars:
+                out[key] = np.array(array, copy=True)
+            else:
+                owner = self.get_submodule(key[len(prefix):].rpartition(".")[0])
+                out[key] = owner._parameters.get(name, array)
+        return out
 
     def _state_slots(self, prefix: str = "") -> Iterator[tuple[str, "Module", str, np.ndarray]]:
         """(key, owner module, attribute name, current array) for every state-dict entry."""
@@ -320,11 +536,13 @@ class Module:
         for name, module in self.named_children():
             yield from module._state_slots(f"{prefix}{name}.")
 
-    def load_state_dict(self, state_dict: dict, strict: bool = True) -> IncompatibleKeys:
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> IncompatibleKeys:
         """Copy arrays from ``state_dict`` (PyTorch keys) into this module's parameters and buffers.
 
         Shapes must match exactly. With ``strict`` any missing or unexpected key is an error; without,
-        they are returned. Nothing is changed unless every check passes.
+        they are returned. Nothing is changed unless every check passes. ``assign=True`` (PyTorch's
+        argument) stores the given arrays themselves, dtype included, instead of copying into the
+        current ones.
         """
         slots = {key: (owner, name, current) for key, owner, name, current in self._state_slots()}
         missing = [k for k in slots if k not in state_dict]
@@ -345,8 +563,16 @@ class Module:
         if errors:
             raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(errors))
         for key, (owner, name, current) in slots.items():
-            if key in state_dict:    # copy into the existing array, as PyTorch's param.copy_(value)
+            if key not in state_dict:
+                continue
+            if not assign:           # copy into the existing array, as PyTorch's param.copy_(value)
                 current[...] = np.asarray(state_dict[key]).astype(current.dtype, copy=False)
+            elif name in owner._parameters:
+                owner._parameters[name].data = np.asarray(state_dict[key])
+            else:
+                owner._buffers[name] = np.asarray(state_dict[key])
+        for module in self.modules():
+            module._values.clear()
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing

@@ -5,14 +5,16 @@ scores ``t`` (by default the tensor itself) and the mask of earlier prunes, whic
 A mask is an array of 0s and 1s of ``t``'s shape and dtype, and never revives an entry the
 ``default_mask`` removed (the concrete methods are in ``methods``).
 
-``Method.apply(module, name, ...)`` re-parametrises ``module.<name>`` exactly as PyTorch does::
+``Method.apply(module, name, ...)`` re-parametrises ``module.<name>`` with PyTorch's names and keys::
 
     <name>_orig   the original Parameter object (same object; optimizers keep working)
     <name>_mask   buffer, same dtype as the weight
     <name>        plain array  = <name>_mask * <name>_orig        (1)
 
-(1) is recomputed by a forward pre-hook (the method object itself) before every forward, and the
-gradient a layer reports for ``<name>`` reaches ``<name>_orig.grad`` as ``grad * <name>_mask``.
+The method object itself is the engine parametrization of ``<name>`` (``Module.register_parametrization``,
+first in the chain): the layer computes with (1) on every forward, and the gradient it reports for
+``<name>`` reaches ``<name>_orig.grad`` as ``grad * <name>_mask``. A later parametrization (QAT's
+weight fake-quant) acts on (1): ``fq(<name>_mask * <name>_orig)``.
 A pruned negative weight is therefore -0.0, as in PyTorch. A second prune of the same tensor wraps
 the methods in a ``PruningContainer``, whose last method only sees what is still unpruned.
 """
@@ -22,45 +24,41 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..nn.module import Module
+from ..nn.module import Module, Parameter
 
-__all__ = ["pruning_hook", "effective_weight", "BasePruningMethod", "PruningContainer"]
-
-
-class _MaskedGradient:
-    """Gradient hook: ``<name>_orig.grad += grad * <name>_mask`` (d(mask * orig)/d orig = mask)."""
-
-    def __init__(self, module: Module, name: str) -> None:
-        self.module, self.name = module, name
-
-    def __call__(self, grad: np.ndarray) -> None:
-        param = self.module._parameters[self.name + "_orig"]
-        masked = grad * self.module._buffers[self.name + "_mask"]
-        if param.grad is None:
-            param.grad = np.array(masked, dtype=param.data.dtype, copy=True)
-        else:
-            param.grad += masked
+__all__ = ["pruning_hook", "pruned_tensors", "effective_weight", "BasePruningMethod", "PruningContainer"]
 
 
 def pruning_hook(module: Module, name: str) -> "BasePruningMethod | None":
     """The pruning method (or container) acting on ``module.<name>``, or None if it is not pruned."""
-    keys = _pruning_hooks(module, name)
-    return module._forward_pre_hooks[keys[-1]] if keys else None
+    entry = module.parametrizations().get(name)
+    methods = [p for p in entry.chain if isinstance(p, BasePruningMethod)] if entry else []
+    return methods[0] if methods else None
+
+
+def pruned_tensors(module: Module) -> dict[str, "BasePruningMethod"]:
+    """``{tensor name: pruning method or container}`` for every pruned tensor of ``module`` itself."""
+    return {name: hook for name in module.parametrizations()
+            if (hook := pruning_hook(module, name)) is not None}
 
 
 def effective_weight(module: Module, name: str) -> np.ndarray:
-    """What the layer computes with: ``mask * orig`` freshly if ``name`` is pruned, else the Parameter's data."""
+    """What the layer computes with before any later parametrization: ``mask * orig`` freshly if
+    ``name`` is pruned, else the Parameter's data."""
     hook = pruning_hook(module, name)
-    return module.array(name) if hook is None else hook.apply_mask(module)
-
-
-def _pruning_hooks(module: Module, name: str) -> list:
-    return [k for k, h in module._forward_pre_hooks.items()
-            if isinstance(h, BasePruningMethod) and h._tensor_name == name]
+    if hook is not None:
+        return hook.apply_mask(module)
+    value = getattr(module, name)
+    return value.data if isinstance(value, Parameter) else value
 
 
 class BasePruningMethod:
-    """A pruning rule; once applied to a module, also its forward pre-hook for tensor ``_tensor_name``."""
+    """A pruning rule; once applied to a module, also the parametrization of tensor ``_tensor_name``.
+
+    As a parametrization (``Module.register_parametrization``, always first in the chain, so it acts
+    on the stored Parameter): ``value(module, orig) = mask * orig`` (1) and
+    ``backward(module, grad) = grad * mask`` (d(mask * orig) / d orig = mask).
+    """
 
     PRUNING_TYPE = "unstructured"  # 'unstructured' | 'structured' | 'global'
     _tensor_name: str | None = None
@@ -68,16 +66,22 @@ class BasePruningMethod:
     def compute_mask(self, t: np.ndarray, default_mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement compute_mask")
 
-    def __call__(self, module: Module, inputs: tuple) -> None:
-        setattr(module, self._tensor_name, self.apply_mask(module))
+    def _mask(self, module: Module) -> np.ndarray:
+        return getattr(module, self._tensor_name + "_mask")
+
+    def value(self, module: Module, orig: np.ndarray) -> np.ndarray:
+        """``mask * orig`` (1), in the original tensor's dtype."""
+        return self._mask(module).astype(orig.dtype, copy=False) * orig
+
+    def backward(self, module: Module, grad: np.ndarray) -> np.ndarray:
+        """d loss / d orig = grad * mask."""
+        return grad * self._mask(module)
 
     def apply_mask(self, module: Module) -> np.ndarray:
-        """``mask * orig`` (1), in the original tensor's dtype."""
+        """``mask * orig`` (1) of ``module``'s tensor, computed now."""
         if self._tensor_name is None:
             raise RuntimeError(f"{module._name()} has to be pruned (apply()) before apply_mask()")
-        mask = module._buffers[self._tensor_name + "_mask"]
-        orig = module._parameters[self._tensor_name + "_orig"].data
-        return mask.astype(orig.dtype, copy=False) * orig
+        return self.value(module, getattr(module, self._tensor_name + "_orig").data)
 
     @classmethod
     def apply(cls, module: Module, name: str, *args: Any, importance_scores: Any = None,
@@ -87,23 +91,19 @@ class BasePruningMethod:
         Everything is checked and the mask computed before ``module`` is changed, so on any error
         the module is left as it was.
         """
-        old_keys = _pruning_hooks(module, name)
-        if len(old_keys) > 1:
-            raise RuntimeError(f"{module._name()}: several pruning hooks act on {name!r}; "
-                               f"use a PruningContainer")
         method = cls(*args, **kwargs)
         method._tensor_name = name
-        old = module._forward_pre_hooks[old_keys[0]] if old_keys else None
+        old = pruning_hook(module, name)
         if old is None:
-            param = module._parameters.get(name)
+            param = dict(module.named_parameters(recurse=False)).get(name)
             if param is None:
-                if name in module.__dict__ or name in module._buffers or name in module._modules:
+                if hasattr(module, name):
                     raise TypeError(f"{module._name()}: {name!r} is not a Parameter and cannot be pruned")
                 raise AttributeError(f"{module._name()} has no parameter {name!r} to prune")
             current, default_mask, hook = param.data, np.ones_like(param.data), method
         else:
-            current = module.array(name)
-            default_mask = np.array(module._buffers[name + "_mask"], copy=True, order="C")
+            current = old.apply_mask(module)
+            default_mask = np.array(getattr(module, name + "_mask"), copy=True, order="C")
             previous = list(old) if isinstance(old, PruningContainer) else [old]
             hook = PruningContainer(*previous, method)
         scores = current if importance_scores is None else np.asarray(importance_scores)
@@ -115,15 +115,10 @@ class BasePruningMethod:
         if isinstance(old, PruningContainer):  # keep the user's container object, as PyTorch does
             old.add_pruning_method(method)
             hook = old
-        if old is None:
-            module.register_parameter(name + "_orig", param)
-            del module._parameters[name]
-            module.register_grad_hook(name, _MaskedGradient(module, name))
-        for key in old_keys:
-            del module._forward_pre_hooks[key]
+        if old is not None:
+            module.remove_parametrization(name, old, bake=False)
         module.register_buffer(name + "_mask", mask)
-        setattr(module, name, hook.apply_mask(module))
-        module.register_forward_pre_hook(hook)
+        module.register_parametrization(name, hook, original=name + "_orig", first=True)
         return hook
 
     def prune(self, t: np.ndarray, default_mask: np.ndarray | None = None,
@@ -139,16 +134,10 @@ class BasePruningMethod:
     def remove(self, module: Module) -> None:
         """Make ``<name>`` a Parameter again (the original object) holding ``mask * orig``. Not undone."""
         name = self._tensor_name
-        if name is None:
+        if name is None or pruning_hook(module, name) is not self:
             raise RuntimeError(f"{module._name()} has to be pruned before pruning can be removed")
-        weight = self.apply_mask(module)
-        module.__dict__.pop(name, None)
-        orig = module._parameters.pop(name + "_orig")
-        orig.data = weight
-        del module._buffers[name + "_mask"]
-        if isinstance(module._grad_hooks.get(name), _MaskedGradient):
-            del module._grad_hooks[name]
-        module.register_parameter(name, orig)
+        module.remove_parametrization(name, self, bake=True)
+        delattr(module, name + "_mask")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "mask")

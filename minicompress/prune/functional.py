@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..nn.module import Module
-from .base import BasePruningMethod, PruningContainer
+from .base import PruningContainer, effective_weight, pruned_tensors, pruning_hook
 from .methods import (CustomFromMask, Identity, L1Unstructured, LnStructured, RandomStructured,
                       RandomUnstructured)
 
@@ -84,14 +84,14 @@ def global_unstructured(parameters: Iterable[tuple[Module, str]], pruning_method
         if not isinstance(module, Module) or not isinstance(name, str):
             raise TypeError(f"global_unstructured(): expected (Module, str) pairs, got "
                             f"({type(module).__name__}, {type(name).__name__})")
-        tensor = module.array(name) if hasattr(module, name) else None
+        tensor = effective_weight(module, name) if hasattr(module, name) else None
         if not isinstance(tensor, np.ndarray):
             raise AttributeError(f"global_unstructured(): {module._name()} has no tensor {name!r}")
         score = np.asarray(importance_scores.get((module, name), tensor))
         if score.shape != tensor.shape:
             raise ValueError(f"global_unstructured(): importance_scores for {name!r} of {module._name()} "
                              f"have shape {score.shape}, the tensor {tensor.shape}")
-        mask = module._buffers.get(name + "_mask")
+        mask = getattr(module, name + "_mask") if pruning_hook(module, name) is not None else None
         tensors.append(tensor)
         scores.append(score.reshape(-1))
         masks.append((np.ones_like(tensor) if mask is None else mask).reshape(-1))
@@ -109,16 +109,14 @@ def global_unstructured(parameters: Iterable[tuple[Module, str]], pruning_method
 
 def remove(module: Module, name: str) -> Module:
     """Make the pruning of ``name`` permanent: ``name`` is a Parameter again holding ``mask * orig``."""
-    for key, hook in module._forward_pre_hooks.items():
-        if isinstance(hook, BasePruningMethod) and hook._tensor_name == name:
-            hook.remove(module)
-            del module._forward_pre_hooks[key]
-            return module
+    hook = pruning_hook(module, name)
+    if hook is not None:
+        hook.remove(module)
+        return module
     raise ValueError(f"Parameter {name!r} of module {module._name()} has to be pruned before pruning "
                      f"can be removed")
 
 
 def is_pruned(module: Module) -> bool:
-    """True if ``module`` or any submodule carries a pruning hook."""
-    return any(isinstance(hook, BasePruningMethod)
-               for m in module.modules() for hook in m._forward_pre_hooks.values())
+    """True if ``module`` or any submodule has a pruned tensor."""
+    return any(pruned_tensors(m) for m in module.modules())

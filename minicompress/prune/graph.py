@@ -22,17 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..nn.grad_mode import no_grad
+from ..nn.kinds import layer_kind
 from ..nn.module import Module
 
-__all__ = ["Node", "Group", "trace", "channel_groups", "TRANSPARENT", "ELEMENTWISE"]
-
-# Layers that act on each channel separately and keep axis 1 (the channel axis) as it is.
-TRANSPARENT = {"ReLU", "ReLU6", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "SiLU", "ELU", "Hardtanh",
-               "Dropout", "Identity", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
-               "AdaptiveAvgPool1d", "AdaptiveAvgPool2d"}
-# ...of which these act on each element alone (so they may also follow a Flatten).
-ELEMENTWISE = {"ReLU", "ReLU6", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "SiLU", "ELU", "Hardtanh",
-               "Dropout", "Identity"}
+__all__ = ["Node", "Group", "trace", "channel_groups"]
 
 
 @dataclass
@@ -68,27 +61,20 @@ def trace(model: Module, example_input: np.ndarray) -> list[Node]:
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     calls: list[tuple[Module, Any, Any]] = []
 
-    def recorder(module: Module) -> Any:
-        forward = module.forward
-
-        def record(*inputs: Any) -> Any:
-            out = forward(*inputs)
-            calls.append((module, inputs, out))
-            return out
-        return record
+    def record(module: Module, inputs: tuple, out: Any) -> None:
+        calls.append((module, inputs, out))
 
     was_training = [(m, m.training) for m in model.modules()]
-    for leaf in leaves:
-        object.__setattr__(leaf, "forward", recorder(leaf))
+    handles = [leaf.register_forward_hook(record) for leaf in leaves]
     try:
         model.eval()
         with no_grad():
             output = model(example_input)
     finally:
-        for leaf in leaves:
-            leaf.__dict__.pop("forward", None)
+        for handle in handles:
+            handle.remove()
         for m, mode in was_training:
-            object.__setattr__(m, "training", mode)
+            m.training = mode
 
     nodes, expected = [], example_input
     for module, inputs, out in calls:
@@ -109,23 +95,20 @@ def trace(model: Module, example_input: np.ndarray) -> list[Node]:
 
 
 def _kind(module: Module) -> str:
-    """'producer' | 'channelwise' | 'transparent' | 'flatten' | 'barrier'."""
-    cls = type(module).__name__
-    if cls == "Linear":
+    """'producer' | 'channelwise' | 'elementwise' | 'pool' | 'flatten' | 'barrier' (from ``nn.kinds``)."""
+    kind = layer_kind(module)
+    if kind == "linear":
         return "producer"
-    if cls in ("Conv1d", "Conv2d"):
-        groups = getattr(module, "groups", 1)
-        if groups == 1:
+    if kind == "conv":
+        if module.groups == 1:
             return "producer"
-        if groups == module.in_channels == module.out_channels:
+        if module.groups == module.in_channels == module.out_channels:
             return "channelwise"  # depthwise, multiplier 1: output channel c reads only input channel c
         return "barrier"
-    if cls in ("BatchNorm1d", "BatchNorm2d"):
+    if kind == "batchnorm":
         return "channelwise"
-    if cls in TRANSPARENT:
-        return "transparent"
-    if cls == "Flatten":
-        return "flatten"
+    if kind in ("elementwise", "pool", "flatten"):
+        return kind
     return "barrier"
 
 
@@ -135,7 +118,7 @@ def channel_groups(nodes: list[Node]) -> tuple[list[Group], dict[str, str]]:
     for i, node in enumerate(nodes):
         if _kind(node.module) != "producer":
             continue
-        batched_ndim = 2 if type(node.module).__name__ == "Linear" else node.module.array("weight").ndim
+        batched_ndim = 2 if layer_kind(node.module) == "linear" else len(node.module.kernel_size) + 2
         if len(node.out_shape) != batched_ndim:  # (N, C) for Linear, (N, C, *spatial) for a conv
             skipped[node.name] = f"output of shape {node.out_shape} is not batched (N, C, ...)"
             continue
@@ -156,7 +139,7 @@ def channel_groups(nodes: list[Node]) -> tuple[list[Group], dict[str, str]]:
                     break
                 spatial, flattened = int(np.prod(nxt.in_shape[2:], dtype=np.int64)), True
                 continue
-            keeps = kind == "channelwise" or (kind == "transparent" and (not flattened or cls in ELEMENTWISE))
+            keeps = kind in ("channelwise", "elementwise") or (kind == "pool" and not flattened)
             if not keeps:
                 why = f"{nxt.name!r} ({cls}) does not keep channels separate"
                 break

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from ..nn.module import Module
-from .base import BasePruningMethod
+from .base import pruned_tensors
 
 __all__ = ["effective_tensors", "sparsity_report", "format_report"]
 
@@ -24,12 +24,10 @@ __all__ = ["effective_tensors", "sparsity_report", "format_report"]
 def effective_tensors(model: Module) -> Iterator[tuple[str, np.ndarray]]:
     """``(name, array)`` for every parameter, pruned ones as ``mask * orig`` under their own name."""
     for prefix, module in model.named_modules():
-        pruned = {h._tensor_name: h for h in module._forward_pre_hooks.values()
-                  if isinstance(h, BasePruningMethod)}
-        for name, param in module._parameters.items():
-            if param is None:
-                continue
-            base = name[:-len("_orig")] if name.endswith("_orig") else name
+        pruned = pruned_tensors(module)
+        tensor_of = {entry.original: name for name, entry in module.parametrizations().items()}
+        for name, param in module.named_parameters(recurse=False):
+            base = tensor_of.get(name, name)
             array = pruned[base].apply_mask(module) if base in pruned else param.data
             yield (f"{prefix}.{base}" if prefix else base), array
 

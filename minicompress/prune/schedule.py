@@ -20,7 +20,7 @@ import numpy as np
 
 from ..nn.module import Module, Parameter
 from .functional import global_unstructured, l1_unstructured
-from .base import BasePruningMethod, effective_weight, pruning_hook
+from .base import effective_weight, pruning_hook
 from .methods import L1Unstructured
 
 __all__ = ["polynomial_sparsity", "prunable_weights", "prune_to_sparsity", "GradualPruning",
@@ -44,13 +44,14 @@ def polynomial_sparsity(step: float, initial_sparsity: float, final_sparsity: fl
 def prunable_weights(model: Module) -> list[tuple[Module, str]]:
     """``(module, "weight")`` for every module whose weight has >= 2 dims (Linear, Conv; not BatchNorm)."""
     return [(module, "weight") for module in model.modules()
-            if (pruning_hook(module, "weight") is not None or isinstance(module._parameters.get("weight"), Parameter))
+            if (pruning_hook(module, "weight") is not None or isinstance(getattr(module, "weight", None), Parameter))
             and effective_weight(module, "weight").ndim >= 2]
 
 
 def _zeros(module: Module, name: str) -> int:
-    mask = module._buffers.get(name + "_mask")
-    return 0 if mask is None else int(np.count_nonzero(mask == 0))
+    if pruning_hook(module, name) is None:
+        return 0
+    return int(np.count_nonzero(getattr(module, name + "_mask") == 0))
 
 
 def prune_to_sparsity(targets: Targets, sparsity: float, scope: str = "layer") -> None:
@@ -115,13 +116,18 @@ class GradualPruning:
 
 def snapshot_weights(model: Module) -> dict[str, np.ndarray]:
     """Copies of every parameter's values, pruned ones under their plain name (``0.weight``, not ``_orig``)."""
-    snap = {}
+    return {key: param.data.copy() for key, param in _parameters_by_tensor(model)}
+
+
+def _parameters_by_tensor(model: Module) -> list[tuple[str, Parameter]]:
+    """(key, Parameter) of every parameter, keyed by the tensor it stands for (``0.weight`` for ``0.weight_orig``)."""
+    out = []
     for prefix, module in model.named_modules():
-        for name, param in module._parameters.items():
-            if param is not None:
-                base = name[:-5] if name.endswith("_orig") and pruning_hook(module, name[:-5]) else name
-                snap[f"{prefix}.{base}" if prefix else base] = param.data.copy()
-    return snap
+        tensor_of = {entry.original: name for name, entry in module.parametrizations().items()}
+        for name, param in module.named_parameters(recurse=False):
+            base = tensor_of.get(name, name)
+            out.append((f"{prefix}.{base}" if prefix else base, param))
+    return out
 
 
 def rewind_weights(model: Module, snapshot: dict[str, np.ndarray]) -> None:
@@ -135,15 +141,10 @@ def rewind_weights(model: Module, snapshot: dict[str, np.ndarray]) -> None:
         raise ValueError("rewind_weights: the snapshot does not match the model's parameters "
                          f"(missing {sorted(set(current) - set(snapshot))}, "
                          f"unexpected {sorted(set(snapshot) - set(current))})")
-    for prefix, module in model.named_modules():
-        for name, param in module._parameters.items():
-            if param is not None:
-                base = name[:-5] if name.endswith("_orig") and pruning_hook(module, name[:-5]) else name
-                param.data[...] = snapshot[f"{prefix}.{base}" if prefix else base]
-    for _, module in model.named_modules():  # refresh plain `weight` arrays now, not at the next forward
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, BasePruningMethod):
-                hook(module, ())
+    for key, param in _parameters_by_tensor(model):
+        param.data[...] = snapshot[key]
+    for module in model.modules():  # pruned `weight` reads mask * orig of the rewound values now
+        module.refresh_parametrizations()
 
 
 class RewindPoint:

@@ -12,17 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from ..nn.kinds import layer_kind
 from ..nn.module import Module
 from .base import effective_weight, pruning_hook
 
 __all__ = ["BNScalePenalty", "bn_scale_l1"]
 
-_BATCHNORMS = ("BatchNorm1d", "BatchNorm2d")
-
-
 def _scaled_batchnorms(model: Module) -> list[Module]:
-    return [m for m in model.modules() if type(m).__name__ in _BATCHNORMS
-            and (m._parameters.get("weight") is not None or pruning_hook(m, "weight") is not None)]
+    return [m for m in model.modules() if layer_kind(m) == "batchnorm"
+            and (m.weight is not None or pruning_hook(m, "weight") is not None)]
 
 
 def bn_scale_l1(model: Module) -> float:

@@ -32,7 +32,7 @@ class SparseLinear(Module):
     @classmethod
     def from_dense(cls, linear: Module) -> "SparseLinear":
         """From a (possibly pruned) Linear: its effective weight and bias."""
-        bias = effective_weight(linear, "bias") if linear.array("bias") is not None else None
+        bias = effective_weight(linear, "bias") if linear.bias is not None else None
         return cls(effective_weight(linear, "weight"), bias)
 
     @property

@@ -23,11 +23,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..nn.module import Module
+from ..nn.kinds import layer_kind
+from ..nn.module import Module, Parameter
 from .amount import count_to_prune, validate_amount
 from .functional import remove
 from .graph import Group, channel_groups, trace
-from .base import BasePruningMethod
+from .base import pruned_tensors
 
 __all__ = ["bake_pruning", "channel_importance", "plan_channel_prune", "channel_prune"]
 
@@ -35,8 +36,8 @@ __all__ = ["bake_pruning", "channel_importance", "plan_channel_prune", "channel_
 def bake_pruning(model: Module) -> Module:
     """Make every pruning permanent in place (``remove`` on every pruned tensor); returns ``model``."""
     for module in model.modules():
-        for hook in [h for h in module._forward_pre_hooks.values() if isinstance(h, BasePruningMethod)]:
-            remove(module, hook._tensor_name)
+        for name in pruned_tensors(module):
+            remove(module, name)
     return model
 
 
@@ -46,7 +47,7 @@ def _expand(keep: np.ndarray, block: int) -> np.ndarray:
 
 
 def _is_bn(module: Module) -> bool:
-    return type(module).__name__ in ("BatchNorm1d", "BatchNorm2d") and module.array("weight") is not None
+    return layer_kind(module) == "batchnorm" and module.weight is not None
 
 
 def channel_importance(group: Group, importance: str | Callable[[Group], np.ndarray]) -> np.ndarray:
@@ -60,7 +61,7 @@ def channel_importance(group: Group, importance: str | Callable[[Group], np.ndar
     if callable(importance):
         scores = np.asarray(importance(group), dtype=np.float64)
     elif importance in ("l1", "l2"):
-        w = np.abs(producer.array("weight").astype(np.float64)).reshape(group.channels, -1)
+        w = np.abs(producer.weight.data.astype(np.float64)).reshape(group.channels, -1)
         scores = w.sum(axis=1) if importance == "l1" else np.sqrt((w * w).sum(axis=1))
     elif importance == "bn_scale":
         bns = [(n, s) for n, s in group.followers if _is_bn(n.module)]
@@ -68,7 +69,7 @@ def channel_importance(group: Group, importance: str | Callable[[Group], np.ndar
             raise ValueError(f"channel_prune: importance='bn_scale' needs a BatchNorm with a scale after "
                              f"{group.producer.name!r}; pass layers=[...] to leave it out")
         node, block = bns[0]
-        scores = np.abs(node.module.array("weight").astype(np.float64)).reshape(group.channels, block).mean(axis=1)
+        scores = np.abs(node.module.weight.data.astype(np.float64)).reshape(group.channels, block).mean(axis=1)
     else:
         raise ValueError(f"channel_prune: unknown importance {importance!r}; expected 'l1', 'l2', 'bn_scale' "
                          f"or a callable")
@@ -142,18 +143,18 @@ def plan_channel_prune(model: Module, example_input: np.ndarray, amount: numbers
 
 def _slice_params(module: Module, idx: np.ndarray, axis: int, names: tuple[str, ...]) -> None:
     for name in names:
-        param = module._parameters.get(name)
-        if param is not None:
-            param.data = np.ascontiguousarray(np.take(param.data, idx, axis=axis))
-            param.grad = None
-        elif module._buffers.get(name) is not None:
-            module._buffers[name] = np.ascontiguousarray(np.take(module._buffers[name], idx, axis=axis))
+        value = getattr(module, name, None)
+        if isinstance(value, Parameter):
+            value.data = np.ascontiguousarray(np.take(value.data, idx, axis=axis))
+            value.grad = None
+        elif value is not None:       # a buffer (BatchNorm running statistics)
+            setattr(module, name, np.ascontiguousarray(np.take(value, idx, axis=axis)))
 
 
 def _set(module: Module, **sizes: int) -> None:
     for attr, value in sizes.items():
-        if attr in module.__dict__:
-            object.__setattr__(module, attr, value)
+        if hasattr(module, attr):
+            setattr(module, attr, value)
 
 
 def _cut(group: Group, keep: np.ndarray) -> None:
@@ -183,7 +184,6 @@ def channel_prune(model: Module, example_input: np.ndarray, amount: numbers.Real
     keep, groups = _plan(new, example_input, amount, importance, layers, scope, min_channels)
     for group in groups:
         _cut(group, keep[group.producer.name])
-    for m in new.modules():
-        m.__dict__.pop("_cache", None)
+    new.clear_caches()
     trace(new, example_input)  # the smaller model must still run on the same input
     return new

@@ -102,7 +102,7 @@ class DeQuantize(Module):
         return cls()
 
 
-class _WeightedQuantized(Module):
+class WeightedQuantized(Module):
     """Shared storage of an int8 weight (+ float bias), packed lazily for the GEMM."""
 
     def _set_weight_bias(self, qweight: QTensor, bias: np.ndarray | None) -> None:
@@ -141,7 +141,7 @@ def _inner(mod: Module, float_types: tuple) -> Module:
     return mod[0] if hasattr(mod, "__getitem__") else mod
 
 
-class QuantizedLinear(_WeightedQuantized):
+class QuantizedLinear(WeightedQuantized):
     """quint8 (..., in) -> quint8 (..., out): ``functional.linear`` with the module's output qparams."""
 
     _relu = False
@@ -187,7 +187,7 @@ def _conv_padding(conv: Module) -> tuple[int, int]:
     return tuple(a for a, _ in pads)
 
 
-class QuantizedConv2d(_WeightedQuantized):
+class QuantizedConv2d(WeightedQuantized):
     """quint8 (N, C, H, W) -> quint8 (N, OC, OH, OW): ``functional.conv2d`` with the module's output qparams."""
 
     _relu = False
@@ -226,7 +226,7 @@ class QuantizedConvReLU2d(QuantizedConv2d):
     _relu = True
 
 
-class DynamicQuantizedLinear(_WeightedQuantized):
+class DynamicQuantizedLinear(WeightedQuantized):
     """float (..., in) -> float (..., out) with an int8 weight; activations quantized per call (reduce_range)."""
 
     _relu = False

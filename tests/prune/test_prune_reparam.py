@@ -92,7 +92,7 @@ def test_iterative_sequences_match_torch(torch, shape_ops, seed):
     assume(all(op[0] != "ln" or op[2] != "fro" or len(shape) <= 3 for op in ops))
     w = distinct_tensor(shape, seed)
     m, tm = _run_ops(torch, ops, w)
-    hooks = [h for h in m._forward_pre_hooks.values()]
+    hooks = list(m.parametrizations()["weight"].chain)
     assert len(hooks) == 1 and (len(ops) == 1 or isinstance(hooks[0], prune.PruningContainer))
     prune.remove(m, "weight")
     torch.nn.utils.prune.remove(tm, "weight")
@@ -146,7 +146,7 @@ def test_global_unstructured_refuses_structured_methods():
 
 
 def _snapshot(m):
-    return (list(m._parameters), list(m._buffers), list(m._forward_pre_hooks), dict(m.__dict__).keys(),
+    return (list(m._parameters), list(m._buffers), list(m.parametrizations().items()), dict(m.__dict__).keys(),
             {k: v.tobytes() for k, v in m.state_dict().items()})
 
 
@@ -183,7 +183,7 @@ def test_identity_is_idempotent_on_modules():
     prune.identity(m, "weight")
     prune.identity(m, "weight")
     assert m.weight_mask.tobytes() == mask and m.weight.tobytes() == weight
-    assert len(next(iter(m._forward_pre_hooks.values()))) == 3
+    assert len(m.parametrizations()["weight"].chain[0]) == 3
 
 
 def test_importance_scores_decide_but_orig_is_masked(torch):

@@ -1,0 +1,42 @@
+"""Layer kinds, decided in one place by ``isinstance`` (as Torch-Pruning's ``module2type``).
+
+A user's ``class MyLinear(nn.Linear)`` is a Linear to every tool: pruning's dependency groups, MAC
+counting, quantization's mappings. The kinds::
+
+    'linear'       y = x W^T + b                   weight (out, in)
+    'conv'         Conv1d / Conv2d                 weight (out, in/groups, *kernel)
+    'batchnorm'    per-channel affine normalisation
+    'elementwise'  y[i] = f(x[i]) (activations, dropout, identity): keeps every axis and element
+    'pool'         pooling over spatial axes: keeps the channel axis, changes the spatial ones
+    'flatten'      merges axes (a reshape)
+    'other'        anything else (a tool that needs to see through it must refuse it by name)
+"""
+from __future__ import annotations
+
+from .layers import (GELU, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d,
+                     Dropout, Flatten, Identity, LeakyReLU, Linear, MaxPool1d, MaxPool2d, ReLU, Sigmoid, Tanh)
+from .module import Module
+
+__all__ = ["KINDS", "layer_kind", "is_weighted"]
+
+KINDS: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("linear", (Linear,)),
+    ("conv", (Conv1d, Conv2d)),
+    ("batchnorm", (BatchNorm1d, BatchNorm2d)),
+    ("elementwise", (ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Dropout, Identity)),
+    ("pool", (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool2d)),
+    ("flatten", (Flatten,)),
+)
+
+
+def layer_kind(module: Module) -> str:
+    """The kind of ``module`` (module docstring): the first entry of ``KINDS`` it is an instance of."""
+    for kind, types in KINDS:
+        if isinstance(module, types):
+            return kind
+    return "other"
+
+
+def is_weighted(module: Module) -> bool:
+    """A Linear or a convolution: the layers whose weight carries the model's multiply-accumulates."""
+    return layer_kind(module) in ("linear", "conv")
