@@ -10,11 +10,13 @@ Layers of the package (each file one job):
   micro-kernel); ``reference`` their NumPy twins
 - ``functional``  linear_dynamic, linear, conv2d
 - ``modules``, ``passthrough``  quantized Modules; ``fuse``  BatchNorm folding and fused float modules
-- ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert
+- ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert; ``mappings``  every module mapping
+- ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training
 """
 from . import functional
-from .flows import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, convert, prepare,
-                    propagate_qconfig_, quantize_dynamic)
+from .flows import convert, prepare, propagate_qconfig_, quantize_dynamic, swap_modules
+from .mappings import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_QAT_MODULE_MAPPINGS,
+                       DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, QAT_CONVERT_MODULE_MAPPINGS, to_observed_float)
 from .fuse import (ConvReLU2d, LinearReLU, fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval,
                    fuse_linear_bn_weights, fuse_modules)
 from .histogram import HistogramObserver
@@ -40,9 +42,9 @@ from .fake_quantize import (FakeQuantize, FusedMovingAvgObsFakeQuantize, default
                             fake_quantize_per_channel_affine_backward, fake_quantize_per_tensor_affine,
                             fake_quantize_per_tensor_affine_backward)
 from .learnable import LearnableFakeQuantize
-from .qat import (DEFAULT_QAT_MODULE_MAPPINGS, QAT_CONVERT_MODULE_MAPPINGS, ConvBn2d, ConvBnReLU2d, FreezeQAT,
-                  default_qat_qconfig, freeze_bn_stats, fuse_modules_qat, get_default_qat_qconfig, prepare_qat,
-                  to_observed_float, update_bn_stats)
+from .fuse import ConvBn2d, ConvBnReLU2d
+from .qat import (FreezeQAT, default_qat_qconfig, freeze_bn_stats, fuse_modules_qat, get_default_qat_qconfig,
+                  prepare_qat, update_bn_stats)
 
 __all__ = [
     "functional", "QTensor", "QDTYPES", "quantize_per_tensor", "quantize_per_channel", "dequantize",
@@ -66,5 +68,5 @@ __all__ = [
     "enable_observer", "disable_observer", "enable_fake_quant", "disable_fake_quant",
     "prepare_qat", "get_default_qat_qconfig", "default_qat_qconfig", "fuse_modules_qat", "ConvBn2d",
     "ConvBnReLU2d", "freeze_bn_stats", "update_bn_stats", "FreezeQAT", "DEFAULT_QAT_MODULE_MAPPINGS",
-    "QAT_CONVERT_MODULE_MAPPINGS", "to_observed_float",
+    "QAT_CONVERT_MODULE_MAPPINGS", "to_observed_float", "swap_modules",
 ]

@@ -10,44 +10,25 @@ quantized per call). Static PTQ::
     qmodel = convert(prepared)         # float layers swapped for quantized ones
 
 ``prepare`` propagates ``qconfig`` down the tree (a child keeps its own ``qconfig``; ``None`` opts out),
-adds an ``activation_post_process`` child to each observed layer and makes it observe the layer's
-output. (PyTorch does this with a forward hook; the engine has only pre-hooks, so the layer's bound
-``forward``/``backward`` are wrapped per instance -- state-dict keys are PyTorch's, e.g.
-``fc1.activation_post_process.min_val``.) ``convert`` swaps every module whose type is in the mapping
-and removes the ``qconfig`` attributes. All three take ``inplace=False`` and return the model.
+adds an ``activation_post_process`` child to each observed layer and a forward hook that passes the
+layer's output through it, as PyTorch does (its backward: the child's, the STE of a fake-quant in QAT;
+state-dict keys are PyTorch's, e.g. ``fc1.activation_post_process.min_val``). ``convert`` swaps every
+module whose type is in the mapping and removes the ``qconfig`` attributes. All three take
+``inplace=False`` and return the model.
 """
 from __future__ import annotations
 
 import copy
-import types
 from typing import Any
 
 import numpy as np
 
-from ..nn import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from ..nn import Linear
 from ..nn.module import Module
-from .fuse import ConvReLU2d, LinearReLU
-from .modules import (DeQuantize, DeQuantStub, DynamicQuantizedLinear, DynamicQuantizedLinearReLU, Quantize,
-                      QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear, QuantizedLinearReLU, QuantStub)
-from .passthrough import QuantizedDropout, QuantizedFlatten, QuantizedMaxPool2d, QuantizedReLU
+from .mappings import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, FUSED_TYPES,
+                       OBSERVED_TYPES)
+from .modules import DeQuantStub
 from .qconfig import QConfig, default_dynamic_qconfig
-
-DEFAULT_STATIC_QUANT_MODULE_MAPPINGS: dict[type, type] = {
-    QuantStub: Quantize, DeQuantStub: DeQuantize,
-    Linear: QuantizedLinear, LinearReLU: QuantizedLinearReLU,
-    Conv2d: QuantizedConv2d, ConvReLU2d: QuantizedConvReLU2d,
-    ReLU: QuantizedReLU, MaxPool2d: QuantizedMaxPool2d, Flatten: QuantizedFlatten, Dropout: QuantizedDropout,
-}
-from .qat import QAT_CONVERT_MODULE_MAPPINGS  # noqa: E402  (QAT modules convert too; qat imports flows lazily)
-
-DEFAULT_STATIC_QUANT_MODULE_MAPPINGS.update(QAT_CONVERT_MODULE_MAPPINGS)
-DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS: dict[type, type] = {
-    Linear: DynamicQuantizedLinear, LinearReLU: DynamicQuantizedLinearReLU,
-}
-# layers whose output prepare() observes (their quantized versions need an output scale)
-OBSERVED_TYPES = (QuantStub, Linear, LinearReLU, Conv2d, ConvReLU2d)
-FUSED_TYPES = (LinearReLU, ConvReLU2d)
-
 
 def propagate_qconfig_(module: Module, qconfig_dict: dict | None = None, _parent: Any = None,
                        _prefix: str = "") -> None:
@@ -55,27 +36,28 @@ def propagate_qconfig_(module: Module, qconfig_dict: dict | None = None, _parent
     qconfig_dict = qconfig_dict or {}
     qconfig = qconfig_dict.get(type(module), _parent)
     qconfig = qconfig_dict.get(_prefix, qconfig)
-    qconfig = module.__dict__.get("qconfig", qconfig)
+    qconfig = getattr(module, "qconfig", qconfig)
     if qconfig is not None and not isinstance(qconfig, QConfig):
         raise TypeError(f"{module._name()}: qconfig must be a QConfig or None, got {qconfig!r}")
-    object.__setattr__(module, "qconfig", qconfig)
+    module.qconfig = qconfig
     for name, child in module.named_children():
         propagate_qconfig_(child, qconfig_dict, qconfig, f"{_prefix}.{name}" if _prefix else name)
 
 
-def _observed_forward(self: Module, *inputs: Any) -> Any:
-    return self.activation_post_process(type(self).forward(self, *inputs))
+def observe_output(module: Module, inputs: tuple, output: Any) -> Any:
+    """Forward hook of an observed layer: ``activation_post_process(output)`` (PyTorch's _observer_forward_hook)."""
+    return module.activation_post_process(output)
 
 
-def _observed_backward(self: Module, grad_output: np.ndarray) -> Any:
-    return type(self).backward(self, self.activation_post_process.backward(grad_output))
+def observe_output_backward(module: Module, grad_output: np.ndarray) -> np.ndarray:
+    """Its reverse: identity for an observer, the straight-through mask for a fake-quant."""
+    return module.activation_post_process.backward(grad_output)
 
 
 def _add_observer(module: Module) -> None:
     """Attach ``activation_post_process`` and observe the module's output."""
     module.add_module("activation_post_process", module.qconfig.activation())
-    object.__setattr__(module, "forward", types.MethodType(_observed_forward, module))
-    object.__setattr__(module, "backward", types.MethodType(_observed_backward, module))
+    module.register_forward_hook(observe_output, backward=observe_output_backward)
 
 
 def _add_observers(module: Module) -> None:
@@ -103,17 +85,24 @@ def prepare(model: Module, inplace: bool = False) -> Module:
 
 def _remove_qconfig(module: Module) -> None:
     for m in module.modules():
-        m.__dict__.pop("qconfig", None)
+        if hasattr(m, "qconfig"):
+            del m.qconfig
 
 
-def _swap(module: Module, mapping: dict[type, type]) -> None:
+def swap_modules(module: Module, mapping: dict[type, Any], keep_whole: tuple[type, ...] = FUSED_TYPES) -> None:
+    """Replace (depth first) every child with a qconfig and a type in ``mapping`` by ``mapping[type].from_float``.
+
+    The one swap routine of ``convert``, ``quantize_dynamic`` and ``prepare_qat`` (PyTorch's ``swap_module``):
+    the new module keeps the old one's training mode and forward pre-hooks (not its observer hooks);
+    children of ``keep_whole`` types (fused modules) are swapped whole, never entered.
+    """
     for name, child in list(module.named_children()):
-        if not isinstance(child, FUSED_TYPES):
-            _swap(child, mapping)
+        if not isinstance(child, keep_whole):
+            swap_modules(child, mapping, keep_whole)
         qcls = mapping.get(type(child))
-        if qcls is not None and child.__dict__.get("qconfig") is not None:
+        if qcls is not None and getattr(child, "qconfig", None) is not None:
             new = qcls.from_float(child)
-            for hook in child._forward_pre_hooks.values():
+            for hook in child.forward_pre_hooks():
                 new.register_forward_pre_hook(hook)
             new.train(child.training)
             module.add_module(name, new)
@@ -123,7 +112,7 @@ def convert(model: Module, mapping: dict[type, type] | None = None, inplace: boo
     """Swap observed float modules for their quantized versions (default: the static mapping)."""
     if not inplace:
         model = copy.deepcopy(model)
-    _swap(model, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS if mapping is None else mapping)
+    swap_modules(model, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS if mapping is None else mapping)
     _remove_qconfig(model)
     return model
 

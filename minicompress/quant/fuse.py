@@ -43,13 +43,41 @@ class ConvReLU2d(Sequential):
         super().__init__(conv, relu)
 
 
+class ConvBn2d(Sequential):
+    """Fused float Conv2d + BatchNorm2d for QAT (children '0', '1'), ≙ ``torch.ao.nn.intrinsic.ConvBn2d``."""
+
+    def __init__(self, conv: Conv2d, bn: BatchNorm2d) -> None:
+        if type(conv) is not Conv2d or type(bn) is not BatchNorm2d:
+            raise TypeError(f"ConvBn2d expects (Conv2d, BatchNorm2d), got ({type(conv).__name__}, {type(bn).__name__})")
+        super().__init__(conv, bn)
+
+
+class ConvBnReLU2d(Sequential):
+    """Fused float Conv2d + BatchNorm2d + ReLU for QAT, ≙ ``torch.ao.nn.intrinsic.ConvBnReLU2d``."""
+
+    def __init__(self, conv: Conv2d, bn: BatchNorm2d, relu: ReLU) -> None:
+        if type(conv) is not Conv2d or type(bn) is not BatchNorm2d or type(relu) is not ReLU:
+            raise TypeError(f"ConvBnReLU2d expects (Conv2d, BatchNorm2d, ReLU), got "
+                            f"({', '.join(type(m).__name__ for m in (conv, bn, relu))})")
+        super().__init__(conv, bn, relu)
+
+
 def _bn_arrays(bn: Module, dtype: np.dtype) -> tuple[np.ndarray, ...]:
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError(f"{bn._name()}: folding needs running statistics (track_running_stats=True)")
     n = bn.running_mean.shape[0]
-    gamma = np.ones(n, dtype) if bn.weight is None else bn.array("weight")
-    beta = np.zeros(n, dtype) if bn.bias is None else bn.array("bias")
+    gamma, beta = _weight_bias(bn)
+    gamma = np.ones(n, dtype) if gamma is None else gamma
+    beta = np.zeros(n, dtype) if beta is None else beta
     return bn.running_mean, bn.running_var, gamma, beta
+
+
+def _weight_bias(layer: Module) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The layer's weight and bias arrays; a parametrized (e.g. pruned) layer is refused, by name."""
+    if layer.parametrizations():
+        raise ValueError(f"fuse_modules: {layer._name()} has parametrized tensors {list(layer.parametrizations())} "
+                         f"(pruned?); make them permanent first (prune.remove or prune.bake_pruning)")
+    return tuple(None if p is None else p.data for p in (layer.weight, layer.bias))
 
 
 def fuse_conv_bn_weights(w: np.ndarray, b: np.ndarray | None, mean: np.ndarray, var: np.ndarray, eps: float,
@@ -81,8 +109,9 @@ def fuse_conv_bn_eval(conv: Conv2d, bn: BatchNorm2d) -> Conv2d:
     """A copy of ``conv`` with ``bn`` folded into its weight and bias."""
     _check_eval(conv, bn)
     fused = copy.deepcopy(conv)
-    mean, var, gamma, beta = _bn_arrays(bn, conv.array("weight").dtype)
-    w, b = fuse_conv_bn_weights(conv.array("weight"), conv.array("bias"), mean, var, bn.eps, gamma, beta)
+    w, b = _weight_bias(conv)
+    mean, var, gamma, beta = _bn_arrays(bn, w.dtype)
+    w, b = fuse_conv_bn_weights(w, b, mean, var, bn.eps, gamma, beta)
     fused.weight, fused.bias = Parameter(w), Parameter(b)
     return fused
 
@@ -93,8 +122,9 @@ def fuse_linear_bn_eval(linear: Linear, bn: BatchNorm1d) -> Linear:
     if linear.out_features != bn.num_features and bn.num_features != 1:
         raise ValueError(f"cannot fold {bn._name()} into {linear._name()}: out_features must equal num_features")
     fused = copy.deepcopy(linear)
-    mean, var, gamma, beta = _bn_arrays(bn, linear.array("weight").dtype)
-    w, b = fuse_linear_bn_weights(linear.array("weight"), linear.array("bias"), mean, var, bn.eps, gamma, beta)
+    w, b = _weight_bias(linear)
+    mean, var, gamma, beta = _bn_arrays(bn, w.dtype)
+    w, b = fuse_linear_bn_weights(w, b, mean, var, bn.eps, gamma, beta)
     fused.weight, fused.bias = Parameter(w), Parameter(b)
     return fused
 
@@ -113,19 +143,10 @@ FUSER_METHODS: dict[tuple[type, ...], Callable[..., Module]] = {
 
 
 def _get(model: Module, path: str) -> Module:
-    mod = model
-    for part in path.split("."):
-        child = mod._modules.get(part) if isinstance(mod, Module) else None
-        if child is None:
-            raise ValueError(f"fuse_modules: {type(model).__name__} has no submodule {path!r}")
-        mod = child
-    return mod
-
-
-def _set(model: Module, path: str, new: Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = _get(model, parent_path) if parent_path else model
-    parent.add_module(name, new)
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"fuse_modules: {type(model).__name__} has no submodule {path!r}") from None
 
 
 def fuse_known_modules(mods: Sequence[Module]) -> list[Module]:
@@ -136,7 +157,7 @@ def fuse_known_modules(mods: Sequence[Module]) -> list[Module]:
         raise ValueError(f"cannot fuse {[t.__name__ for t in types]}; supported: "
                          f"{[[t.__name__ for t in k] for k in FUSER_METHODS]}")
     fused = method(*mods)
-    for hook in mods[0]._forward_pre_hooks.values():
+    for hook in mods[0].forward_pre_hooks():
         fused.register_forward_pre_hook(hook)
     return [fused] + [Identity() for _ in mods[1:]]
 
@@ -153,5 +174,5 @@ def fuse_modules(model: Module, modules_to_fuse: Sequence[Any], inplace: bool = 
             raise ValueError(f"fuse_modules: each group must list at least two submodule names, got {group!r}")
         new = fuse_known_modules([_get(model, name) for name in group])
         for name, mod in zip(group, new):
-            _set(model, name, mod)
+            model.set_submodule(name, mod)
     return model

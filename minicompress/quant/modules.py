@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from ..nn import Conv2d, Linear
 from ..nn.module import Module
 from . import functional as QF
+from .fuse import ConvReLU2d, LinearReLU
 from .qconfig import default_dynamic_qconfig
 from .qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
 
@@ -120,10 +122,10 @@ class WeightedQuantized(Module):
     def _packed(self) -> Any:
         """PackedWeight(s) for the current buffers; rebuilt when a buffer is replaced (load_state_dict)."""
         arrays = (self.weight, self.weight_scale, self.weight_zero_point)
-        cache = self.__dict__.get("_pack_cache")
+        cache = getattr(self, "_pack_cache", None)
         if cache is None or any(old is not new for old, new in zip(cache[0], arrays)):
             cache = (arrays, QF.pack_weight(self.weight_qtensor(), getattr(self, "groups", 1)))
-            object.__setattr__(self, "_pack_cache", cache)
+            self._pack_cache = cache
         return cache[1]
 
     def _set_output_qparams(self, scale: float, zero_point: int) -> None:
@@ -132,6 +134,10 @@ class WeightedQuantized(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{self._name()} is inference-only (use QAT to train through quantization)")
+
+
+def _data(param: Any) -> np.ndarray | None:
+    return None if param is None else param.data
 
 
 def _inner(mod: Module, float_types: tuple) -> Module:
@@ -160,12 +166,10 @@ class QuantizedLinear(WeightedQuantized):
 
     @classmethod
     def from_float(cls, mod: Module) -> "QuantizedLinear":
-        from ..nn import Linear
-        from .fuse import LinearReLU
         lin = _inner(mod, (LinearReLU,) if cls._relu else (Linear,))
         scale, zp, _ = _act_qparams(mod)
-        qweight = quantize_weight(lin.array("weight"), lin.qconfig.weight())
-        return cls(lin.in_features, lin.out_features, qweight, lin.array("bias"), scale, zp)
+        qweight = quantize_weight(lin.weight.data, lin.qconfig.weight())
+        return cls(lin.in_features, lin.out_features, qweight, _data(lin.bias), scale, zp)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -207,13 +211,11 @@ class QuantizedConv2d(WeightedQuantized):
 
     @classmethod
     def from_float(cls, mod: Module) -> "QuantizedConv2d":
-        from ..nn import Conv2d
-        from .fuse import ConvReLU2d
         conv = _inner(mod, (ConvReLU2d,) if cls._relu else (Conv2d,))
         scale, zp, _ = _act_qparams(mod)
-        qweight = quantize_weight(conv.array("weight"), conv.qconfig.weight())
+        qweight = quantize_weight(conv.weight.data, conv.qconfig.weight())
         return cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, _conv_padding(conv),
-                   conv.dilation, conv.groups, qweight, conv.array("bias"), scale, zp)
+                   conv.dilation, conv.groups, qweight, _data(conv.bias), scale, zp)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -244,12 +246,10 @@ class DynamicQuantizedLinear(WeightedQuantized):
 
     @classmethod
     def from_float(cls, mod: Module) -> "DynamicQuantizedLinear":
-        from ..nn import Linear
-        from .fuse import LinearReLU
         lin = _inner(mod, (LinearReLU,) if cls._relu else (Linear,))
         qconfig = getattr(lin, "qconfig", None) or getattr(mod, "qconfig", None) or default_dynamic_qconfig
-        qweight = quantize_weight(lin.array("weight"), qconfig.weight())
-        return cls(lin.in_features, lin.out_features, qweight, lin.array("bias"))
+        qweight = quantize_weight(lin.weight.data, qconfig.weight())
+        return cls(lin.in_features, lin.out_features, qweight, _data(lin.bias))
 
     def extra_repr(self) -> str:
         qs = "per_channel" if self.weight_scale.ndim else "per_tensor"

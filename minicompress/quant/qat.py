@@ -18,13 +18,14 @@ import copy
 from typing import Any, Callable, Sequence
 
 from .. import nn
-from ..nn.module import Module, Sequential
-from . import qat_modules as qat
+from ..nn.module import Module
 from .fake_quantize import (FakeQuantize, FusedMovingAvgObsFakeQuantize, default_fake_quant,
                             default_fused_per_channel_wt_fake_quant, default_fused_wt_fake_quant,
                             default_per_channel_weight_fake_quant, default_weight_fake_quant,
                             disable_fake_quant, disable_observer, enable_fake_quant, enable_observer)
-from .fuse import ConvReLU2d, LinearReLU, _get, _set
+from .flows import prepare, propagate_qconfig_, swap_modules
+from .fuse import ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU, _get
+from .mappings import DEFAULT_QAT_MODULE_MAPPINGS, QAT_CONVERT_MODULE_MAPPINGS, to_observed_float
 from .observer import MovingAverageMinMaxObserver
 from .qconfig import QConfig
 from .qat_modules import freeze_bn_stats, update_bn_stats
@@ -63,25 +64,6 @@ def get_default_qat_qconfig(backend: str = "x86", version: int = 1) -> QConfig:
 
 
 # ==================================================================================== fusion for QAT
-class ConvBn2d(Sequential):
-    """Fused float Conv2d + BatchNorm2d for QAT (children '0', '1'), ≙ ``torch.ao.nn.intrinsic.ConvBn2d``."""
-
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-        if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d:
-            raise TypeError(f"ConvBn2d expects (Conv2d, BatchNorm2d), got ({type(conv).__name__}, {type(bn).__name__})")
-        super().__init__(conv, bn)
-
-
-class ConvBnReLU2d(Sequential):
-    """Fused float Conv2d + BatchNorm2d + ReLU for QAT, ≙ ``torch.ao.nn.intrinsic.ConvBnReLU2d``."""
-
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: nn.ReLU) -> None:
-        if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d or type(relu) is not nn.ReLU:
-            raise TypeError(f"ConvBnReLU2d expects (Conv2d, BatchNorm2d, ReLU), got "
-                            f"({', '.join(type(m).__name__ for m in (conv, bn, relu))})")
-        super().__init__(conv, bn, relu)
-
-
 QAT_FUSER_METHODS: dict[tuple[type, ...], Callable[..., Module]] = {
     (nn.Conv2d, nn.BatchNorm2d): ConvBn2d,
     (nn.Conv2d, nn.BatchNorm2d, nn.ReLU): ConvBnReLU2d,
@@ -106,37 +88,11 @@ def fuse_modules_qat(model: Module, modules_to_fuse: Sequence[Any], inplace: boo
             raise ValueError(f"fuse_modules_qat: cannot fuse {[type(m).__name__ for m in mods]}; supported: "
                              f"{[[t.__name__ for t in k] for k in QAT_FUSER_METHODS]}")
         for name, new in zip(group, [method(*mods)] + [nn.Identity() for _ in mods[1:]]):
-            _set(model, name, new)
+            model.set_submodule(name, new)
     return model
 
 
-qat.ConvBn2d._FLOAT_MODULE = ConvBn2d
-qat.ConvBnReLU2d._FLOAT_MODULE = ConvBnReLU2d
-
-DEFAULT_QAT_MODULE_MAPPINGS: dict[type, type] = {
-    nn.Linear: qat.Linear,
-    nn.Conv2d: qat.Conv2d,
-    LinearReLU: qat.LinearReLU,
-    ConvReLU2d: qat.ConvReLU2d,
-    ConvBn2d: qat.ConvBn2d,
-    ConvBnReLU2d: qat.ConvBnReLU2d,
-}
-
-
 # ==================================================================================== prepare_qat
-def _swap_qat(module: Module, mapping: dict[type, type]) -> None:
-    """Replace (depth first) every child with a qconfig and a type in ``mapping`` by ``from_float(child)``."""
-    for name, child in list(module.named_children()):
-        if type(child) not in (LinearReLU, ConvReLU2d, ConvBn2d, ConvBnReLU2d):
-            _swap_qat(child, mapping)
-        qat_cls = mapping.get(type(child))
-        if qat_cls is not None and child.__dict__.get("qconfig") is not None:
-            new = qat_cls.from_float(child)
-            for hook in child._forward_pre_hooks.values():
-                new.register_forward_pre_hook(hook)
-            module.add_module(name, new)
-
-
 def prepare_qat(model: Module, mapping: dict[type, type] | None = None, inplace: bool = False) -> Module:
     """Swap Linear / Conv2d / fused modules for their QAT twins and attach activation fake-quants.
 
@@ -145,56 +101,15 @@ def prepare_qat(model: Module, mapping: dict[type, type] | None = None, inplace:
     (an ``activation_post_process`` = ``qconfig.activation()`` on QuantStub and every QAT layer, applied to
     its output in forward and backward). The model must be in training mode.
     """
-    from .flows import prepare, propagate_qconfig_
     if not model.training:
         raise ValueError("prepare_qat only works on models in training mode (call model.train())")
     model = model if inplace else copy.deepcopy(model)
     propagate_qconfig_(model)
-    if not any(m.__dict__.get("qconfig") is not None for m in model.modules()):
+    if not any(getattr(m, "qconfig", None) is not None for m in model.modules()):
         raise ValueError("prepare_qat: no module has a qconfig; set model.qconfig = get_default_qat_qconfig('x86')")
-    _swap_qat(model, DEFAULT_QAT_MODULE_MAPPINGS if mapping is None else mapping)
+    swap_modules(model, DEFAULT_QAT_MODULE_MAPPINGS if mapping is None else mapping,
+                 keep_whole=(LinearReLU, ConvReLU2d, ConvBn2d, ConvBnReLU2d))
     return prepare(model, inplace=True)
-
-
-# ==================================================================================== convert support
-def to_observed_float(mod: Module) -> Module:
-    """A trained QAT module as the observed float module that ``convert`` quantizes, ≙ what PyTorch's
-    ``nnq.*.from_float`` reads from a QAT module: ``to_float()`` (BN folded with the running statistics),
-    with the *trained* ``weight_fake_quant`` as weight observer (it observes the final weight once more, then
-    ``calculate_qparams``) and the trained ``activation_post_process`` for the output scale / zero point."""
-    float_mod = mod.to_float()
-    weight_fake_quant = mod.weight_fake_quant
-    qconfig = QConfig(activation=mod.qconfig.activation, weight=lambda: weight_fake_quant)
-    for m in float_mod.modules():
-        object.__setattr__(m, "qconfig", qconfig)
-    apq = mod._modules.get("activation_post_process")
-    if apq is None:
-        raise ValueError(f"{mod._name()} has no activation_post_process: run prepare_qat before convert")
-    float_mod.add_module("activation_post_process", apq)
-    return float_mod
-
-
-class _FromQAT:
-    """A ``convert`` mapping value: ``from_float(qat_mod) = quantized_cls.from_float(to_observed_float(qat_mod))``."""
-
-    def __init__(self, quantized_cls: type) -> None:
-        self.quantized_cls = quantized_cls
-
-    def from_float(self, mod: Module) -> Module:
-        return self.quantized_cls.from_float(to_observed_float(mod))
-
-    def __repr__(self) -> str:
-        return f"_FromQAT({self.quantized_cls.__name__})"
-
-
-def _qat_convert_mappings() -> dict[type, Any]:
-    from .modules import QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear, QuantizedLinearReLU
-    return {qat.Linear: _FromQAT(QuantizedLinear), qat.LinearReLU: _FromQAT(QuantizedLinearReLU),
-            qat.Conv2d: _FromQAT(QuantizedConv2d), qat.ConvReLU2d: _FromQAT(QuantizedConvReLU2d),
-            qat.ConvBn2d: _FromQAT(QuantizedConv2d), qat.ConvBnReLU2d: _FromQAT(QuantizedConvReLU2d)}
-
-
-QAT_CONVERT_MODULE_MAPPINGS: dict[type, Any] = _qat_convert_mappings()
 
 
 class FreezeQAT:

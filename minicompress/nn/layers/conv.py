@@ -75,7 +75,21 @@ class _ConvNd(Module):
         return tuple((p, p) for p in self.padding)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        weight = self.array("weight")
+        return self._conv_forward(x, self.array("weight"), self.array("bias"))
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
+        dx, dW, db = self._conv_backward(grad_output)
+        self.accumulate_grad("weight", dW)
+        if db is not None:
+            self.accumulate_grad("bias", db)
+        return dx
+
+    def _conv_forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """conv(x, weight, bias) with this layer's hyper-parameters and input checks; keeps the cache.
+
+        The weight and bias are arguments (as PyTorch's ``_conv_forward``) so that QAT's Conv-BN can
+        convolve with its folded, fake-quantized weight through the same checks and arithmetic.
+        """
         check_array(self, x, weight.dtype)
         x, unbatched = batched(self, x, self._nd, self.in_channels)
         pads = self._pads()
@@ -85,25 +99,21 @@ class _ConvNd(Module):
             raise ValueError(f"{self._name()}: input {x.shape} is too small: padded spatial size {padded} "
                              f"is smaller than the (dilated) kernel {reach}")
         if self._nd == 1:
-            y, cache = F.conv1d_forward(x, weight, self.array("bias"), self.stride[0], pads[0],
-                                        self.dilation[0], self.groups)
+            y, cache = F.conv1d_forward(x, weight, bias, self.stride[0], pads[0], self.dilation[0], self.groups)
         else:
-            y, cache = F.conv2d_forward(x, weight, self.array("bias"), self.stride, pads,
-                                        self.dilation, self.groups)
+            y, cache = F.conv2d_forward(x, weight, bias, self.stride, pads, self.dilation, self.groups)
         y = y[0] if unbatched else y
-        self._save_for_backward((y.shape, unbatched, cache))
+        self._save_for_backward((y.shape, unbatched, bias is not None, cache))
         return y
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
-        shape, unbatched, cache = self._saved()
+    def _conv_backward(self, grad_output: np.ndarray) -> tuple:
+        """(dx, dW, db) of the latest ``_conv_forward`` (db None without a bias; dx None if not needed)."""
+        shape, unbatched, has_bias, cache = self._saved()
         check_grad(self, grad_output, shape)
         dy = grad_output[None] if unbatched else grad_output
         conv_backward = F.conv1d_backward if self._nd == 1 else F.conv2d_backward
         dx, dW, db = conv_backward(dy, cache, self.needs_input_grad)
-        self.accumulate_grad("weight", dW)
-        if self.array("bias") is not None:
-            self.accumulate_grad("bias", db)
-        return dx[0] if unbatched and dx is not None else dx
+        return (dx[0] if unbatched and dx is not None else dx), dW, (db if has_bias else None)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
