@@ -6,6 +6,7 @@ Model metrics take any Module; MACs are counted per sample for Linear and convol
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -122,24 +123,21 @@ def count_macs(model: Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates per sample of every Linear/convolution layer, by tracing one forward.
 
     Linear: out_features * in_features per row; Conv: output elements * (in_channels / groups) * prod(kernel).
-    ``input_shape`` excludes the batch axis.
+    ``input_shape`` excludes the batch axis. The forward runs on a copy of ``model`` (eval mode, no
+    gradients), with a forward hook on each counted layer: the model itself, its observers and
+    fake-quants included, sees nothing.
     """
     counts: list[int] = []
 
     def count(module: Module, inputs: tuple, out: Any) -> None:
         counts.append(_layer_macs(module, out))
 
-    handles = [m.register_forward_hook(count) for m in model.modules() if _weight_shape(m) is not None]
-    was_training = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with no_grad():
-            model(np.zeros((1, *input_shape), dtype=np.float32))
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, mode in was_training:
-            m.training = mode
+    work = copy.deepcopy(model).eval()
+    for m in work.modules():
+        if _weight_shape(m) is not None:
+            m.register_forward_hook(count)
+    with no_grad():
+        work(np.zeros((1, *input_shape), dtype=np.float32))
     return int(sum(counts))
 
 

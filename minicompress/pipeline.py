@@ -125,8 +125,7 @@ def prune_student(student: nn.Module, teacher: nn.Module, recipe: dict, data: tu
 
 def _fusion_groups(model: nn.Sequential) -> list[list[str]]:
     """Names of Conv-BN(-ReLU), Conv-ReLU, Linear-BN and Linear-ReLU runs in a flat Sequential."""
-    names = list(model._modules)
-    mods = [model._modules[n] for n in names]
+    names, mods = zip(*model.named_children())
     groups, i = [], 0
     while i < len(mods):
         run = [i]
@@ -150,8 +149,11 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
     from .quant import qat
 
     cfg = recipe["quant"]
-    float_model = prune.bake_pruning(copy.deepcopy(model))
+    float_model = copy.deepcopy(model)
+    masks = {id(m): m.weight_mask.copy() for m in float_model.modules() if prune.pruning_hook(m, "weight")}
+    prune.bake_pruning(float_model)
     wrapped = nn.Sequential(quant.QuantStub(), *float_model.children(), quant.DeQuantStub())
+    masks = {name: masks[id(m)] for name, m in wrapped.named_modules() if id(m) in masks}
     groups = _fusion_groups(wrapped)
     if cfg["mode"] == "ptq":
         wrapped.eval()
@@ -168,8 +170,11 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
         wrapped = qat.fuse_modules_qat(wrapped, groups)
         wrapped.qconfig = qat.get_default_qat_qconfig(cfg["backend"])
         wrapped = qat.prepare_qat(wrapped)
+        for name, mask in masks.items():      # the QAT layer sits where its float layer was (fused or not)
+            prune.custom_from_mask(wrapped.get_submodule(name), "weight", mask)   # fq(weight_orig * mask)
         distill_student(wrapped, teacher, recipe["student"], cfg["qat_epochs"], cfg["qat_lr"], data,
                         batch_size, rng, quiet)
+        prune.bake_pruning(wrapped)
     wrapped.eval()
     return quant.convert(wrapped)
 

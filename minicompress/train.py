@@ -52,6 +52,8 @@ def fit(model: Module, loss_fn: Any, optimizer: Any, loader: Any, epochs: int = 
 
     Returns ``{"loss": [...], "accuracy": [...], "lr": [...], "seconds": [...]}``, one entry per epoch
     (mean training loss, training accuracy when outputs are class scores, learning rate used, time).
+    A model may return a tuple (``loss_fn`` then takes the tuple and its ``backward`` returns one
+    gradient per output); the training accuracy is then measured on the first output.
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
@@ -79,8 +81,9 @@ def fit(model: Module, loss_fn: Any, optimizer: Any, loader: Any, epochs: int = 
             n = len(xb)
             total_loss += loss * n
             seen += n
-            if out.ndim == 2 and np.ndim(yb) == 1 and np.issubdtype(np.asarray(yb).dtype, np.integer):
-                correct += int((out.argmax(axis=1) == yb).sum())
+            scores = out[0] if isinstance(out, tuple) else out
+            if scores.ndim == 2 and np.ndim(yb) == 1 and np.issubdtype(np.asarray(yb).dtype, np.integer):
+                correct += int((scores.argmax(axis=1) == yb).sum())
             step += 1
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}")

@@ -38,11 +38,13 @@ MODES = ("offline", "mutual", "self")
 
 # ---------------------------------------------------------------------------- offline
 class _CachedTeacherStudent(Module):
-    """The Module fit trains offline: sample indices in, student logits out.
+    """The Module fit trains offline: sample indices in; out the student's logits beside the teacher's
+    cached ones, ``(s, t)``, or with a feature loss ``(s, t, f_s, f_t)``.
 
-    Remembers the teacher's cached logits (and features) for the batch; with a feature loss the
-    student (a Sequential) is run as ``head = student[:layer]``, ``tail = student[layer:]`` so the
-    feature-loss gradient can join the logit gradient at the head's output.
+    With a feature loss the student (a Sequential) runs as ``head = student[:layer]``,
+    ``tail = student[layer:]``, ``f_s`` being the head's output. ``backward`` takes one gradient per
+    output (the teacher's are constants: None) and joins the feature gradient to the logit gradient
+    at the head's output: ``d head = tail.backward(d s) + d f_s``.
     """
 
     def __init__(self, student: Module, x: np.ndarray, teacher_logits: np.ndarray,
@@ -53,44 +55,40 @@ class _CachedTeacherStudent(Module):
         self.feature_loss = feature_loss              # a child: a hint regressor is trained too
         self._x, self._teacher_logits, self._teacher_features = x, teacher_logits, teacher_features
         self._layer = layer
-        self._batch: dict[str, Any] = {}
 
-    def forward(self, idx: np.ndarray) -> np.ndarray:
-        xb = self._x[idx]
-        self._batch = {"teacher_logits": self._teacher_logits[idx]}
+    def forward(self, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+        xb, teacher_logits = self._x[idx], self._teacher_logits[idx]
         if self._layer is None:
-            return self.student(xb)
+            return self.student(xb), teacher_logits
         feature = self.student[:self._layer](xb)
-        self._batch.update(student_features=feature, teacher_features=self._teacher_features[idx])
-        return self.student[self._layer:](feature)
+        return self.student[self._layer:](feature), teacher_logits, feature, self._teacher_features[idx]
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+    def backward(self, grad_outputs: tuple) -> np.ndarray:
         if self._layer is None:
-            return self.student.backward(grad_output)
-        grad_feature = self.student[self._layer:].backward(grad_output)     # (N, *feature shape)
-        return self.student[:self._layer].backward(grad_feature + self._batch.pop("feature_grad"))
+            return self.student.backward(grad_outputs[0])
+        d_logits, _, d_feature, _ = grad_outputs
+        grad_feature = self.student[self._layer:].backward(d_logits)        # (N, *feature shape)
+        return self.student[:self._layer].backward(grad_feature + d_feature)
 
 
 class _OfflineObjective:
-    """loss = kd(s, cached t, y) [+ feature_weight * feature_loss(f_s, cached f_t)]."""
+    """loss = kd(s, t, y) [+ feature_weight * feature_loss(f_s, f_t)] of the wrapper's outputs."""
 
     def __init__(self, model: _CachedTeacherStudent, kd: KDLoss, feature_weight: float) -> None:
-        self.model, self.kd, self.feature_weight = model, kd, feature_weight
+        self.feature_loss, self.kd, self.feature_weight = model.feature_loss, kd, feature_weight
 
-    def __call__(self, student_logits: np.ndarray, target: np.ndarray) -> float:
-        batch = self.model._batch
-        value = self.kd(student_logits, batch["teacher_logits"], target)
-        if "student_features" in batch:
-            value += self.feature_weight * self.model.feature_loss(batch["student_features"],
-                                                                  batch["teacher_features"])
+    def __call__(self, outputs: tuple, target: np.ndarray) -> float:
+        value = self.kd(outputs[0], outputs[1], target)
+        if len(outputs) == 4:
+            value += self.feature_weight * self.feature_loss(outputs[2], outputs[3])
         return value
 
-    def backward(self) -> np.ndarray:
-        batch = self.model._batch
-        if "student_features" in batch:
-            grad = self.model.feature_loss.backward()
-            batch["feature_grad"] = grad * grad.dtype.type(self.feature_weight)
-        return self.kd.backward()
+    def backward(self) -> tuple:
+        """One gradient per output of the wrapper: (d s, None) or (d s, None, d f_s, None)."""
+        if self.feature_loss is None:
+            return self.kd.backward(), None
+        grad = self.feature_loss.backward()
+        return self.kd.backward(), None, grad * grad.dtype.type(self.feature_weight), None
 
 
 # ---------------------------------------------------------------------------- mutual learning
@@ -119,12 +117,12 @@ class _MutualObjective:
         self.kd, self.num_students = kd, num_students
         self.tally = np.zeros((num_students, 3))            # (sum loss * n, correct, n) per student
         self.epochs: list[tuple[list, list]] = []          # per epoch: (losses, accuracies) per student
-        self._caches: list = []
+        self._kd_caches: list = []
         self._logits_like: np.ndarray | None = None
 
     def __call__(self, logits: np.ndarray, target: np.ndarray) -> float:
         kd, k_all = self.kd, self.num_students
-        self._caches, self._logits_like, total = [], logits, 0.0
+        self._kd_caches, self._logits_like, total = [], logits, 0.0
         for k in range(k_all):
             own = 0.0
             for peer in range(k_all):
@@ -132,14 +130,14 @@ class _MutualObjective:
                     value, cache = kd_loss_forward(logits[k], logits[peer], target, kd.T, kd.alpha,
                                                    kd.label_smoothing, kd.soft)
                     own += value / (k_all - 1)
-                    self._caches.append((k, cache))
+                    self._kd_caches.append((k, cache))
             self.tally[k] += (own * len(target), (logits[k].argmax(axis=1) == target).sum(), len(target))
             total += own
         return total
 
     def backward(self) -> np.ndarray:
         grads = np.zeros_like(self._logits_like)                # (K, N, C)
-        for k, cache in self._caches:
+        for k, cache in self._kd_caches:
             grads[k] += kd_loss_backward(1.0 / (self.num_students - 1), cache)
         return grads
 

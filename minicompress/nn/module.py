@@ -255,11 +255,15 @@ class Module:
                 del self._parameters[name]
             entry = Parametrized(original, (parametrization,))
         else:
+            moved = entry.original
             if original is not None and original != entry.original:
-                raise ValueError(f"{self._name()}: {name!r} is already parametrized from {entry.original!r}, "
-                                 f"not {original!r}")
+                if not (first and entry.original == name):
+                    raise ValueError(f"{self._name()}: {name!r} is already parametrized from {entry.original!r}, "
+                                     f"not {original!r}")
+                self._parameters[original] = self._parameters.pop(name)   # the new first one moves it
+                moved = original
             chain = (parametrization,) + entry.chain if first else entry.chain + (parametrization,)
-            entry = Parametrized(entry.original, chain)
+            entry = Parametrized(moved, chain)
         self._parametrizations[name] = entry
         self._values.pop(name, None)
 

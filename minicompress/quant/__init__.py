@@ -20,7 +20,7 @@ from .mappings import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_QAT_MODULE
 from .fuse import (ConvReLU2d, LinearReLU, fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval,
                    fuse_linear_bn_weights, fuse_modules)
 from .histogram import HistogramObserver
-from .modules import (DeQuantize, DeQuantStub, DynamicQuantizedLinear, DynamicQuantizedLinearReLU, Quantize,
+from .modules import (DeQuantize, DeQuantStub, WeightedQuantized, DynamicQuantizedLinear, DynamicQuantizedLinearReLU, Quantize,
                       QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear, QuantizedLinearReLU, QuantStub,
                       quantize_weight)
 from .observer import (MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
@@ -56,7 +56,7 @@ __all__ = [
     "default_weight_observer", "default_per_channel_weight_observer", "default_histogram_observer",
     "QuantStub", "DeQuantStub", "Quantize", "DeQuantize", "QuantizedLinear", "QuantizedLinearReLU",
     "QuantizedConv2d", "QuantizedConvReLU2d", "DynamicQuantizedLinear", "DynamicQuantizedLinearReLU",
-    "QuantizedReLU", "QuantizedMaxPool2d", "QuantizedFlatten", "QuantizedDropout", "quantize_weight",
+    "WeightedQuantized", "QuantizedReLU", "QuantizedMaxPool2d", "QuantizedFlatten", "QuantizedDropout", "quantize_weight",
     "LinearReLU", "ConvReLU2d", "fuse_modules", "fuse_conv_bn_eval", "fuse_linear_bn_eval",
     "fuse_conv_bn_weights", "fuse_linear_bn_weights", "prepare", "convert", "quantize_dynamic",
     "propagate_qconfig_", "DEFAULT_STATIC_QUANT_MODULE_MAPPINGS", "DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS",

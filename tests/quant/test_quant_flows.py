@@ -248,3 +248,50 @@ def test_passthrough_layers_match_torch_on_quantized_tensors(torch, seed, pool):
         np.testing.assert_array_equal(got.int_repr, want.int_repr().numpy())
         assert (got.scale, got.zero_point) == (want.q_scale(), want.q_zero_point())
     np.testing.assert_array_equal(Q.QuantizedReLU()(x), np.maximum(x, 0))     # float input: the float layer
+
+
+# ---------------------------------------------------------------------------- hooks survive other tools
+def _conv_net(seed):
+    from minicompress import nn as mnn
+    from minicompress.quant import DeQuantStub, QuantStub
+    return mnn.Sequential(QuantStub(), mnn.Conv2d(1, 4, 3, padding=1, rng=seed), mnn.ReLU(), mnn.Flatten(),
+                          mnn.Linear(4 * 6 * 6, 3, rng=seed), DeQuantStub())
+
+
+def test_count_macs_leaves_the_observers_of_a_prepared_model_working():
+    """Regression: count_macs used to delete the observers' patched forward (calibration then saw nothing)."""
+    from minicompress import metrics, quant
+    model = _conv_net(0).eval()
+    model.qconfig = quant.get_default_qconfig("x86")
+    model[4].qconfig = quant.QConfig(activation=quant.MinMaxObserver, weight=quant.default_weight_observer)
+    prepared = quant.prepare(model)
+    assert metrics.count_macs(prepared, (1, 6, 6)) == 4 * 9 * 36 + 144 * 3
+    observer = prepared[4].activation_post_process
+    assert np.isinf(observer.min_val).all()                  # the MAC count's zeros were not observed
+    prepared(np.random.default_rng(0).standard_normal((2, 1, 6, 6)).astype(np.float32))
+    assert np.isfinite(observer.min_val).all() and observer.max_val > observer.min_val
+
+
+def test_trace_leaves_a_models_forward_hooks_in_place():
+    """Regression: prune's trace patched and then deleted each leaf's forward."""
+    from minicompress import nn as mnn
+    from minicompress.prune.graph import trace
+    model = mnn.Sequential(mnn.Linear(3, 4, rng=0), mnn.ReLU(), mnn.Linear(4, 2, rng=0))
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert [n.name for n in trace(model, np.ones((2, 3), np.float32))] == ["0", "1", "2"]
+    model(np.ones((5, 3), np.float32))
+    assert seen == [(2, 4), (5, 4)] and model[1].forward_hooks()
+
+
+def test_count_macs_on_a_qat_model_keeps_forward_and_backward():
+    from minicompress import metrics, quant
+    from minicompress.quant import qat
+    model = _conv_net(1).train()
+    model.qconfig = qat.get_default_qat_qconfig("x86")
+    prepared = qat.prepare_qat(model)
+    metrics.count_macs(prepared, (1, 6, 6))
+    prepared.train()
+    y = prepared(np.random.default_rng(0).standard_normal((2, 1, 6, 6)).astype(np.float32))
+    prepared.backward(np.ones_like(y))                       # used to raise "backward() called without a forward()"
+    assert prepared[1].weight.grad is not None and prepared[1].activation_post_process.forward_hooks() == []
