@@ -27,7 +27,8 @@ import numpy as np
 
 from ..data.loader import DataLoader
 from ..nn.losses import CrossEntropyLoss
-from ..nn.module import Module, Sequential
+from ..nn.containers import Sequential
+from ..nn.module import Module
 from ..optim import Adam
 from ..train import fit as train_fit
 from ..train import predict

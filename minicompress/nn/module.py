@@ -33,53 +33,14 @@ from __future__ import annotations
 import functools
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .grad_mode import is_grad_enabled
+from .parameter import IncompatibleKeys, Parameter, Parametrized, RemovableHandle
 
-
-class Parameter:
-    """A learned array: ``data`` (ndarray) and ``grad`` (ndarray of the same shape, or None)."""
-
-    __slots__ = ("data", "grad")
-
-    def __init__(self, data: Any, grad: np.ndarray | None = None) -> None:
-        self.data = np.array(data, dtype=getattr(data, "dtype", np.float32), copy=True)
-        self.grad = grad
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.data.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    @property
-    def size(self) -> int:
-        return self.data.size
-
-    def __repr__(self) -> str:
-        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
-
-
-class RemovableHandle:
-    """Returned by ``register_*_hook``; ``remove()`` unregisters the hook."""
-
-    def __init__(self, hooks: dict, key: Any) -> None:
-        self._hooks, self._key = hooks, key
-
-    def remove(self) -> None:
-        self._hooks.pop(self._key, None)
-
-
-class Parametrized(NamedTuple):
-    """A parametrized tensor: the Parameter under attribute ``original`` passes through ``chain`` in order."""
-
-    original: str
-    chain: tuple
+__all__ = ["Module", "Parameter", "Parametrized", "RemovableHandle", "IncompatibleKeys", "CACHE_WARNING_DEPTH"]
 
 
 # A module holding this many forward caches that no backward has used yet gets one warning.
@@ -107,11 +68,6 @@ def _through_forward_hooks(backward: Callable) -> Callable:
 
     wrapped._through_forward_hooks = True
     return wrapped
-
-
-class IncompatibleKeys(NamedTuple):
-    missing_keys: list[str]
-    unexpected_keys: list[str]
 
 
 class Module:
@@ -592,46 +548,3 @@ class Module:
             return self._name()
         body = "\n  ".join(lines)
         return f"{type(self).__name__}(\n  {body}\n)"
-
-
-class Sequential(Module):
-    """Apply children in order: ``y = f_n(...f_2(f_1(x)))``; backward runs them in reverse."""
-
-    def __init__(self, *modules: Module) -> None:
-        super().__init__()
-        if len(modules) == 1 and isinstance(modules[0], dict):
-            for name, module in modules[0].items():
-                self.add_module(name, module)
-        else:
-            for i, module in enumerate(modules):
-                self.add_module(str(i), module)
-
-    def forward(self, x: Any) -> Any:
-        for module in self.children():
-            x = module(x)
-        return x
-
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        for module in reversed(list(self.children())):
-            grad_output = module.backward(grad_output)
-        return grad_output
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def __getitem__(self, idx: int | slice) -> Any:
-        items = list(self._modules.items())
-        if isinstance(idx, slice):
-            return Sequential(OrderedDict(items[idx]))
-        return items[idx][1]
-
-    def __setitem__(self, idx: int, module: Module) -> None:
-        key = list(self._modules)[idx]
-        self.add_module(key, module)
-
-    def append(self, module: Module) -> "Sequential":
-        self.add_module(str(len(self._modules)), module)
-        return self

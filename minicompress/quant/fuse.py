@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, Identity, Linear, ReLU
-from ..nn.module import Module, Parameter, Sequential
+from ..nn.containers import Sequential
+from ..nn.module import Module, Parameter
 
 
 class LinearReLU(Sequential):
