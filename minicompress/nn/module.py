@@ -317,15 +317,18 @@ class Module:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs: Any) -> Any:
-        for hook in list(self._forward_pre_hooks.values()):
-            result = hook(self, inputs)
-            if result is not None:
-                inputs = result if isinstance(result, tuple) else (result,)
+        d = self.__dict__
+        if d["_forward_pre_hooks"]:
+            for hook in list(d["_forward_pre_hooks"].values()):
+                result = hook(self, inputs)
+                if result is not None:
+                    inputs = result if isinstance(result, tuple) else (result,)
         output = self.forward(*inputs)
-        for hook, _ in list(self._forward_hooks.values()):
-            result = hook(self, inputs, output)
-            if result is not None:
-                output = result
+        if d["_forward_hooks"]:
+            for hook, _ in list(d["_forward_hooks"].values()):
+                result = hook(self, inputs, output)
+                if result is not None:
+                    output = result
         return output
 
     def forward(self, *inputs: Any) -> Any:
