@@ -19,6 +19,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .nn.losses import CrossEntropyLoss
     from .train import evaluate, fit
 
+    _check_train_args(args)
     rng = manual_seed(args.seed)
     x_train, y_train, x_test, y_test = load_digits()
     model = models.digits_cnn(rng=rng) if args.model == "cnn" else models.digits_mlp(rng=rng)
@@ -49,6 +50,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{summary['params']:,} parameters ({summary['bytes']:,} bytes), "
               f"{summary['macs_per_sample']:,} MACs/sample, trained in {seconds:.1f} s")
     return 0 if np.isfinite(result["loss"]) else 1
+
+
+def _check_train_args(args: argparse.Namespace) -> None:
+    """Every argument of ``train`` checked before training (a bad --out must not cost the training)."""
+    import math
+    from pathlib import Path
+
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not 0 <= args.seed < 2 ** 63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {args.seed}")
+    if args.out is not None:
+        out = Path(args.out)
+        if args.out.strip() == "" or out.is_dir():
+            raise ValueError(f"--out must name a model file (.npz), got {args.out!r}")
+        if not out.absolute().parent.is_dir():
+            raise FileNotFoundError(f"--out {args.out}: the directory {out.absolute().parent} does not exist")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +20,10 @@ import numpy as np
 
 from . import io, metrics, models, nn, optim
 from .data import DataLoader, load_digits
+from .data.checks import check_class_labels, check_images, check_labels
 from .nn.random import manual_seed
+from .recipe import validate_recipe
+from .run_dir import output_directory
 from .train import fit, predict
 
 STAGE_KEYS = ("stage", "accuracy", "macro_f1", "params", "nonzeros", "bytes_on_disk", "macs",
@@ -27,23 +31,41 @@ STAGE_KEYS = ("stage", "accuracy", "macro_f1", "params", "nonzeros", "bytes_on_d
 
 
 def load_data(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The bundled digits (``"digits"``) or an ``.npz`` with x_train, y_train, x_test, y_test (N, C, H, W)."""
+    """The bundled digits (``"digits"``) or an ``.npz`` with x_train, y_train, x_test, y_test (N, C, H, W).
+
+    Every array is checked (``data.checks``): real, finite images in (N, C, H, W) with even H and W,
+    integer labels; the training labels must be exactly the classes 0 .. K-1, the test labels in it.
+    """
     if source == "digits":
         return load_digits()
     path = Path(source)
+    if path.is_dir():
+        raise ValueError(f"data set {source} is a directory; expected an .npz file (or 'digits')")
     if not path.is_file():
         raise FileNotFoundError(f"data set not found: {source} (use 'digits' or an .npz file)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{source}: not an .npz archive (a zip of .npy arrays: x_train, y_train, x_test, "
+                         f"y_test, as numpy.savez writes)")
     with np.load(path, allow_pickle=False) as f:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
         if missing:
             raise ValueError(f"{source}: missing arrays {missing} (need x_train, y_train, x_test, y_test)")
-        x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        try:
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except ValueError as exc:                   # object arrays refused by allow_pickle=False
+            raise ValueError(f"{source}: holds an array that is not plain numbers ({exc})") from None
+    x_train = check_images(arrays["x_train"], f"{source}: x_train")
+    x_test = check_images(arrays["x_test"], f"{source}: x_test")
+    y_train, classes = check_class_labels(arrays["y_train"], f"{source}: y_train")
+    y_test = check_labels(arrays["y_test"], f"{source}: y_test", classes)
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.ndim != 4 or len(x) != len(y) or y.ndim != 1:
-            raise ValueError(f"{source}: expected x_{name} (N, C, H, W) and y_{name} (N,), got {x.shape} and {y.shape}")
+        if len(x) != len(y):
+            raise ValueError(f"{source}: x_{name} has {len(x)} samples, y_{name} {len(y)}")
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"{source}: x_test images {x_test.shape[1:]} differ from x_train's {x_train.shape[1:]}")
     if x_train.shape[2] % 2 or x_train.shape[3] % 2:
         raise ValueError(f"{source}: image height and width must be even (the CNN max-pools by 2), got {x_train.shape}")
-    return (x_train.astype(np.float32), y_train.astype(np.int64), x_test.astype(np.float32), y_test.astype(np.int64))
+    return x_train, y_train, x_test, y_test
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -86,17 +108,18 @@ def train_teacher(cfg: dict, data: tuple, batch_size: int, rng: np.random.Genera
     make_opt, make_sched = _adam(cfg["lr"], cfg["epochs"])
     opt = make_opt(model.parameters())
     fit(model, nn.CrossEntropyLoss(), opt, DataLoader(x_train, y_train, batch_size, shuffle=True, rng=rng),
-        epochs=cfg["epochs"], scheduler=make_sched(opt), quiet=quiet)
+        epochs=cfg["epochs"], scheduler=make_sched(opt), quiet=quiet, desc="teacher")
     return model
 
 
 def distill_student(student: nn.Module, teacher: nn.Module, cfg: dict, epochs: int, lr: float, data: tuple,
-                    batch_size: int, rng: np.random.Generator, quiet: bool, callbacks: tuple = ()) -> nn.Module:
+                    batch_size: int, rng: np.random.Generator, quiet: bool, callbacks: tuple = (),
+                    desc: str | None = None) -> nn.Module:
     from .distill import Distiller, KDLoss
 
     make_opt, make_sched = _adam(lr, epochs)
     Distiller(loss=KDLoss(T=cfg["temperature"], alpha=cfg["alpha"]), optimizer=make_opt, scheduler=make_sched,
-              epochs=epochs, batch_size=batch_size, callbacks=callbacks, quiet=quiet,
+              epochs=epochs, batch_size=batch_size, callbacks=callbacks, quiet=quiet, desc=desc,
               rng=rng).fit(student, data[0], data[1], teacher=teacher)
     return student
 
@@ -111,7 +134,9 @@ def prune_student(student: nn.Module, teacher: nn.Module, recipe: dict, data: tu
     if cfg["channel_amount"] > 0:
         model = prune.channel_prune(student, data[0][:batch_size], cfg["channel_amount"], importance=cfg["importance"])
     callbacks: tuple = ()
-    if cfg["sparsity"] > 0:
+    if cfg["sparsity"] > 0 and cfg["epochs"] == 0:        # no fine-tune: one-shot magnitude pruning
+        prune.prune_to_sparsity(prune.prunable_weights(model), cfg["sparsity"])
+    elif cfg["sparsity"] > 0:
         steps = len(DataLoader(data[0], data[1], batch_size)) * cfg["epochs"]
         n_steps = 10
         frequency = max(1, int(0.6 * steps) // n_steps)       # reach the target after 60 % of the fine-tune
@@ -119,7 +144,7 @@ def prune_student(student: nn.Module, teacher: nn.Module, recipe: dict, data: tu
                                           targets=prune.prunable_weights(model)),)
     if cfg["epochs"] > 0:
         distill_student(model, teacher, recipe["student"], cfg["epochs"], cfg["lr"], data, batch_size, rng,
-                        quiet, callbacks)
+                        quiet, callbacks, desc="pruned")
     return model
 
 
@@ -173,7 +198,7 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
         for name, mask in masks.items():      # the QAT layer sits where its float layer was (fused or not)
             prune.custom_from_mask(wrapped.get_submodule(name), "weight", mask)   # fq(weight_orig * mask)
         distill_student(wrapped, teacher, recipe["student"], cfg["qat_epochs"], cfg["qat_lr"], data,
-                        batch_size, rng, quiet)
+                        batch_size, rng, quiet, desc="int8 QAT")
         prune.bake_pruning(wrapped)
     wrapped.eval()
     return quant.convert(wrapped)
@@ -182,12 +207,32 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
 # ---------------------------------------------------------------------------- the run
 def run(recipe: dict, out_dir: str | os.PathLike, quiet: bool = False,
         log: Callable[[str], Any] = print) -> dict:
-    """Run every enabled stage of ``recipe``; write models, ``report.json`` and ``report.md`` to ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every enabled stage of ``recipe``; write models, ``report.json`` and ``report.md`` to ``out_dir``.
+
+    The recipe and the data are checked before any training. ``out_dir`` is written as one
+    transaction (``run_dir.output_directory``): a failed or killed run leaves the previous run there
+    untouched, a concurrent run into the same directory is refused, and the directory holds exactly
+    the files ``report.json`` lists. ``log`` gets one line as each stage starts and ends.
+    """
+    recipe = validate_recipe(recipe)
     start = time.perf_counter()
-    rng = manual_seed(recipe["seed"])
     data = load_data(recipe["data"]["source"])
+    with output_directory(out_dir, planned_files(recipe)) as work:
+        report = _run_stages(recipe, data, work, quiet, lambda line: log(f"[{time.perf_counter() - start:6.1f} s] {line}"))
+        report["seconds"] = time.perf_counter() - start
+        write_report(report, work)
+    return report
+
+
+def planned_files(recipe: dict) -> set[str]:
+    """The names a run of ``recipe`` writes into its directory."""
+    stages = ["teacher"] + [s for s in ("student", "pruned", "int8")
+                            if recipe[{"student": "student", "pruned": "prune", "int8": "quant"}[s]]["enabled"]]
+    return {f"{i}_{s}.npz" for i, s in enumerate(stages)} | {"report.json", "report.md", "accuracy_vs_size.png"}
+
+
+def _run_stages(recipe: dict, data: tuple, out: Path, quiet: bool, log: Callable[[str], Any]) -> dict:
+    rng = manual_seed(recipe["seed"])
     x_test, y_test = data[2], data[3]
     batch_size = recipe["data"]["batch_size"]
     stages: list[dict] = []
@@ -197,34 +242,38 @@ def run(recipe: dict, out_dir: str | os.PathLike, quiet: bool = False,
         io.save(model, path, metadata={"stage": stage, "recipe": recipe})
         row = measure(stage, model, path, x_test, y_test)
         stages.append(row)
-        log(f"[{time.perf_counter() - start:6.1f} s] {stage:<8} accuracy {row['accuracy']:.4f}  "
-            f"{row['params']:,} params  {row['bytes_on_disk']:,} bytes")
+        log(f"{stage:<8} done: accuracy {row['accuracy']:.4f}  {row['params']:,} params  "
+            f"{row['bytes_on_disk']:,} bytes")
 
+    log(f"teacher  training {recipe['teacher']['epochs']} epochs")
     teacher = train_teacher(recipe["teacher"], data, batch_size, rng, quiet)
     teacher.eval()
     record("teacher", teacher)
     current = teacher
     s = recipe["student"]
     if s["enabled"]:
-        num_classes = int(max(data[1].max(), data[3].max()) + 1)
+        log(f"student  distilling {s['epochs']} epochs")
+        num_classes = int(data[1].max()) + 1
         student = models.digits_cnn(tuple(s["channels"]), s["hidden"], num_classes, in_shape=data[0].shape[1:], rng=rng)
-        current = distill_student(student, teacher, s, s["epochs"], s["lr"], data, batch_size, rng, quiet)
+        current = distill_student(student, teacher, s, s["epochs"], s["lr"], data, batch_size, rng, quiet, desc="student")
         record("student", current)
     if recipe["prune"]["enabled"]:
+        log(f"pruned   channel surgery + {recipe['prune']['epochs']} epochs of gradual pruning")
         current = prune_student(current, teacher, recipe, data, batch_size, rng, quiet)
         record("pruned", current)
     if recipe["quant"]["enabled"]:
+        log(f"int8     {recipe['quant']['mode']}")
         current = quantize_student(current, teacher, recipe, data, batch_size, rng, quiet)
         record("int8", current)
     _add_ratios(stages)
-    report = {"stages": stages, "recipe": recipe, "seconds": time.perf_counter() - start}
-    write_report(report, out)
-    return report
+    return {"stages": stages, "recipe": recipe}
 
 
 def write_report(report: dict, out: Path) -> None:
     """``report.json`` (every figure), ``report.md`` (the table) and, with matplotlib, ``accuracy_vs_size.png``."""
     report["plot"] = plot_accuracy_vs_size(report["stages"], out / "accuracy_vs_size.png")
+    report["files"] = [row["file"] for row in report["stages"]] + ["report.json", "report.md"] + (
+        [report["plot"]] if report["plot"] else [])
     with io.atomic_write(out / "report.json") as f:
         f.write(json.dumps(report, indent=2).encode())
     markdown = (f"# minicompress run\n\n{format_table(report['stages'])}\n\nTotal time {report['seconds']:.1f} s. "

@@ -1,11 +1,15 @@
 """Compression recipes: TOML files validated against the defaults in ``recipes/default.toml``.
 
 A recipe only needs the keys it changes; every other value comes from the default recipe. Unknown
-keys and wrongly typed values are errors naming the key (``prune.sparsity: expected a number, got 'high'``).
+keys, wrongly typed values and values out of range are errors naming the key
+(``prune.sparsity: expected a number, got 'high'``), raised when the recipe is loaded, before any
+training: every number has a range (``_CHECKS``; sizes are capped so that a typo cannot ask for a
+954 GiB layer), floats must be finite.
 """
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +20,44 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 DEFAULT_RECIPE = Path(__file__).with_name("recipes") / "default.toml"
 
+MAX_WIDTH = 4096          # channels of a conv layer
+MAX_HIDDEN = 65536        # units of the hidden Linear
+MAX_EPOCHS = 100_000
+
+
+def _width(limit: int) -> tuple:
+    return (lambda v: all(1 <= c <= limit for c in v) if isinstance(v, list) else 1 <= v <= limit,
+            f"integers in [1, {limit}]")
+
+
+_LR = (lambda v: 0 < v <= 10, "a number in (0, 10]")
+_EPOCHS = (lambda v: 0 <= v <= MAX_EPOCHS, f"an integer in [0, {MAX_EPOCHS}]")
+_POSITIVE_EPOCHS = (lambda v: 1 <= v <= MAX_EPOCHS, f"an integer in [1, {MAX_EPOCHS}]")
+
 # value checks beyond the type of the default: key -> (predicate, description)
 _CHECKS = {
-    "data.batch_size": (lambda v: v >= 1, "a positive integer"),
-    "teacher.epochs": (lambda v: v >= 1, "a positive integer"),
-    "student.epochs": (lambda v: v >= 0, "a non-negative integer"),
-    "student.temperature": (lambda v: v > 0, "a number > 0"),
+    "seed": (lambda v: 0 <= v < 2 ** 63, "an integer in [0, 2**63)"),
+    "data.batch_size": (lambda v: 1 <= v <= 2 ** 20, "an integer in [1, 1048576]"),
+    "teacher.channels": _width(MAX_WIDTH),
+    "teacher.hidden": _width(MAX_HIDDEN),
+    "teacher.epochs": _POSITIVE_EPOCHS,
+    "teacher.lr": _LR,
+    "student.channels": _width(MAX_WIDTH),
+    "student.hidden": _width(MAX_HIDDEN),
+    "student.epochs": _EPOCHS,
+    "student.lr": _LR,
+    "student.temperature": (lambda v: 0 < v <= 1000, "a number in (0, 1000]"),
     "student.alpha": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "prune.channel_amount": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "prune.sparsity": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "prune.importance": (lambda v: v in ("l1", "l2", "bn_scale"), "one of 'l1', 'l2', 'bn_scale'"),
+    "prune.epochs": _EPOCHS,
+    "prune.lr": _LR,
     "quant.mode": (lambda v: v in ("ptq", "qat"), "'ptq' or 'qat'"),
     "quant.backend": (lambda v: v in ("fbgemm", "x86", "qnnpack"), "'fbgemm', 'x86' or 'qnnpack'"),
-    "quant.calibration_batches": (lambda v: v >= 1, "a positive integer"),
+    "quant.calibration_batches": (lambda v: 1 <= v <= 1_000_000, "an integer in [1, 1000000]"),
+    "quant.qat_epochs": _POSITIVE_EPOCHS,
+    "quant.qat_lr": _LR,
 }
 
 
@@ -83,6 +112,8 @@ def _merge(defaults: dict, given: dict, prefix: str, where: str) -> dict:
             raise RecipeError(f"{where}: {name}: expected {_type_name(default)}"
                               f"{f' of {len(default)} items' if isinstance(default, list) else ''}, "
                               f"got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{where}: {name}: expected a finite number, got {value!r}")
         check = _CHECKS.get(name)
         if check is not None and not check[0](value):
             raise RecipeError(f"{where}: {name}: expected {check[1]}, got {value!r}")
@@ -90,17 +121,27 @@ def _merge(defaults: dict, given: dict, prefix: str, where: str) -> dict:
     return out
 
 
+def validate_recipe(recipe: dict, where: str = "recipe") -> dict:
+    """``recipe`` (a full or partial recipe dict) checked key by key and merged into the defaults."""
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{where}: expected a table of recipe keys, got {type(recipe).__name__}")
+    return _merge(default_recipe(), recipe, "", where)
+
+
 def load_recipe(path: str | Path | None = None) -> dict:
     """The default recipe, updated with the TOML file at ``path`` (validated key by key)."""
-    defaults = default_recipe()
     if path is None:
-        return defaults
+        return default_recipe()
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"recipe {path} is a directory, not a TOML file")
     try:
         with open(path, "rb") as f:
             given = tomllib.load(f)
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from None
-    return _merge(defaults, given, "", str(path))
+    return validate_recipe(given, str(path))

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .data.checks import check_labels
 from .nn.grad_mode import no_grad
 from .nn.module import Module
 
@@ -43,7 +44,7 @@ def _callbacks(callbacks: Iterable[Any], event: str, *args: Any) -> None:
 
 
 def fit(model: Module, loss_fn: Any, optimizer: Any, loader: Any, epochs: int = 1,
-        scheduler: Any = None, callbacks: Iterable[Any] = (), quiet: bool = False) -> dict:
+        scheduler: Any = None, callbacks: Iterable[Any] = (), quiet: bool = False, desc: str | None = None) -> dict:
     """Train ``model`` for ``epochs`` passes over ``loader``; return the history.
 
     Each step: ``out = model(xb)``; ``loss = loss_fn(out, yb)``; ``model.backward(loss_fn.backward())``;
@@ -53,10 +54,15 @@ def fit(model: Module, loss_fn: Any, optimizer: Any, loader: Any, epochs: int = 
     Returns ``{"loss": [...], "accuracy": [...], "lr": [...], "seconds": [...]}``, one entry per epoch
     (mean training loss, training accuracy when outputs are class scores, learning rate used, time).
     A model may return a tuple (``loss_fn`` then takes the tuple and its ``backward`` returns one
-    gradient per output); the training accuracy is then measured on the first output.
+    gradient per output); the training accuracy is then measured on the first output. ``desc`` names
+    what is trained in the progress bar ("teacher: epoch 3/20"). An empty loader is an error.
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    if epochs > 0 and len(loader) == 0:
+        raise ValueError(f"fit: the loader yields no batches ({len(getattr(loader, 'x', ()))} samples, "
+                         f"batch_size {getattr(loader, 'batch_size', '?')}, drop_last "
+                         f"{getattr(loader, 'drop_last', '?')}): nothing to train on")
     callbacks = list(callbacks)
     history: dict[str, list] = {"loss": [], "accuracy": [], "lr": [], "seconds": []}
     model.train()
@@ -66,7 +72,7 @@ def fit(model: Module, loss_fn: Any, optimizer: Any, loader: Any, epochs: int = 
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         total_loss, correct, seen = 0.0, 0, 0
-        bar = _progress(loader, len(loader), f"epoch {epoch + 1}/{epochs}", quiet)
+        bar = _progress(loader, len(loader), f"{desc + ': ' if desc else ''}epoch {epoch + 1}/{epochs}", quiet)
         for xb, yb in bar:
             out = model(xb)
             loss = float(loss_fn(out, yb))
@@ -120,6 +126,7 @@ def evaluate(model: Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256)
     logits = predict(model, x, batch_size)
     if logits.ndim != 2:
         raise ValueError(f"evaluate: expected class scores (N, C) from the model, got {logits.shape}")
+    y = check_labels(y, "evaluate: y", logits.shape[1])
     log_p, _ = log_softmax_forward(logits.astype(np.float64), dim=1)
     loss = float(-log_p[np.arange(len(y)), y].mean()) if len(y) else float("nan")
     return {"accuracy": float((logits.argmax(axis=1) == y).mean()) if len(y) else float("nan"),

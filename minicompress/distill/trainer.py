@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..data.checks import check_labels
 from ..data.loader import DataLoader
 from ..nn.losses import CrossEntropyLoss
 from ..nn.containers import Sequential
@@ -166,7 +167,8 @@ class Distiller:
     generations : number of distilled generations in 'self' mode.
     feature_loss : HintLoss / ATLoss / RKDLoss (offline only), applied between ``student[:student_layer]``
         and ``teacher[:teacher_layer]`` outputs (both Sequentials), weighted by ``feature_weight``.
-    callbacks, quiet : passed to ``train.fit`` (callbacks receive the wrapper Module being trained).
+    callbacks, quiet, desc : passed to ``train.fit`` (callbacks receive the wrapper Module being trained;
+        ``desc`` names the run in the progress bar).
     rng : generator or seed for shuffling, or None for the global generator.
 
     Learned attributes
@@ -183,12 +185,13 @@ class Distiller:
                  epochs: int = 10, batch_size: int = 64, generations: int = 2,
                  feature_loss: Module | None = None, feature_weight: float = 1.0,
                  student_layer: int | None = None, teacher_layer: int | None = None,
-                 callbacks: Iterable[Any] = (), quiet: bool = False, rng: Any = None) -> None:
+                 callbacks: Iterable[Any] = (), quiet: bool = False, rng: Any = None,
+                 desc: str | None = None) -> None:
         self.loss, self.mode, self.optimizer, self.scheduler = loss, mode, optimizer, scheduler
         self.epochs, self.batch_size, self.generations = epochs, batch_size, generations
         self.feature_loss, self.feature_weight = feature_loss, feature_weight
         self.student_layer, self.teacher_layer = student_layer, teacher_layer
-        self.callbacks, self.quiet, self.rng = callbacks, quiet, rng
+        self.callbacks, self.quiet, self.rng, self.desc = callbacks, quiet, rng, desc
 
     # ------------------------------------------------------------------ public
     def fit(self, student: Any, x: np.ndarray, y: np.ndarray, teacher: Module | None = None) -> "Distiller":
@@ -269,7 +272,7 @@ class Distiller:
         optimizer = (self.optimizer or (lambda params: Adam(params, lr=1e-3)))(list(model.parameters()))
         scheduler = self.scheduler(optimizer) if self.scheduler is not None else None
         history = train_fit(model, objective, optimizer, loader, epochs=self.epochs, scheduler=scheduler,
-                            callbacks=(*extra_callbacks, *self.callbacks), quiet=self.quiet)
+                            callbacks=(*extra_callbacks, *self.callbacks), quiet=self.quiet, desc=self.desc)
         self.history_.append(history)
         return history
 
@@ -285,6 +288,9 @@ class Distiller:
             raise ValueError(f"Distiller: mode must be one of {MODES}, got {self.mode!r}")
         if len(x) != len(y) or y.ndim != 1:
             raise ValueError(f"Distiller.fit: expected x (N, ...) and labels y (N,), got x {x.shape} and y {y.shape}")
+        if len(x) == 0:
+            raise ValueError("Distiller.fit: x and y hold no samples: nothing to distill on")
+        check_labels(y, "Distiller.fit: y")
         if self.mode == "offline":
             if not isinstance(student, Module) or not isinstance(teacher, Module):
                 raise TypeError(f"Distiller(mode='offline').fit: expected a student Module and a teacher Module, "

@@ -503,21 +503,33 @@ class Module:
         """Copy arrays from ``state_dict`` (PyTorch keys) into this module's parameters and buffers.
 
         Shapes must match exactly. With ``strict`` any missing or unexpected key is an error; without,
-        they are returned. Nothing is changed unless every check passes. ``assign=True`` (PyTorch's
+        they are returned. Every value is converted and checked first (an array of numbers, of the
+        parameter's shape; integers for an integer buffer); nothing is changed unless every check
+        passes, and the error names each bad key. ``assign=True`` (PyTorch's
         argument) stores the given arrays themselves, dtype included, instead of copying into the
         current ones.
         """
         slots = {key: (owner, name, current) for key, owner, name, current in self._state_slots()}
         missing = [k for k in slots if k not in state_dict]
         unexpected = [k for k in state_dict if k not in slots]
-        errors = []
+        errors, arrays = [], {}
         for key, value in state_dict.items():
-            if key in slots:
-                current = slots[key][2]
-                shape = tuple(np.shape(value))
-                if shape != current.shape:
-                    errors.append(f"size mismatch for {key!r}: copying an array of shape {shape}, "
-                                  f"the parameter in this model has shape {current.shape}")
+            if key not in slots:
+                continue
+            current = slots[key][2]
+            try:
+                array = np.asarray(value)
+            except Exception as exc:                 # ragged lists and the like
+                errors.append(f"{key!r} is not an array ({type(exc).__name__}: {exc})")
+                continue
+            if array.dtype.kind not in "biuf":
+                errors.append(f"{key!r} holds {array.dtype} values, not numbers")
+            elif array.shape != current.shape:
+                errors.append(f"size mismatch for {key!r}: copying an array of shape {array.shape}, "
+                              f"the parameter in this model has shape {current.shape}")
+            elif current.dtype.kind in "iu" and array.dtype.kind == "f" and not np.all(array == np.round(array)):
+                errors.append(f"{key!r}: the model holds integers ({current.dtype}), got non-integer floats")
+            arrays[key] = array
         if strict:
             if missing:
                 errors.append(f"missing keys: {missing}")
@@ -526,14 +538,14 @@ class Module:
         if errors:
             raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(errors))
         for key, (owner, name, current) in slots.items():
-            if key not in state_dict:
+            if key not in arrays:
                 continue
             if not assign:           # copy into the existing array, as PyTorch's param.copy_(value)
-                current[...] = np.asarray(state_dict[key]).astype(current.dtype, copy=False)
+                current[...] = arrays[key].astype(current.dtype, copy=False)
             elif name in owner._parameters:
-                owner._parameters[name].data = np.asarray(state_dict[key])
+                owner._parameters[name].data = arrays[key]
             else:
-                owner._buffers[name] = np.asarray(state_dict[key])
+                owner._buffers[name] = arrays[key]
         for module in self.modules():
             module._values.clear()
         return IncompatibleKeys(missing, unexpected)
