@@ -9,12 +9,14 @@ counting, quantization's mappings. The kinds::
     'elementwise'  y[i] = f(x[i]) (activations, dropout, identity): keeps every axis and element
     'pool'         pooling over spatial axes: keeps the channel axis, changes the spatial ones
     'flatten'      merges axes (a reshape)
+    'merge'        several inputs, one output (Add, Mul, Cat)
     'other'        anything else (a tool that needs to see through it must refuse it by name)
 """
 from __future__ import annotations
 
-from .layers import (GELU, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d,
-                     Dropout, Flatten, Identity, LeakyReLU, Linear, MaxPool1d, MaxPool2d, ReLU, Sigmoid, Tanh)
+from .layers import (GELU, AdaptiveAvgPool2d, Add, AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Cat, Conv1d,
+                     Conv2d, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU, Linear,
+                     MaxPool1d, MaxPool2d, Mul, ReLU, Sigmoid, SiLU, Tanh)
 from .module import Module
 
 __all__ = ["KINDS", "layer_kind", "is_weighted"]
@@ -23,9 +25,11 @@ KINDS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("linear", (Linear,)),
     ("conv", (Conv1d, Conv2d)),
     ("batchnorm", (BatchNorm1d, BatchNorm2d)),
-    ("elementwise", (ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Dropout, Identity)),
+    ("elementwise", (ReLU, LeakyReLU, Hardtanh, Hardswish, Hardsigmoid, SiLU, Tanh, Sigmoid, GELU, Dropout,
+                     Identity)),
     ("pool", (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool2d)),
     ("flatten", (Flatten,)),
+    ("merge", (Add, Mul, Cat)),
 )
 
 

@@ -116,3 +116,95 @@ def gelu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     t = aux
     du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * x * x)
     return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+
+def hardtanh_forward(x: np.ndarray, min_val: float = -1.0, max_val: float = 1.0,
+                     inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """y = clamp(x, min_val, max_val); cache is the pass-through mask min_val < x < max_val (strict, as PyTorch)."""
+    inside = (x > min_val) & (x < max_val)
+    y = np.clip(x, x.dtype.type(min_val), x.dtype.type(max_val), out=x if inplace else None)
+    return y, inside
+
+
+def hardtanh_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """dx = dy * [min_val < x < max_val]   (ReLU6 is hardtanh(x, 0, 6))."""
+    return dy * cache
+
+
+def hardsigmoid_forward(x: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """y = relu6(x + 3) / 6 = clamp(x / 6 + 1/2, 0, 1); cache is x (a copy when in place)."""
+    cache = x.copy() if inplace else x
+    y = np.clip(x + x.dtype.type(3), 0, 6) / x.dtype.type(6)
+    if inplace:
+        x[...] = y
+        y = x
+    return y, cache
+
+
+def hardsigmoid_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """dx = dy / 6 where -3 < x < 3, else 0."""
+    x = cache
+    return np.where((x > -3) & (x < 3), dy / dy.dtype.type(6), 0).astype(dy.dtype)
+
+
+def hardswish_forward(x: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """y = x * relu6(x + 3) / 6; cache is x (a copy when in place)."""
+    cache = x.copy() if inplace else x
+    y = x * np.clip(x + x.dtype.type(3), 0, 6) / x.dtype.type(6)
+    if inplace:
+        x[...] = y
+        y = x
+    return y, cache
+
+
+def hardswish_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """dx = 0 for x <= -3,  dy * (x / 3 + 1/2) for -3 < x < 3,  dy for x >= 3.
+
+    The open middle interval is what PyTorch 2.13's CPU kernel computes (measured: gradient 0 at
+    x = -3 and dy at x = 3, although its scalar source reads ``x < -3`` / ``x <= 3``).
+    """
+    x = cache
+    t = x.dtype.type
+    return np.where(x <= -3, t(0), np.where(x < 3, dy * (x / t(3) + t(0.5)), dy)).astype(dy.dtype)
+
+
+def silu_forward(x: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, tuple]:
+    """y = x * sigmoid(x) (the swish); cache is (x, sigmoid(x))."""
+    s, _ = sigmoid_forward(x)
+    cache = (x.copy() if inplace else x, s)
+    y = np.multiply(x, s, out=x if inplace else None)
+    return y, cache
+
+
+def silu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
+    """dx = dy * s * (1 + x * (1 - s)),  s = sigmoid(x)."""
+    x, s = cache
+    return dy * s * (1 + x * (1 - s))
+
+
+def prelu_forward(x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """y = x if x > 0 else a_c * x, with a = ``weight`` (1,) shared or (C,) per channel on axis 1.
+
+    x: any shape (axis 1 is the channel axis when there are C parameters)   ->   y: shape of x
+    """
+    a = _prelu_broadcast(weight, x.ndim)
+    positive = x > 0
+    return np.where(positive, x, a * x), (x, a, positive, weight.shape)
+
+
+def prelu_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """dx = dy if x > 0 else a * dy;   da_c = sum over all but the channel axis of dy * x * [x <= 0]."""
+    x, a, positive, weight_shape = cache
+    dx = np.where(positive, dy, a * dy)
+    contrib = np.where(positive, 0, dy * x)
+    if weight_shape[0] == 1:
+        return dx, np.array([contrib.sum()], dtype=dy.dtype)
+    axes = (0,) + tuple(range(2, x.ndim))
+    return dx, contrib.sum(axis=axes).astype(dy.dtype)
+
+
+def _prelu_broadcast(weight: np.ndarray, ndim: int) -> np.ndarray:
+    """(1,) -> a scalar; (C,) -> (1, C, 1, ...) against an input of ``ndim`` >= 2 axes."""
+    if weight.shape[0] == 1:
+        return weight.reshape(())
+    return weight.reshape((1, -1) + (1,) * (ndim - 2))

@@ -37,3 +37,18 @@ def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator,
 def dropout_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:
     """dx = dy * m / (1 - p)."""
     return dy * cache
+
+
+def embedding_forward(indices: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """y[..., :] = weight[indices[...], :]   (a row look-up).   indices: (*) ints  ->  y: (*, D)"""
+    return weight[indices], (indices, weight.shape)
+
+
+def embedding_backward(dy: np.ndarray, cache: tuple, padding_idx: int | None = None) -> np.ndarray:
+    """dW[k] = sum of dy[...] over every position whose index is k (repeats add up); dW[padding_idx] = 0."""
+    indices, shape = cache
+    dweight = np.zeros(shape, dtype=dy.dtype)
+    np.add.at(dweight, indices.reshape(-1), dy.reshape(-1, shape[1]))
+    if padding_idx is not None:
+        dweight[padding_idx] = 0
+    return dweight

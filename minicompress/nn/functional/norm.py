@@ -1,7 +1,9 @@
-"""Batch normalisation as a forward/backward pair (derivation: docs/batchnorm_backward.md).
+"""Normalisations as forward/backward pairs (derivation: docs/batchnorm_backward.md).
 
-Statistics are taken per channel (axis 1) over every other axis: the batch and, for (N, C, L) and
-(N, C, H, W) inputs, the positions. M below is the number of values per channel.
+Batch norm takes statistics per channel (axis 1) over every other axis: the batch and, for (N, C, L)
+and (N, C, H, W) inputs, the positions (M below: values per channel). Layer norm takes them per
+sample over the last axes, group norm per sample and group of channels; both share one
+normalise-over-axes pair, ``_normalize_forward`` / ``_normalize_backward``.
 """
 from __future__ import annotations
 
@@ -69,3 +71,70 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache) -> tuple[np.ndarr
     dx = dy - _per_channel(dbeta / M, dy.ndim) - xhat * _per_channel(dgamma / M, dy.ndim)
     dx *= _per_channel(scale, dy.ndim)
     return dx, dgamma, dbeta
+
+
+def _normalize_forward(x: np.ndarray, axes: tuple[int, ...], eps: float) -> tuple[np.ndarray, tuple]:
+    """xhat = (x - mean) / sqrt(var + eps) over ``axes`` (biased variance); cache (xhat, inv_std)."""
+    mean = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + x.dtype.type(eps))
+    xhat = (x - mean) * inv_std
+    return xhat, (xhat, inv_std)
+
+
+def _normalize_backward(dxhat: np.ndarray, cache: tuple, axes: tuple[int, ...]) -> np.ndarray:
+    """dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (means over ``axes``)."""
+    xhat, inv_std = cache
+    return inv_std * (dxhat - dxhat.mean(axis=axes, keepdims=True)
+                      - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+def layer_norm_forward(x: np.ndarray, normalized_ndim: int, weight: np.ndarray | None, bias: np.ndarray | None,
+                       eps: float = 1e-5) -> tuple[np.ndarray, tuple]:
+    """y = (x - mean) / sqrt(var + eps) * gamma + beta,  statistics over the last ``normalized_ndim`` axes.
+
+    x: (*, *normalized_shape)   gamma, beta: normalized_shape or None   ->   y: shape of x
+    """
+    axes = tuple(range(x.ndim - normalized_ndim, x.ndim))
+    xhat, cache = _normalize_forward(x, axes, eps)
+    y = xhat if weight is None else xhat * weight
+    if bias is not None:
+        y = y + bias
+    return y, (cache, axes, weight)
+
+
+def layer_norm_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """dgamma = sum dy * xhat,  dbeta = sum dy (over the leading axes);  dx through dxhat = dy * gamma."""
+    norm_cache, axes, weight = cache
+    lead = tuple(range(dy.ndim - len(axes)))
+    dgamma = (dy * norm_cache[0]).sum(axis=lead) if weight is not None else None
+    dbeta = dy.sum(axis=lead)
+    dx = _normalize_backward(dy if weight is None else dy * weight, norm_cache, axes)
+    return dx, dgamma, dbeta
+
+
+def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None, bias: np.ndarray | None,
+                       eps: float = 1e-5) -> tuple[np.ndarray, tuple]:
+    """Statistics per sample and group of C / G consecutive channels; then gamma, beta per channel.
+
+    x: (N, C, *)   gamma, beta: (C,) or None   ->   y: shape of x
+    """
+    grouped = x.reshape(x.shape[0], num_groups, -1)              # (N, G, C/G * prod(*))
+    xhat, cache = _normalize_forward(grouped, (2,), eps)
+    xhat = xhat.reshape(x.shape)
+    y = xhat if weight is None else xhat * _per_channel(weight, x.ndim)
+    if bias is not None:
+        y = y + _per_channel(bias, x.ndim)
+    return y, (cache, weight, num_groups)
+
+
+def group_norm_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """dgamma_c = sum dy * xhat,  dbeta_c = sum dy (over all but axis 1);  dx per group as layer norm's."""
+    norm_cache, weight, num_groups = cache
+    axes = (0,) + tuple(range(2, dy.ndim))
+    xhat = norm_cache[0].reshape(dy.shape)
+    dgamma = (dy * xhat).sum(axis=axes) if weight is not None else None
+    dbeta = dy.sum(axis=axes)
+    dxhat = dy if weight is None else dy * _per_channel(weight, dy.ndim)
+    dx = _normalize_backward(dxhat.reshape(dy.shape[0], num_groups, -1), norm_cache, (2,))
+    return dx.reshape(dy.shape), dgamma, dbeta

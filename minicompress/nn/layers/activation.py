@@ -6,7 +6,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..functional import activation as F
-from ..module import Module
+from ..module import Module, Parameter
 from ._utils import check_array, check_grad
 
 
@@ -140,3 +140,115 @@ class LogSoftmax(_SoftmaxBase):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         return self._grad(grad_output, lambda dy, c: F.log_softmax_backward(dy, c[0], c[1]))
+
+
+class Hardtanh(_Activation):
+    """y = clamp(x, min_val, max_val), as ``torch.nn.Hardtanh``; the gradient passes where min_val < x < max_val."""
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        if max_val <= min_val:
+            raise ValueError(f"Hardtanh: max_val must be greater than min_val, got min_val={min_val}, "
+                             f"max_val={max_val}")
+        self.min_val, self.max_val, self.inplace = float(min_val), float(max_val), inplace
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x, F.hardtanh_forward, self.min_val, self.max_val, self.inplace)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return self._grad(grad_output, F.hardtanh_backward)
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class ReLU6(Hardtanh):
+    """y = min(max(x, 0), 6), as ``torch.nn.ReLU6`` (MobileNet's activation): Hardtanh(0, 6)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__(0.0, 6.0, inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class Hardsigmoid(_Activation):
+    """y = relu6(x + 3) / 6, as ``torch.nn.Hardsigmoid`` (MobileNetV3's gate)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x, F.hardsigmoid_forward, self.inplace)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return self._grad(grad_output, F.hardsigmoid_backward)
+
+
+class Hardswish(_Activation):
+    """y = x * relu6(x + 3) / 6, as ``torch.nn.Hardswish`` (repr without inplace, as PyTorch's)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x, F.hardswish_forward, self.inplace)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return self._grad(grad_output, F.hardswish_backward)
+
+
+class SiLU(_Activation):
+    """y = x * sigmoid(x), as ``torch.nn.SiLU``."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x, F.silu_forward, self.inplace)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return self._grad(grad_output, F.silu_backward)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class PReLU(Module):
+    """y = x if x > 0 else a * x with a learned slope ``weight``: one shared (num_parameters=1) or one
+    per channel (axis 1 of the input), as ``torch.nn.PReLU`` (init 0.25, state-dict key ``weight``)."""
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype=None) -> None:
+        super().__init__()
+        if not isinstance(num_parameters, int) or num_parameters < 1:
+            raise ValueError(f"PReLU: num_parameters must be a positive int, got {num_parameters!r}")
+        self.num_parameters = num_parameters
+        self.init = init
+        self.weight = Parameter(np.full(num_parameters, init, dtype=np.dtype(np.float32 if dtype is None else dtype)))
+
+    def reset_parameters(self) -> None:
+        self.weight.data[...] = self.init
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        weight = self.array("weight")
+        check_array(self, x, weight.dtype)
+        channels = x.shape[1] if x.ndim >= 2 else 1
+        if self.num_parameters != 1 and channels != self.num_parameters:
+            raise ValueError(f"{self._name()}: expected input (N, {self.num_parameters}, *) "
+                             f"(one slope per channel), got {x.shape}")
+        y, cache = F.prelu_forward(x, weight)
+        self._save_for_backward((y.shape, cache))
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        shape, cache = self._saved()
+        check_grad(self, grad_output, shape)
+        dx, dweight = F.prelu_backward(grad_output, cache)
+        self.accumulate_grad("weight", dweight)
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"

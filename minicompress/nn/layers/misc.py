@@ -81,3 +81,61 @@ class Identity(Module):
 
     def backward(self, grad_output: Any) -> Any:
         return grad_output
+
+
+class Permute(Module):
+    """y = x.transpose(dims), as ``torchvision.ops.Permute``; backward applies the inverse permutation."""
+
+    def __init__(self, dims: Any) -> None:
+        super().__init__()
+        self.dims = [int(d) for d in dims]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_array(self, x)
+        if sorted(d % max(x.ndim, 1) for d in self.dims) != list(range(x.ndim)) or len(self.dims) != x.ndim:
+            raise ValueError(f"{self._name()}: dims {self.dims} are not a permutation of the {x.ndim} axes of "
+                             f"an input of shape {x.shape}")
+        y = x.transpose(self.dims)
+        self._save_for_backward(y.shape)
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        shape = self._saved()
+        check_grad(self, grad_output, shape)
+        return grad_output.transpose(np.argsort([d % grad_output.ndim for d in self.dims]))
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+class Unflatten(Module):
+    """Split axis ``dim`` into ``unflattened_size`` (a reshape), as ``torch.nn.Unflatten``."""
+
+    def __init__(self, dim: int, unflattened_size: Any) -> None:
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(int(n) for n in unflattened_size)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_array(self, x)
+        n = max(x.ndim, 1)
+        if not -n <= self.dim < n:
+            raise ValueError(f"{self._name()}: dim {self.dim} is out of range for an input of shape {x.shape}")
+        d = self.dim % n
+        sizes = list(self.unflattened_size)
+        if sizes.count(-1) == 1:
+            known = int(np.prod([s for s in sizes if s != -1]))
+            sizes[sizes.index(-1)] = x.shape[d] // known if known else 0
+        if int(np.prod(sizes)) != x.shape[d]:
+            raise ValueError(f"{self._name()}: cannot split axis {self.dim} of size {x.shape[d]} (input {x.shape}) "
+                             f"into {self.unflattened_size}")
+        y = x.reshape(x.shape[:d] + tuple(sizes) + x.shape[d + 1:])
+        self._save_for_backward((y.shape, x.shape))
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        shape, in_shape = self._saved()
+        check_grad(self, grad_output, shape)
+        return grad_output.reshape(in_shape)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..functional.norm import batch_norm_backward, batch_norm_forward
+from ..functional.norm import (batch_norm_backward, batch_norm_forward, group_norm_backward, group_norm_forward,
+                               layer_norm_backward, layer_norm_forward)
 from ..module import Module, Parameter
 from ._utils import check_array, check_grad
 
@@ -118,3 +119,102 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalisation of (N, C, H, W) inputs per channel C, as ``torch.nn.BatchNorm2d``."""
 
     _shapes = "2d"
+
+
+class _AffineNorm(Module):
+    """Shared by LayerNorm and GroupNorm: optional gamma (ones) and beta (zeros) of ``shape``."""
+
+    def _init_affine(self, shape: tuple[int, ...], affine: bool, bias: bool, dtype) -> None:
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        if affine:
+            self.weight = Parameter(np.ones(shape, dtype=dtype))
+            if bias:
+                self.bias = Parameter(np.zeros(shape, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            self.weight.data[...] = 1
+        if self.bias is not None:
+            self.bias.data[...] = 0
+
+    def _grads(self, dgamma: np.ndarray | None, dbeta: np.ndarray) -> None:
+        if self.weight is not None:
+            self.accumulate_grad("weight", dgamma)
+        if self.bias is not None:
+            self.accumulate_grad("bias", dbeta)
+
+
+class LayerNorm(_AffineNorm):
+    """y = (x - E[x]) / sqrt(Var[x] + eps) * gamma + beta over the last axes ``normalized_shape``,
+    as ``torch.nn.LayerNorm`` (``elementwise_affine``, ``bias``; biased variance; keys weight, bias)."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 *, dtype=None) -> None:
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if not shape or not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape):
+            raise ValueError(f"LayerNorm: normalized_shape must be positive ints, got {normalized_shape!r}")
+        self.normalized_shape = tuple(int(n) for n in shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        self._init_affine(self.normalized_shape, elementwise_affine, bias, dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        weight = self.array("weight")
+        check_array(self, x, None if weight is None else weight.dtype)
+        k = len(self.normalized_shape)
+        if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim < k:
+            raise ValueError(f"{self._name()}: expected input (*, {', '.join(map(str, self.normalized_shape))}), "
+                             f"got {x.shape}")
+        y, cache = layer_norm_forward(x, k, weight, self.array("bias"), self.eps)
+        self._save_for_backward((y.shape, cache))
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        shape, cache = self._saved()
+        check_grad(self, grad_output, shape)
+        dx, dgamma, dbeta = layer_norm_backward(grad_output, cache)
+        self._grads(dgamma, dbeta)
+        return dx
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
+
+
+class GroupNorm(_AffineNorm):
+    """Normalise each sample over groups of ``num_channels / num_groups`` channels (and all positions),
+    then gamma, beta per channel, as ``torch.nn.GroupNorm`` (input (N, C, *))."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 bias: bool = True, *, dtype=None) -> None:
+        super().__init__()
+        if num_groups < 1 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        self._init_affine((num_channels,), affine, bias, dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        weight = self.array("weight")
+        check_array(self, x, None if weight is None else weight.dtype)
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"{self._name()}: expected input (N, {self.num_channels}, *), got {x.shape}")
+        y, cache = group_norm_forward(x, self.num_groups, weight, self.array("bias"), self.eps)
+        self._save_for_backward((y.shape, cache))
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        shape, cache = self._saved()
+        check_grad(self, grad_output, shape)
+        dx, dgamma, dbeta = group_norm_backward(grad_output, cache)
+        self._grads(dgamma, dbeta)
+        return dx
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")

@@ -189,3 +189,18 @@ class AdaptiveAvgPool2d(_Pool):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
+    """y[n, c, i] = mean of x[n, c] over [floor(i L / OL), ceil((i+1) L / OL)), as ``torch.nn.AdaptiveAvgPool1d``
+    (the 2-D code with H = 1). ``output_size`` is an int (or a 1-tuple)."""
+
+    _nd = 1
+
+    def __init__(self, output_size: Any) -> None:
+        Module.__init__(self)
+        size = output_size[0] if isinstance(output_size, (tuple, list)) and len(output_size) == 1 else output_size
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"AdaptiveAvgPool1d: output_size must be a positive int, got {output_size!r}")
+        self.output_size = output_size
+        self._sizes = (1, int(size))
