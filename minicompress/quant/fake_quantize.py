@@ -31,6 +31,7 @@ import numpy as np
 
 from ..nn.module import Module
 from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory
+from .qparams import choose_quantization_params
 
 __all__ = [
     "fake_quantize_per_tensor_affine", "fake_quantize_per_tensor_affine_backward",
@@ -171,47 +172,23 @@ def fake_quantize_per_channel_affine_backward(grad: np.ndarray, x: np.ndarray, s
 # ==================================================================================== qparams
 def choose_qparams_fused(min_val: Any, max_val: Any, quant_min: int, quant_max: int,
                          preserve_sparsity: bool) -> tuple[np.ndarray, np.ndarray]:
-    """FBGEMM ``ChooseQuantizationParams`` as ``fused_moving_avg_obs_fake_quant`` calls it (x86 build).
+    """Per element, ``choose_quantization_params(min, max, qmin, qmax, variant='fbgemm')``: FBGEMM's
+    ``ChooseQuantizationParams`` as ``fused_moving_avg_obs_fake_quant`` calls it (x86 build).
 
     Not the observers' rule: symmetric ("preserve_sparsity") ranges become
     [max_s * (-(R//2 + 1)), max_s * (R//2)] with R = qmax - qmin, max_s = max(|min|/(R//2 + 1), |max|/(R//2)),
     so s = max_s (e.g. max|w| / 128 rather than / 127.5) and zp = rint((qmin + qmax) / 2); a channel that
     is all >= 0 or all <= 0 gets an affine zero point instead (zp = qmin for all-positive). Affine:
-    s = float32((double(max+) - min-) / R), zp from whichever end adds the smaller terms
-    (|qmin| + |min/s| vs |qmax| + |max/s|). s = 0 (or 1/s = inf) becomes 0.1; s < 6.1e-5 is raised to it.
+    s = float32((double(max+) - min-) / R), zp from whichever end adds the smaller terms.
     min_val, max_val: float32 arrays of equal shape. Returns (scale float32, zero_point int32), same shape.
     """
-    lo_all, hi_all = np.atleast_1d(np.asarray(min_val, np.float32)), np.atleast_1d(np.asarray(max_val, np.float32))
+    lo_all = np.atleast_1d(np.asarray(min_val, np.float32))
+    hi_all = np.atleast_1d(np.asarray(max_val, np.float32))
     scales, zps = np.empty(lo_all.shape, np.float32), np.empty(lo_all.shape, np.int32)
-    thr, r = np.float32(6.1e-5), quant_max - quant_min
     for i, (lo, hi) in enumerate(zip(lo_all.flat, hi_all.flat)):
-        symmetric = preserve_sparsity and lo < 0 < hi
-        if symmetric:
-            sq_min, sq_max = -(r // 2 + 1), r // 2
-            max_s = float(max(abs(lo / np.float32(sq_min)), abs(hi / np.float32(sq_max))))  # float32 divisions
-            lo, hi = np.float32(max_s * sq_min), np.float32(max_s * sq_max)
-        lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
-        s = np.float32((float(hi) - float(lo)) / r)
-        with np.errstate(divide="ignore", over="ignore"):
-            if s == 0 or np.isinf(np.float32(1) / s):
-                s = np.float32(0.1)
-        if s < thr:
-            org, s = s, thr
-            if lo == 0:
-                hi = np.float32(thr * np.float32(r))
-            elif hi == 0:
-                lo = np.float32(-thr * np.float32(r))
-            else:
-                amp = np.float32(thr / org)
-                lo, hi = np.float32(lo * amp), np.float32(hi * amp)
-        from_min, from_max = quant_min - float(lo) / float(s), quant_max - float(hi) / float(s)
-        err_min = abs(quant_min) + abs(float(lo) / float(s))
-        err_max = abs(quant_max) + abs(float(hi) / float(s))
-        initial = from_min if err_min < err_max else from_max
-        if symmetric:
-            initial = (quant_min + quant_max) / 2
-        zp = quant_min if initial < quant_min else quant_max if initial > quant_max else int(np.rint(initial))
-        scales.flat[i], zps.flat[i] = s, zp
+        scales.flat[i], zps.flat[i] = choose_quantization_params(lo, hi, quant_min, quant_max,
+                                                                 preserve_sparsity=preserve_sparsity,
+                                                                 variant="fbgemm")
     return scales, zps
 
 
