@@ -129,12 +129,12 @@ def choose_quantization_params(min_val: float, max_val: float, qmin: int = 0, qm
     qmin, qmax first (C division, toward zero). The two variants are both real PyTorch 2.13 behaviour:
 
     - ``'aten'``: ``quant_utils::ChooseQuantizationParams`` (``aten/src/ATen/native/quantized/cpu/QuantUtils.h``
-      l. 71-181 in the 2.13.0 wheel's headers), called by ``qlinear_dynamic.cpp``
+      l. 71-186 in the 2.13.0 wheel's headers), called by ``qlinear_dynamic.cpp``
       ``PackedLinearWeight::apply_dynamic_impl`` (dynamic Linear's activations), ``quantize_per_tensor_dynamic``
       and ``torch._choose_qparams_per_tensor``. The scale stays a double (l. 60, 108) and the error terms
       *subtract* (l. 152-155: ``|qmin| - |min/s|``), against the "adds the smaller terms" comment above them.
       min > max raises.
-    - ``'fbgemm'``: ``fbgemm::ChooseQuantizationParams`` (FBGEMM ``src/QuantUtils.cc`` l. 39-140), called by
+    - ``'fbgemm'``: ``fbgemm::ChooseQuantizationParams`` (FBGEMM ``src/QuantUtils.cc`` l. 39-142), called by
       ``fused_obs_fake_quant.cpp`` ``choose_qparams_fake_quant`` (``fused_moving_avg_obs_fake_quant``, per row
       and per tensor; x86 builds define USE_FBGEMM). The scale is a float (``float scale =`` l. 63;
       ``TensorQuantizationParams::scale`` is a float in ``fbgemm/QuantUtilsAvx2.h``) and the error terms
