@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..nn.module import Module
-from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory
+from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory, moving_average
 from .qparams import choose_quantization_params
 from .reference import fma32
 
@@ -379,12 +379,9 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
                 obs.max_val = np.full(x.shape[0], -np.inf, np.float32)
         else:
             cur_min, cur_max = x32.min(), x32.max()
-        c = np.float32(obs.averaging_constant)
-        run_min = np.asarray(obs.min_val, np.float32)
-        run_max = np.asarray(obs.max_val, np.float32)
-        with np.errstate(invalid="ignore"):  # inf - inf in the branch np.where discards
-            obs.min_val = np.where(np.isinf(run_min), cur_min, run_min + c * (cur_min - run_min)).astype(np.float32)
-            obs.max_val = np.where(np.isinf(run_max), cur_max, run_max + c * (cur_max - run_max)).astype(np.float32)
+        run_min, run_max = np.asarray(obs.min_val, np.float32), np.asarray(obs.max_val, np.float32)
+        obs.min_val = moving_average(run_min, cur_min, obs.averaging_constant, np.isinf(run_min))
+        obs.max_val = moving_average(run_max, cur_max, obs.averaging_constant, np.isinf(run_max))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.size == 0:
