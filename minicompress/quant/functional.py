@@ -22,6 +22,7 @@ from typing import Any, Iterator, NamedTuple
 import numba
 import numpy as np
 
+from ..nn.layers._utils import ntuple
 from . import gemm, kernels, vnni
 from .qparams import choose_quantization_params, quantize_multiplier
 from .qtensor import QTensor, check_qparams
@@ -218,13 +219,6 @@ def linear(input: QTensor, weight: QTensor | PackedWeight, bias: Any = None, sca
     return QTensor(codes.reshape(*x.shape[:-1], n), scale, zero_point, None, "quint8")
 
 
-def _pair(v: Any, name: str) -> tuple[int, int]:
-    t = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(t) != 2 or not all(isinstance(i, (int, np.integer)) for i in t):
-        raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {v!r}")
-    return int(t[0]), int(t[1])
-
-
 def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1, scale: float = 1.0, zero_point: int = 0, *,
            relu: bool = False, requant: str = "fbgemm") -> QTensor:
@@ -244,7 +238,8 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
                          f"got {x.shape} and {shape}")
     oc, cg, kh, kw = shape
     n, c, h, wd = x.shape
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = (ntuple(v, 2, name, "conv2d") for v, name in
+                                    ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
     if c != cg * groups or oc % groups or len(packs) != groups:
         raise ValueError(f"conv2d: input channels {c} and weight {shape} do not match groups={groups}")
     if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
