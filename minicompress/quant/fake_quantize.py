@@ -37,6 +37,7 @@ import numpy as np
 from ..nn.module import Module
 from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory, moving_average
 from .qparams import choose_quantization_params
+from .qtensor import check_scale_zero_point as check_qparams  # the value check, over a custom range
 from .reference import fma32
 
 __all__ = [
@@ -50,21 +51,6 @@ __all__ = [
 ]
 
 _INT64_LIMIT = float(2 ** 63)
-
-
-def check_qparams(scale: Any, zero_point: Any, quant_min: int, quant_max: int, who: str) -> None:
-    """Raise ValueError unless quant_min < quant_max, every scale > 0 and finite, and every
-    zero point lies in [quant_min, quant_max]. ``who`` names the caller in the message."""
-    if int(quant_min) >= int(quant_max):
-        raise ValueError(f"{who}: quant_min must be < quant_max, got quant_min={quant_min}, "
-                         f"quant_max={quant_max}")
-    scale = np.asarray(scale, dtype=np.float64)
-    if scale.size == 0 or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-        raise ValueError(f"{who}: scale must be positive and finite, got {scale.tolist()}")
-    zp = np.asarray(zero_point, dtype=np.float64)
-    if np.any(zp < quant_min) or np.any(zp > quant_max) or not np.all(np.isfinite(zp)):
-        raise ValueError(f"{who}: zero_point must be in [quant_min, quant_max] = "
-                         f"[{quant_min}, {quant_max}], got {zp.tolist()}")
 
 
 # ==================================================================================== the formula
