@@ -36,7 +36,8 @@ import numpy as np
 
 from ..nn.module import Module
 from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory, moving_average
-from .qparams import choose_quantization_params
+from .qparams import QSCHEMES, choose_quantization_params
+from .qtensor import QDTYPES
 from .qtensor import check_scale_zero_point as check_qparams  # the value check, over a custom range
 from .reference import fma32
 
@@ -227,7 +228,7 @@ def choose_qparams_fused(min_val: Any, max_val: Any, quant_min: int, quant_max: 
 
 
 # ==================================================================================== modules
-_DTYPE_RANGE = {"quint8": (0, 255), "qint8": (-128, 127), "qint32": (-(2 ** 31), 2 ** 31 - 1)}
+_DTYPE_RANGE = {name: (lo, hi) for name, (_, lo, hi) in QDTYPES.items()}
 
 
 class FakeQuantize(Module):
@@ -258,8 +259,7 @@ class FakeQuantize(Module):
         if not lo <= self.quant_min < self.quant_max <= hi:
             raise ValueError(f"{type(self).__name__}: quant range [{self.quant_min}, {self.quant_max}] must "
                              f"be non-empty and inside the {self.dtype} range [{lo}, {hi}]")
-        if self.qscheme not in ("per_tensor_affine", "per_tensor_symmetric",
-                                "per_channel_affine", "per_channel_symmetric"):
+        if self.qscheme not in QSCHEMES:
             raise ValueError(f"{type(self).__name__}: unsupported qscheme {self.qscheme!r}")
         self.is_per_channel = self.qscheme.startswith("per_channel")
         self.ch_axis = int(getattr(obs, "ch_axis", -1)) if self.is_per_channel else -1

@@ -34,6 +34,7 @@ from ..nn.module import Module, Parameter
 from .fake_quantize import (_check_axis, _check_input, check_qparams, fake_quant_codes, fake_quant_forward,
                             int64_cast)
 from .observer import _Factory
+from .qparams import is_per_channel, is_symmetric
 
 __all__ = [
     "fake_quantize_learnable_per_tensor_affine_forward", "fake_quantize_learnable_per_tensor_affine_backward",
@@ -232,10 +233,10 @@ class LearnableFakeQuantize(Module):
         if self.fake_quant_enabled[0] != 1:
             self._save_for_backward(("identity",))
             return x
-        if self.qscheme in ("per_channel_symmetric", "per_tensor_symmetric"):
+        if is_symmetric(self.qscheme):
             self.zero_point.data[...] = 0
         g = 1.0 / (x.size * self.quant_max) ** 0.5 if self.use_grad_scaling else 1.0
-        if self.qscheme in ("per_channel_symmetric", "per_channel_affine"):
+        if is_per_channel(self.qscheme):
             y, cache = fake_quantize_learnable_per_channel_affine_forward(
                 x, self.scale.data, self.zero_point.data, self.ch_axis, self.quant_min, self.quant_max, g)
             self._save_for_backward(("channel", cache))

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .qtensor import check_dtype
+from .qtensor import dtype_range
 
 QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
@@ -54,25 +54,21 @@ def validate_qmin_qmax(quant_min: int, quant_max: int) -> None:
 
 def calculate_qmin_qmax(quant_min: int | None, quant_max: int | None, has_customized_qrange: bool,
                         dtype: str, reduce_range: bool) -> tuple[int, int]:
-    """(qmin, qmax) of an observer: the dtype's 8-bit range, halved by reduce_range, or a custom range.
-
-    A custom range is also halved (floor division) by ``reduce_range``, as PyTorch does.
+    """(qmin, qmax) of an observer: the dtype's range (``qtensor.QDTYPES``), halved (floor division) by
+    reduce_range for qint8 / quint8, or a custom range, which ``reduce_range`` also halves, as PyTorch does.
     """
-    dtype = check_dtype(dtype)
+    lo, hi = dtype_range(dtype)
     if has_customized_qrange:
-        length = quant_max - quant_min + 1
-        limit = 2 ** 32 if dtype == "qint32" else 256
+        length, limit = quant_max - quant_min + 1, hi - lo + 1
         if not 0 < length <= limit:
             raise ValueError(f"quantization range [{quant_min}, {quant_max}] must be positive and hold "
                              f"at most {limit} values for {dtype}")
         if reduce_range:
             quant_min, quant_max = quant_min // 2, quant_max // 2
         return quant_min, quant_max
-    if dtype == "qint8":
-        return (-64, 63) if reduce_range else (-128, 127)
-    if dtype == "quint8":
-        return (0, 127) if reduce_range else (0, 255)
-    return -(2 ** 31), 2 ** 31 - 1
+    if reduce_range and dtype != "qint32":      # PyTorch halves the 8-bit ranges only
+        return lo // 2, hi // 2
+    return lo, hi
 
 
 def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme: str, dtype: str,
