@@ -123,8 +123,11 @@ def dequantize(q, scale, zero_point, per_channel, out):
 
 # ------------------------------------------------------------------------------------ convolution
 @njit(cache=True, parallel=True)
-def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
+def im2col(x, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
     """Unfold x (N, C, H, W) into out (N*OH*OW, C*KH*KW), padded with pad_value.
+
+    out[(b, y, xo), (g, i, j, c)] = xp[b, g*C/groups + c, y*sh + i*dh, xo*sw + j*dw]   (xp: x padded)
+    The output size (OH, OW) is the caller's (``nn.functional.conv.conv_output_size``).
 
     Column order (g, i, j, c) -- group, kernel row, kernel column, channel within the group -- so each
     group's columns are one contiguous block, and every copy is a run of contiguous bytes of a padded
@@ -135,8 +138,6 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
     """
     n, c, h, w = x.shape
     cg = c // groups
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     hp, wp = h + 2 * ph, w + 2 * pw
     xp = np.full((n, hp, wp, c), pad_value, x.dtype)     # padded, channels last
     for b in prange(n):

@@ -7,6 +7,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minicompress.nn.functional.conv import conv_output_size
 from minicompress.quant import gemm as G
 from minicompress.quant import kernels as K
 from minicompress.quant import reference as R
@@ -151,9 +152,11 @@ def test_im2col_equals_twin(n, cg, groups, h, w, kh, kw, stride, pad, dil, seed)
     if h + 2 * pad < dil * (kh - 1) + 1 or w + 2 * pad < dil * (kw - 1) + 1:
         return
     x = np.random.default_rng(seed).integers(0, 256, size=(n, cg * groups, h, w)).astype(np.uint8)
-    want = R.im2col(x, kh, kw, stride, stride, pad, pad, dil, dil, groups, 77)
+    oh, ow = conv_output_size(h, kh, stride, (pad, pad), dil), conv_output_size(w, kw, stride, (pad, pad), dil)
+    want = R.im2col(x, kh, kw, oh, ow, stride, stride, pad, pad, dil, dil, groups, 77)
+    assert want.shape == (n * oh * ow, cg * groups * kh * kw)
     out = np.empty(want.shape, np.uint8)
-    K.im2col(x, kh, kw, stride, stride, pad, pad, dil, dil, groups, 77, out)
+    K.im2col(x, kh, kw, oh, ow, stride, stride, pad, pad, dil, dil, groups, 77, out)
     np.testing.assert_array_equal(out, want)
     if groups == 1 and cg == 1:          # one channel: the classic (c, i, j) unfold
         xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=77)
