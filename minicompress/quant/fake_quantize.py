@@ -39,7 +39,7 @@ from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMax
 from .qparams import QSCHEMES, choose_quantization_params
 from .qtensor import QDTYPES
 from .qtensor import check_scale_zero_point as check_qparams  # the value check, over a custom range
-from .reference import fma32
+from .kernels import fma32_elementwise
 
 __all__ = [
     "fake_quant_forward", "fake_quant_backward", "fake_quant_codes",
@@ -62,20 +62,32 @@ def fake_quant_codes(x: np.ndarray, inv: Any, zero_point: Any, round_to: Any) ->
         float zero point:    q = rint(fl(zp + x * inv))          zp added before (PyTorch's lrintf)
 
     ``fl`` rounds to ``round_to`` (float32 in PyTorch's kernels). For float32 x the CPU build contracts
-    zp + x * inv into an FMA: one rounding of the exact value (``reference.fma32``; a double sum rounded
-    to float32 would round twice). The learnable op's backward computes its ``xq`` with the float form.
+    zp + x * inv into an FMA: one rounding of the exact value (``kernels.fma32_elementwise``, twin
+    ``reference.fma32``; a double sum rounded to float32 would round twice). The learnable op's
+    backward computes its ``xq`` with the float form.
     """
     zero_point = np.asarray(zero_point)
     if zero_point.dtype.kind != "f":
-        return zero_point.astype(x.dtype) + np.rint(x * inv)
+        q = np.rint(np.multiply(x, inv))
+        q += zero_point.astype(x.dtype)
+        return q
     if x.dtype == np.float32 and np.dtype(round_to) == np.float32:
-        return np.rint(fma32(x, inv, zero_point.astype(np.float64)))
+        return np.rint(fma32_elementwise(x, inv, zero_point.astype(np.float32)))
     return np.rint((x.astype(np.float64) * inv + zero_point.astype(np.float64)).astype(round_to))
 
 
 def int64_cast(q: np.ndarray) -> np.ndarray:
-    """C's float -> int64 conversion on x86: inf, NaN and |q| >= 2^63 become INT64_MIN (and -0.0 becomes 0)."""
-    return np.where(np.abs(q) < _INT64_LIMIT, q, -_INT64_LIMIT).astype(np.int64)
+    """C's float -> int64 conversion on x86, in q's float dtype: inf, NaN and |q| >= 2^63 become
+    -2^63 (INT64_MIN), and -0.0 becomes 0."""
+    return np.where(np.abs(q) < _INT64_LIMIT, q + 0.0, -_INT64_LIMIT)
+
+
+def _exact_dtype(x: np.ndarray, zero_point: np.ndarray, quant_min: int, quant_max: int) -> np.dtype:
+    """A float dtype in which the kernels' clamp and q - zp are exact: x's own when its integers cover
+    the range (|q|, |q - zp| <= 2^24 for float32) and zp is an integer, else float64."""
+    limit = 2 ** (np.finfo(x.dtype).nmant + 1)
+    narrow = max(-quant_min, quant_max, quant_max - quant_min) <= limit
+    return x.dtype if narrow and zero_point.dtype.kind != "f" else np.dtype(np.float64)
 
 
 def fake_quant_forward(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, quant_min: int,
@@ -85,27 +97,32 @@ def fake_quant_forward(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
     x: float array; axis None: ``scale`` 0-d, ``zero_point`` 0-d (PyTorch's per-tensor kernel);
     axis = a: ``scale``, ``zero_point`` (C,) with C = x.shape[a] (the per-channel kernel). ``scale``'s
     dtype is the kernel's float precision: float32 for PyTorch (``1.0f / scale``), x's dtype for LSQ's
-    float64 mode. The two kernels differ, as PyTorch's do: per channel, q is first cast to int64 (C's
-    cast sends inf, NaN and |q| >= 2^63 to INT64_MIN, hence to qmin) and the product is taken in
-    double; per tensor, (q - zp) * s is rounded to the scale's precision. The cache is the STE mask
-    qmin <= q <= qmax (NaN: False).
+    float64 mode. The clamp and q - zp are the kernels' integer steps (exact here). The kernels differ,
+    as PyTorch's do: per tensor, the mask compares q as a float and (q - zp) is rounded once to the
+    scale's precision before the product; per channel, q is an int64 first (``int64_cast``) and the
+    product is exact before one rounding to x's dtype. The cache is the STE mask qmin <= q <= qmax.
     """
     if axis is not None:
         shape = [1] * x.ndim
         shape[axis] = -1
         scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)       # broadcast along axis
+    exact = _exact_dtype(x, zero_point, quant_min, quant_max)
     inv = (scale.dtype.type(1) / scale).astype(x.dtype)
     q = fake_quant_codes(x, inv, zero_point, scale.dtype)
-    if axis is not None:
-        q = int64_cast(q)
-    mask = (q >= quant_min) & (q <= quant_max)                  # NaN compares False
-    qc = np.fmin(np.fmax(q.astype(np.float64), quant_min), quant_max)  # C fmin/fmax in double: NaN -> qmin
-    diff = qc - zero_point.astype(np.float64)                   # exact: integers below 2^53
     if axis is None:
-        y = (diff.astype(scale.dtype) * scale).astype(x.dtype)
+        mask = (q >= quant_min) & (q <= quant_max)              # NaN compares False
     else:
-        y = (diff * scale.astype(np.float64)).astype(x.dtype)
-    return y, mask
+        q = int64_cast(q).astype(exact, copy=False)
+        mask = (q >= quant_min) & (q <= quant_max)
+    y = q.astype(exact, copy=False)                             # q is ours: work in place
+    np.fmin(np.fmax(y, quant_min, out=y), quant_max, out=y)     # C fmin/fmax: NaN -> qmin
+    y -= zero_point.astype(exact)                               # clamp(q) - zp
+    if axis is None:
+        y = y.astype(scale.dtype, copy=False)
+        y *= scale
+    else:
+        y *= scale.astype(exact)
+    return y.astype(x.dtype, copy=False), mask
 
 
 def fake_quant_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:

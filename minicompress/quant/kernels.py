@@ -4,7 +4,8 @@ Every kernel has a plain-NumPy twin in ``reference.py`` that the tests hold it t
 No ``fastmath`` anywhere: the order and the rounding of every float operation is part of the result;
 float32 arithmetic stays float32 because Numba types ``float32 op float32`` as float32.
 
-Contents: a float32 fused multiply-add (``fma32``), quantize / dequantize under every rounding rule, and
+Contents: a float32 fused multiply-add (``fma32``, and ``fma32_elementwise`` over arrays for the
+fake-quant ops), quantize / dequantize under every rounding rule, and
 im2col padded with the input zero point for int8 convolution. The int32 GEMM and its fused epilogues
 are in ``gemm.py``.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, prange, types, vectorize
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -42,6 +43,12 @@ def fma32(a, b, c):
     tests hold the two to each other and to exact rational arithmetic.
     """
     return _llvm_fma_f32(np.float32(a), np.float32(b), np.float32(c))
+
+
+@vectorize(["float32(float32, float32, float32)"], cache=True)
+def fma32_elementwise(a, b, c):
+    """``fma32`` as a NumPy ufunc (broadcasting): fl32(a * b + c) with one rounding, elementwise."""
+    return fma32(a, b, c)
 
 
 @njit(cache=True, inline="always")

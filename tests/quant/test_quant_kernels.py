@@ -46,6 +46,18 @@ def test_quantize_kernel_equals_twin(outer, ch, inner, seed, rule):
     np.testing.assert_array_equal(out, R.quantize(x, s, inv, z, -128, 127, rule))
 
 
+@given(seeds)
+def test_fma32_elementwise_equals_twin(seed):
+    """The fake-quant ops' array FMA: broadcasting like NumPy, one rounding like ``reference.fma32``."""
+    rng = np.random.default_rng(seed)
+    a = (rng.normal(size=(3, 50)) * 10.0 ** rng.integers(-3, 3, (3, 50))).astype(np.float32)
+    b = (np.float32(1) / rng.uniform(1e-3, 2, (3, 1))).astype(np.float32)
+    c = np.round(rng.uniform(-200, 200, (3, 1))).astype(np.float32)
+    c[0] = rng.normal()
+    np.testing.assert_array_equal(K.fma32_elementwise(a, b, c).view(np.int32),
+                                  R.fma32(a, b, c.astype(np.float64)).view(np.int32))
+
+
 @given(st.integers(1, 4), st.integers(1, 5), seeds, st.booleans())
 def test_dequantize_kernel_equals_twin(outer, ch, seed, per_channel):
     rng = np.random.default_rng(seed)
