@@ -97,6 +97,10 @@ class QTensor:
 
 
 # ---------------------------------------------------------------------------------------- validation
+_F32_POSITIVE = 2.0 ** -150                    # float32(s) > 0        iff  s > 2^-150
+_F32_FINITE = (2 - 2.0 ** -24) * 2.0 ** 127     # float32(s) is finite  iff  s < (2 - 2^-24) * 2^127
+
+
 def check_scale_zero_point(scale: Any, zero_point: Any, quant_min: int, quant_max: int, who: str) -> None:
     """The one check of (scale, zero_point) values, any shapes: raise ValueError unless
     quant_min < quant_max, every scale is finite and > 0 also as float32 (what the kernels use), and
@@ -104,19 +108,25 @@ def check_scale_zero_point(scale: Any, zero_point: Any, quant_min: int, quant_ma
 
     Re-exported as ``fake_quantize.check_qparams`` (the fake-quant ops' custom ranges); the QTensor
     checks below add the type and shape rules of a QTensor and use the dtype's full range.
+    Comparisons only (NaN fails each), no float32 cast: this runs on every quantized op.
     """
     if int(quant_min) >= int(quant_max):
         raise ValueError(f"{who}: quant_min must be < quant_max, got quant_min={quant_min}, "
                          f"quant_max={quant_max}")
-    s = np.asarray(scale, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        s32 = s.astype(np.float32)
-    if not (np.isfinite(s).all() and (s > 0).all() and np.isfinite(s32).all() and (s32 > 0).all()):
+    s, z = np.asarray(scale, dtype=np.float64), np.asarray(zero_point, dtype=np.float64)
+    if not _all_between(s, _F32_POSITIVE, _F32_FINITE, strict=True):
         raise ValueError(f"{who}: scale must be positive and finite (also as float32), got {s.tolist()}")
-    z = np.asarray(zero_point, dtype=np.float64)
-    if not (np.isfinite(z).all() and (z >= quant_min).all() and (z <= quant_max).all()):
+    if not _all_between(z, quant_min, quant_max, strict=False):
         raise ValueError(f"{who}: zero_point must be in [quant_min, quant_max] = [{quant_min}, {quant_max}], "
                          f"got {np.asarray(zero_point).tolist()} (out of range)")
+
+
+def _all_between(v: np.ndarray, lo: float, hi: float, strict: bool) -> bool:
+    """lo < v < hi (strict) or lo <= v <= hi for every element; NaN fails. Scalars skip NumPy's reductions."""
+    if v.size == 1:
+        x = v.item()
+        return lo < x < hi if strict else lo <= x <= hi
+    return bool(((v > lo) & (v < hi)).all() if strict else ((v >= lo) & (v <= hi)).all())
 
 
 def check_qparams(scale: Any, zero_point: Any, dtype: str) -> tuple[float, int]:
