@@ -36,7 +36,7 @@ import numpy as np
 
 from ..nn.module import Module
 from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory, moving_average
-from .qparams import QSCHEMES, choose_quantization_params
+from .qparams import QSCHEMES, choose_qparams_fused
 from .qtensor import QDTYPES
 from .qtensor import check_scale_zero_point as check_qparams  # the value check, over a custom range
 from .kernels import fma32_elementwise
@@ -219,29 +219,6 @@ def fake_quantize_per_channel_affine_backward(grad: np.ndarray, x: np.ndarray, s
     mask = fake_quant_forward(x, *qp, quant_min, quant_max, axis)[1]
     _check_grad(grad, x, who)
     return fake_quant_backward(grad, mask)
-
-
-# ==================================================================================== qparams
-def choose_qparams_fused(min_val: Any, max_val: Any, quant_min: int, quant_max: int,
-                         preserve_sparsity: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per element, ``choose_quantization_params(min, max, qmin, qmax, variant='fbgemm')``: FBGEMM's
-    ``ChooseQuantizationParams`` as ``fused_moving_avg_obs_fake_quant`` calls it (x86 build).
-
-    Not the observers' rule: symmetric ("preserve_sparsity") ranges become
-    [max_s * (-(R//2 + 1)), max_s * (R//2)] with R = qmax - qmin, max_s = max(|min|/(R//2 + 1), |max|/(R//2)),
-    so s = max_s (e.g. max|w| / 128 rather than / 127.5) and zp = rint((qmin + qmax) / 2); a channel that
-    is all >= 0 or all <= 0 gets an affine zero point instead (zp = qmin for all-positive). Affine:
-    s = float32((double(max+) - min-) / R), zp from whichever end adds the smaller terms.
-    min_val, max_val: float32 arrays of equal shape. Returns (scale float32, zero_point int32), same shape.
-    """
-    lo_all = np.atleast_1d(np.asarray(min_val, np.float32))
-    hi_all = np.atleast_1d(np.asarray(max_val, np.float32))
-    scales, zps = np.empty(lo_all.shape, np.float32), np.empty(lo_all.shape, np.int32)
-    for i, (lo, hi) in enumerate(zip(lo_all.flat, hi_all.flat)):
-        scales.flat[i], zps.flat[i] = choose_quantization_params(lo, hi, quant_min, quant_max,
-                                                                 preserve_sparsity=preserve_sparsity,
-                                                                 variant="fbgemm")
-    return scales, zps
 
 
 # ==================================================================================== modules

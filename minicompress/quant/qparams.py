@@ -14,12 +14,14 @@ Three choosers, kept apart from the integer runtime (as gemmlowp's quantization 
   two copies that differ in two real ways (double vs float32 scale, subtracted vs added zero-point error
   terms): ``variant='aten'`` (``quant_utils`` in ``QuantUtils.h``: dynamic quantized Linear's activations)
   and ``variant='fbgemm'`` (FBGEMM's own: ``fused_moving_avg_obs_fake_quant``, hence QAT).
+  :func:`choose_qparams_fused` applies the 'fbgemm' variant per channel (``FusedMovingAvgObsFakeQuantize``).
 - :func:`quantize_multiplier` -- an integer-only requantisation multiplier (gemmlowp / TFLite):
   real = M0 * 2^(shift - 31) with M0 in [2^30, 2^31).
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -182,6 +184,28 @@ def choose_quantization_params(min_val: float, max_val: float, qmin: int = 0, qm
     if initial > qmax:
         return scale, qmax
     return scale, int(np.rint(initial))
+
+
+def choose_qparams_fused(min_val: Any, max_val: Any, quant_min: int, quant_max: int,
+                         preserve_sparsity: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per element, ``choose_quantization_params(min, max, qmin, qmax, variant='fbgemm')``: FBGEMM's
+    ``ChooseQuantizationParams`` as ``fused_moving_avg_obs_fake_quant`` calls it (x86 build).
+
+    Not the observers' rule: symmetric ("preserve_sparsity") ranges become
+    [max_s * (-(R//2 + 1)), max_s * (R//2)] with R = qmax - qmin, max_s = max(|min|/(R//2 + 1), |max|/(R//2)),
+    so s = max_s (e.g. max|w| / 128 rather than / 127.5) and zp = rint((qmin + qmax) / 2); a channel that
+    is all >= 0 or all <= 0 gets an affine zero point instead (zp = qmin for all-positive). Affine:
+    s = float32((double(max+) - min-) / R), zp from whichever end adds the smaller terms.
+    min_val, max_val: float32 arrays of equal shape. Returns (scale float32, zero_point int32), same shape.
+    """
+    lo_all = np.atleast_1d(np.asarray(min_val, np.float32))
+    hi_all = np.atleast_1d(np.asarray(max_val, np.float32))
+    scales, zps = np.empty(lo_all.shape, np.float32), np.empty(lo_all.shape, np.int32)
+    for i, (lo, hi) in enumerate(zip(lo_all.flat, hi_all.flat)):
+        scales.flat[i], zps.flat[i] = choose_quantization_params(lo, hi, quant_min, quant_max,
+                                                                 preserve_sparsity=preserve_sparsity,
+                                                                 variant="fbgemm")
+    return scales, zps
 
 
 def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
