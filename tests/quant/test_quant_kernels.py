@@ -175,6 +175,19 @@ def test_im2col_equals_twin(n, cg, groups, h, w, kh, kw, stride, pad, dil, seed)
         assert out[0, 0] == xp[0, 0, 0, 0] and out[0, kw - 1] == xp[0, 0, 0, (kw - 1) * dil]
 
 
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2), seeds)
+def test_int8_im2col_is_the_float_im2col_with_channels_last(c, kh, kw, stride, pad, seed):
+    """docs/quantization.md (11): cols_q[(n, y, x), (p*KW + q)*C + c] == cols_f[n, (c*KH + p)*KW + q, (y, x)]."""
+    from minicompress.nn.functional.conv import im2col as float_im2col
+    x = np.random.default_rng(seed).integers(0, 256, size=(2, c, 6, 5)).astype(np.uint8)
+    oh, ow = conv_output_size(6, kh, stride, (pad, pad), 1), conv_output_size(5, kw, stride, (pad, pad), 1)
+    cols_q = R.im2col(x, kh, kw, oh, ow, stride, stride, pad, pad, 1, 1, 1, 77)        # (N*OH*OW, KH*KW*C)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=77)
+    cols_f = float_im2col(xp, (kh, kw), (oh, ow), (stride, stride), (1, 1))            # (N, C*KH*KW, OH*OW)
+    k_q = np.arange(kh * kw * c).reshape(kh, kw, c).transpose(2, 0, 1).reshape(-1)     # k_q at each k_f
+    np.testing.assert_array_equal(cols_q[:, k_q], cols_f.transpose(0, 2, 1).reshape(-1, c * kh * kw))
+
+
 def test_vnni_layout_roundtrip():
     b = np.random.default_rng(0).integers(-128, 128, size=(37, 13)).astype(np.int8)
     bp = vnni.pack_b(b)
