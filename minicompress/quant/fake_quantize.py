@@ -3,9 +3,12 @@
 Quantization-aware training (QAT) inserts fake-quant where the int8 model will round, so the float
 model sees the same rounding and clamping during training. Two levels live here:
 
-- the functional ops ``fake_quantize_per_tensor_affine`` / ``fake_quantize_per_channel_affine`` and
-  their straight-through-estimator (STE) backwards, bit-exact with PyTorch 2.13's CPU kernels
-  (``aten/src/ATen/native/quantized/cpu/kernels/QuantizedOpKernels.cpp``);
+- the formula once, as a forward/backward pair (:func:`fake_quant_forward` -> (y, mask),
+  :func:`fake_quant_backward`), and PyTorch's functional ops ``fake_quantize_per_tensor_affine`` /
+  ``fake_quantize_per_channel_affine`` and their straight-through-estimator (STE) backwards as thin
+  checked wrappers, bit-exact with PyTorch 2.13's CPU kernels
+  (``aten/src/ATen/native/quantized/cpu/kernels/QuantizedOpKernels.cpp``); LSQ (``learnable.py``) calls
+  the same forward, as PyTorch's learnable ops call these kernels;
 - the ``FakeQuantize`` module (observer + fake-quant, ``torch.ao.quantization.FakeQuantize``), its
   fused-observer twin ``FusedMovingAvgObsFakeQuantize`` and the default factories.
 
@@ -17,9 +20,11 @@ The forward (PyTorch, float32 unless noted)::
     dx  = dy * (qmin <= q <= qmax)        # STE: identity inside the range, zero outside   (2)
 
 Unlike ``quantize_per_tensor`` (which adds zp *before* one fused rounding on x86, PYTORCH_SEMANTICS
-§0.1), (1) adds zp after rounding, so the two disagree at ties. Quirks kept on purpose: in float64
-the per-tensor op rounds ``(q - zp) * scale`` to float32 while the per-channel op keeps it in double;
-per-channel maps +inf and values past int64 to ``qmin`` (C's float->int64 cast gives INT64_MIN).
+§0.1), (1) adds zp after rounding, so the two disagree at ties. Quirks kept on purpose (the two
+kernels' own integer steps): the clamp is taken in double; per tensor, (q - zp) is an int64 rounded
+once to float32 and multiplied in float32, even for float64 x; per channel, q is first cast to int64
+(C's cast: +inf, NaN and values past int64 become INT64_MIN, hence ``qmin``; -0.0 becomes 0) and
+(q - zp) * scale is taken in double. Float zero points (per channel) add zp before rounding.
 Bad qparams raise ValueError: quant_min >= quant_max (PyTorch accepts quant_min == quant_max), a zero
 point outside [quant_min, quant_max], a scale that is not positive and finite (PyTorch computes anyway).
 """
@@ -30,9 +35,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ..nn.module import Module
-from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory
+from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory, moving_average
+from .qparams import QSCHEMES, choose_qparams_fused
+from .qtensor import QDTYPES
+from .qtensor import check_scale_zero_point as check_qparams  # the value check, over a custom range
+from .kernels import fma32_elementwise
 
 __all__ = [
+    "fake_quant_forward", "fake_quant_backward", "fake_quant_codes",
     "fake_quantize_per_tensor_affine", "fake_quantize_per_tensor_affine_backward",
     "fake_quantize_per_channel_affine", "fake_quantize_per_channel_affine_backward",
     "check_qparams", "choose_qparams_fused", "FakeQuantize", "FusedMovingAvgObsFakeQuantize",
@@ -44,21 +54,83 @@ __all__ = [
 _INT64_LIMIT = float(2 ** 63)
 
 
-def check_qparams(scale: Any, zero_point: Any, quant_min: int, quant_max: int, who: str) -> None:
-    """Raise ValueError unless quant_min < quant_max, every scale > 0 and finite, and every
-    zero point lies in [quant_min, quant_max]. ``who`` names the caller in the message."""
-    if int(quant_min) >= int(quant_max):
-        raise ValueError(f"{who}: quant_min must be < quant_max, got quant_min={quant_min}, "
-                         f"quant_max={quant_max}")
-    scale = np.asarray(scale, dtype=np.float64)
-    if scale.size == 0 or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-        raise ValueError(f"{who}: scale must be positive and finite, got {scale.tolist()}")
-    zp = np.asarray(zero_point, dtype=np.float64)
-    if np.any(zp < quant_min) or np.any(zp > quant_max) or not np.all(np.isfinite(zp)):
-        raise ValueError(f"{who}: zero_point must be in [quant_min, quant_max] = "
-                         f"[{quant_min}, {quant_max}], got {zp.tolist()}")
+# ==================================================================================== the formula
+def fake_quant_codes(x: np.ndarray, inv: Any, zero_point: Any, round_to: Any) -> np.ndarray:
+    """Unclamped codes q of eq. (1), in x's dtype (``inv``, ``zero_point`` broadcast against x)::
+
+        integer zero point:  q = zp + rint(x * inv)              zp added after rounding
+        float zero point:    q = rint(fl(zp + x * inv))          zp added before (PyTorch's lrintf)
+
+    ``fl`` rounds to ``round_to`` (float32 in PyTorch's kernels). For float32 x the CPU build contracts
+    zp + x * inv into an FMA: one rounding of the exact value (``kernels.fma32_elementwise``, twin
+    ``reference.fma32``; a double sum rounded to float32 would round twice). The learnable op's
+    backward computes its ``xq`` with the float form.
+    """
+    zero_point = np.asarray(zero_point)
+    if zero_point.dtype.kind != "f":
+        q = np.rint(np.multiply(x, inv))
+        q += zero_point.astype(x.dtype)
+        return q
+    if x.dtype == np.float32 and np.dtype(round_to) == np.float32:
+        return np.rint(fma32_elementwise(x, inv, zero_point.astype(np.float32)))
+    return np.rint((x.astype(np.float64) * inv + zero_point.astype(np.float64)).astype(round_to))
 
 
+def int64_cast(q: np.ndarray) -> np.ndarray:
+    """C's float -> int64 conversion on x86, in q's float dtype: inf, NaN and |q| >= 2^63 become
+    -2^63 (INT64_MIN), and -0.0 becomes 0."""
+    return np.where(np.abs(q) < _INT64_LIMIT, q + 0.0, -_INT64_LIMIT)
+
+
+def _exact_dtype(x: np.ndarray, zero_point: np.ndarray, quant_min: int, quant_max: int) -> np.dtype:
+    """A float dtype in which the kernels' clamp and q - zp are exact: x's own when its integers cover
+    the range (|q|, |q - zp| <= 2^24 for float32) and zp is an integer, else float64."""
+    limit = 2 ** (np.finfo(x.dtype).nmant + 1)
+    narrow = max(-quant_min, quant_max, quant_max - quant_min) <= limit
+    return x.dtype if narrow and zero_point.dtype.kind != "f" else np.dtype(np.float64)
+
+
+def fake_quant_forward(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, quant_min: int,
+                       quant_max: int, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """y = (clamp(q, qmin, qmax) - zp) * s with q = fake_quant_codes(x, 1/s, zp)   (eq. 1); -> (y, mask).
+
+    x: float array; axis None: ``scale`` 0-d, ``zero_point`` 0-d (PyTorch's per-tensor kernel);
+    axis = a: ``scale``, ``zero_point`` (C,) with C = x.shape[a] (the per-channel kernel). ``scale``'s
+    dtype is the kernel's float precision: float32 for PyTorch (``1.0f / scale``), x's dtype for LSQ's
+    float64 mode. The clamp and q - zp are the kernels' integer steps (exact here). The kernels differ,
+    as PyTorch's do: per tensor, the mask compares q as a float and (q - zp) is rounded once to the
+    scale's precision before the product; per channel, q is an int64 first (``int64_cast``) and the
+    product is exact before one rounding to x's dtype. The cache is the STE mask qmin <= q <= qmax.
+    """
+    if axis is not None:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)       # broadcast along axis
+    exact = _exact_dtype(x, zero_point, quant_min, quant_max)
+    inv = (scale.dtype.type(1) / scale).astype(x.dtype)
+    q = fake_quant_codes(x, inv, zero_point, scale.dtype)
+    if axis is None:
+        mask = (q >= quant_min) & (q <= quant_max)              # NaN compares False
+    else:
+        q = int64_cast(q).astype(exact, copy=False)
+        mask = (q >= quant_min) & (q <= quant_max)
+    y = q.astype(exact, copy=False)                             # q is ours: work in place
+    np.fmin(np.fmax(y, quant_min, out=y), quant_max, out=y)     # C fmin/fmax: NaN -> qmin
+    y -= zero_point.astype(exact)                               # clamp(q) - zp
+    if axis is None:
+        y = y.astype(scale.dtype, copy=False)
+        y *= scale
+    else:
+        y *= scale.astype(exact)
+    return y.astype(x.dtype, copy=False), mask
+
+
+def fake_quant_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """dx = dy * (qmin <= q <= qmax)   (eq. 2, the straight-through estimator); cache = the mask."""
+    return dy * cache
+
+
+# ==================================================================================== PyTorch's ops
 def _check_input(x: Any, who: str) -> np.ndarray:
     if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
         kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
@@ -66,29 +138,43 @@ def _check_input(x: Any, who: str) -> np.ndarray:
     return x
 
 
-def _scalar_qparams(scale: Any, zero_point: Any, who: str) -> tuple[np.float32, int]:
+def _check_axis(x: np.ndarray, axis: Any, who: str) -> None:
+    if not isinstance(axis, (int, np.integer)) or not 0 <= axis < x.ndim:
+        raise ValueError(f"{who}: axis must be in [0, {x.ndim}) for an input of shape {x.shape}, got {axis}")
+
+
+def _check_grad(grad: Any, x: np.ndarray, who: str) -> None:
+    if np.shape(grad) != x.shape:
+        raise ValueError(f"{who}: grad shape {np.shape(grad)} != input shape {x.shape}")
+
+
+def _per_tensor_qparams(x: Any, scale: Any, zero_point: Any, quant_min: int, quant_max: int,
+                        who: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked 0-d (float32 scale, int64 zero point) for :func:`fake_quant_forward`."""
+    _check_input(x, who)
     s, z = np.asarray(scale), np.asarray(zero_point)
     if s.size != 1 or z.size != 1:
         raise ValueError(f"{who}: per-tensor scale and zero_point must be scalars (or 1-element), "
                          f"got shapes {s.shape} and {z.shape}")
     if z.dtype.kind == "f" and float(z.reshape(())) != int(z.reshape(())):
         raise ValueError(f"{who}: zero_point must be an integer, got {float(z.reshape(()))}")
-    return np.float32(s.reshape(())), int(z.reshape(()))
+    s, z = np.float32(s.reshape(())), int(z.reshape(()))
+    check_qparams(s, z, quant_min, quant_max, who)
+    return np.asarray(s), np.asarray(z, np.int64)
 
 
-def _per_tensor(x: np.ndarray, scale: Any, zero_point: Any, quant_min: int, quant_max: int,
-                who: str) -> tuple[np.ndarray, np.ndarray]:
-    """(y, mask) of eq. (1)-(2); float32 arithmetic for float32 x, double products for float64 x."""
+def _per_channel_qparams(x: Any, scale: Any, zero_point: Any, axis: int, quant_min: int, quant_max: int,
+                         who: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (C,) float32 scales and zero points (int64, or float32 when given as floats)."""
     _check_input(x, who)
-    s, zp = _scalar_qparams(scale, zero_point, who)
-    check_qparams(s, zp, quant_min, quant_max, who)
-    inv = np.float32(1.0) / s
-    t = x.dtype.type
-    q = t(zp) + np.rint(x * t(inv))                 # float: zp + rint(x * inv)
-    mask = (q >= quant_min) & (q <= quant_max)      # NaN compares False
-    qc = np.fmin(np.fmax(q, quant_min), quant_max)  # C fmin/fmax: NaN -> quant_min
-    y = ((qc - zp).astype(np.float32) * s).astype(x.dtype)  # (q - zp) * scale in float32, as the kernel
-    return y, mask
+    _check_axis(x, axis, who)
+    s, z = np.asarray(scale), np.asarray(zero_point)
+    if s.ndim != 1 or z.ndim != 1 or s.shape[0] != x.shape[axis] or z.shape[0] != x.shape[axis]:
+        raise ValueError(f"{who}: scale and zero_point must be 1-D of length x.shape[{axis}] = "
+                         f"{x.shape[axis]}, got {s.shape} and {z.shape} for input {x.shape}")
+    float_zp = z.dtype.kind == "f"
+    check_qparams(s, np.rint(z) if float_zp else z, quant_min, quant_max, who)
+    return s.astype(np.float32), z.astype(np.float32 if float_zp else np.int64)
 
 
 def fake_quantize_per_tensor_affine(x: np.ndarray, scale: Any, zero_point: Any, quant_min: int,
@@ -98,8 +184,8 @@ def fake_quantize_per_tensor_affine(x: np.ndarray, scale: Any, zero_point: Any, 
     x: any shape, float32 or float64; scale: float (> 0); zero_point: int in [qmin, qmax].
     Returns y with x's shape and dtype.
     """
-    return _per_tensor(x, scale, zero_point, quant_min, quant_max,
-                       "fake_quantize_per_tensor_affine")[0]
+    qp = _per_tensor_qparams(x, scale, zero_point, quant_min, quant_max, "fake_quantize_per_tensor_affine")
+    return fake_quant_forward(x, *qp, quant_min, quant_max)[0]
 
 
 def fake_quantize_per_tensor_affine_backward(grad: np.ndarray, x: np.ndarray, scale: Any,
@@ -107,43 +193,10 @@ def fake_quantize_per_tensor_affine_backward(grad: np.ndarray, x: np.ndarray, sc
                                              quant_max: int) -> np.ndarray:
     """dx = grad * (qmin <= zp + rint(x * inv) <= qmax)   (eq. 2, straight-through estimator)."""
     who = "fake_quantize_per_tensor_affine_backward"
-    mask = _per_tensor(x, scale, zero_point, quant_min, quant_max, who)[1]
-    if np.shape(grad) != x.shape:
-        raise ValueError(f"{who}: grad shape {np.shape(grad)} != input shape {x.shape}")
-    return grad * mask
-
-
-def _per_channel(x: np.ndarray, scale: Any, zero_point: Any, axis: int, quant_min: int,
-                 quant_max: int, who: str) -> tuple[np.ndarray, np.ndarray]:
-    """(y, mask) of eq. (1)-(2) with scale[c], zp[c] broadcast along ``axis``."""
-    _check_input(x, who)
-    s, z = np.asarray(scale), np.asarray(zero_point)
-    if not isinstance(axis, (int, np.integer)) or not 0 <= axis < x.ndim:
-        raise ValueError(f"{who}: axis must be in [0, {x.ndim}) for an input of shape {x.shape}, got {axis}")
-    if s.ndim != 1 or z.ndim != 1 or s.shape[0] != x.shape[axis] or z.shape[0] != x.shape[axis]:
-        raise ValueError(f"{who}: scale and zero_point must be 1-D of length x.shape[{axis}] = "
-                         f"{x.shape[axis]}, got {s.shape} and {z.shape} for input {x.shape}")
-    float_zp = z.dtype.kind == "f"
-    check_qparams(s, np.rint(z) if float_zp else z, quant_min, quant_max, who)
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    s32 = s.astype(np.float32).reshape(shape)
-    inv = (np.float32(1.0) / s32).astype(x.dtype)
-    t = x.dtype.type
-    if float_zp:  # lrintf(zp + x * inv), zp before rounding; the build contracts it to an FMA
-        zpf = z.astype(np.float32).reshape(shape)
-        q = np.rint((zpf.astype(np.float64) + x.astype(np.float64) * inv).astype(np.float32))
-    else:         # int64(zp + rint(x * inv))
-        zpf = z.astype(np.int64).reshape(shape)
-        q = zpf.astype(x.dtype) + np.rint(x * inv)
-    q = np.where(np.abs(q) < _INT64_LIMIT, q, -_INT64_LIMIT)  # C float->int64: inf/NaN/overflow -> INT64_MIN
-    mask = (q >= quant_min) & (q <= quant_max)
-    qc = np.clip(q, quant_min, quant_max)
-    if float_zp:  # (clamp(q) - zp) * scale in double, rounded once to x's dtype
-        y = ((qc - zpf.astype(np.float64)) * s32.astype(np.float64)).astype(x.dtype)
-    else:
-        y = (qc - zpf).astype(x.dtype) * s32.astype(x.dtype)
-    return y.astype(x.dtype, copy=False), mask
+    mask = fake_quant_forward(x, *_per_tensor_qparams(x, scale, zero_point, quant_min, quant_max, who),
+                              quant_min, quant_max)[1]
+    _check_grad(grad, x, who)
+    return fake_quant_backward(grad, mask)
 
 
 def fake_quantize_per_channel_affine(x: np.ndarray, scale: Any, zero_point: Any, axis: int,
@@ -153,8 +206,8 @@ def fake_quantize_per_channel_affine(x: np.ndarray, scale: Any, zero_point: Any,
     x: any shape with ``x.shape[axis] == C``; scale: (C,) > 0; zero_point: (C,) ints in
     [qmin, qmax] (float zero points use ``rint(zp + x * inv)`` as PyTorch does). Returns y like x.
     """
-    return _per_channel(x, scale, zero_point, axis, quant_min, quant_max,
-                        "fake_quantize_per_channel_affine")[0]
+    qp = _per_channel_qparams(x, scale, zero_point, axis, quant_min, quant_max, "fake_quantize_per_channel_affine")
+    return fake_quant_forward(x, *qp, quant_min, quant_max, axis)[0]
 
 
 def fake_quantize_per_channel_affine_backward(grad: np.ndarray, x: np.ndarray, scale: Any,
@@ -162,61 +215,14 @@ def fake_quantize_per_channel_affine_backward(grad: np.ndarray, x: np.ndarray, s
                                               quant_max: int) -> np.ndarray:
     """dx = grad * (qmin <= zp[c] + rint(x * inv[c]) <= qmax)   (eq. 2 per channel)."""
     who = "fake_quantize_per_channel_affine_backward"
-    mask = _per_channel(x, scale, zero_point, axis, quant_min, quant_max, who)[1]
-    if np.shape(grad) != x.shape:
-        raise ValueError(f"{who}: grad shape {np.shape(grad)} != input shape {x.shape}")
-    return grad * mask
-
-
-# ==================================================================================== qparams
-def choose_qparams_fused(min_val: Any, max_val: Any, quant_min: int, quant_max: int,
-                         preserve_sparsity: bool) -> tuple[np.ndarray, np.ndarray]:
-    """FBGEMM ``ChooseQuantizationParams`` as ``fused_moving_avg_obs_fake_quant`` calls it (x86 build).
-
-    Not the observers' rule: symmetric ("preserve_sparsity") ranges become
-    [max_s * (-(R//2 + 1)), max_s * (R//2)] with R = qmax - qmin, max_s = max(|min|/(R//2 + 1), |max|/(R//2)),
-    so s = max_s (e.g. max|w| / 128 rather than / 127.5) and zp = rint((qmin + qmax) / 2); a channel that
-    is all >= 0 or all <= 0 gets an affine zero point instead (zp = qmin for all-positive). Affine:
-    s = float32((double(max+) - min-) / R), zp from whichever end adds the smaller terms
-    (|qmin| + |min/s| vs |qmax| + |max/s|). s = 0 (or 1/s = inf) becomes 0.1; s < 6.1e-5 is raised to it.
-    min_val, max_val: float32 arrays of equal shape. Returns (scale float32, zero_point int32), same shape.
-    """
-    lo_all, hi_all = np.atleast_1d(np.asarray(min_val, np.float32)), np.atleast_1d(np.asarray(max_val, np.float32))
-    scales, zps = np.empty(lo_all.shape, np.float32), np.empty(lo_all.shape, np.int32)
-    thr, r = np.float32(6.1e-5), quant_max - quant_min
-    for i, (lo, hi) in enumerate(zip(lo_all.flat, hi_all.flat)):
-        symmetric = preserve_sparsity and lo < 0 < hi
-        if symmetric:
-            sq_min, sq_max = -(r // 2 + 1), r // 2
-            max_s = float(max(abs(lo / np.float32(sq_min)), abs(hi / np.float32(sq_max))))  # float32 divisions
-            lo, hi = np.float32(max_s * sq_min), np.float32(max_s * sq_max)
-        lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
-        s = np.float32((float(hi) - float(lo)) / r)
-        with np.errstate(divide="ignore", over="ignore"):
-            if s == 0 or np.isinf(np.float32(1) / s):
-                s = np.float32(0.1)
-        if s < thr:
-            org, s = s, thr
-            if lo == 0:
-                hi = np.float32(thr * np.float32(r))
-            elif hi == 0:
-                lo = np.float32(-thr * np.float32(r))
-            else:
-                amp = np.float32(thr / org)
-                lo, hi = np.float32(lo * amp), np.float32(hi * amp)
-        from_min, from_max = quant_min - float(lo) / float(s), quant_max - float(hi) / float(s)
-        err_min = abs(quant_min) + abs(float(lo) / float(s))
-        err_max = abs(quant_max) + abs(float(hi) / float(s))
-        initial = from_min if err_min < err_max else from_max
-        if symmetric:
-            initial = (quant_min + quant_max) / 2
-        zp = quant_min if initial < quant_min else quant_max if initial > quant_max else int(np.rint(initial))
-        scales.flat[i], zps.flat[i] = s, zp
-    return scales, zps
+    qp = _per_channel_qparams(x, scale, zero_point, axis, quant_min, quant_max, who)
+    mask = fake_quant_forward(x, *qp, quant_min, quant_max, axis)[1]
+    _check_grad(grad, x, who)
+    return fake_quant_backward(grad, mask)
 
 
 # ==================================================================================== modules
-_DTYPE_RANGE = {"quint8": (0, 255), "qint8": (-128, 127), "qint32": (-(2 ** 31), 2 ** 31 - 1)}
+_DTYPE_RANGE = {name: (lo, hi) for name, (_, lo, hi) in QDTYPES.items()}
 
 
 class FakeQuantize(Module):
@@ -247,8 +253,7 @@ class FakeQuantize(Module):
         if not lo <= self.quant_min < self.quant_max <= hi:
             raise ValueError(f"{type(self).__name__}: quant range [{self.quant_min}, {self.quant_max}] must "
                              f"be non-empty and inside the {self.dtype} range [{lo}, {hi}]")
-        if self.qscheme not in ("per_tensor_affine", "per_tensor_symmetric",
-                                "per_channel_affine", "per_channel_symmetric"):
+        if self.qscheme not in QSCHEMES:
             raise ValueError(f"{type(self).__name__}: unsupported qscheme {self.qscheme!r}")
         self.is_per_channel = self.qscheme.startswith("per_channel")
         self.ch_axis = int(getattr(obs, "ch_axis", -1)) if self.is_per_channel else -1
@@ -283,11 +288,12 @@ class FakeQuantize(Module):
 
     def _fake_quant(self, x: np.ndarray) -> np.ndarray:
         if self.is_per_channel:
-            y, mask = _per_channel(x, self.scale, self.zero_point, self.ch_axis, self.quant_min,
-                                   self.quant_max, self._name())
+            qp = _per_channel_qparams(x, self.scale, self.zero_point, self.ch_axis, self.quant_min,
+                                      self.quant_max, self._name())
         else:
-            y, mask = _per_tensor(x, self.scale, self.zero_point, self.quant_min, self.quant_max,
-                                  self._name())
+            qp = _per_tensor_qparams(x, self.scale, self.zero_point, self.quant_min, self.quant_max, self._name())
+        y, mask = fake_quant_forward(x, *qp, self.quant_min, self.quant_max,
+                                     self.ch_axis if self.is_per_channel else None)
         self._save_for_backward(mask)
         return y
 
@@ -308,7 +314,7 @@ class FakeQuantize(Module):
         if np.shape(grad_output) != mask.shape:
             raise ValueError(f"{self._name()}: backward expected a gradient of shape {mask.shape}, "
                              f"got {np.shape(grad_output)}")
-        return grad_output * mask
+        return fake_quant_backward(grad_output, mask)
 
     def extra_repr(self) -> str:
         return (f"fake_quant_enabled={int(self.fake_quant_enabled[0])}, "
@@ -353,12 +359,9 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
                 obs.max_val = np.full(x.shape[0], -np.inf, np.float32)
         else:
             cur_min, cur_max = x32.min(), x32.max()
-        c = np.float32(obs.averaging_constant)
-        run_min = np.asarray(obs.min_val, np.float32)
-        run_max = np.asarray(obs.max_val, np.float32)
-        with np.errstate(invalid="ignore"):  # inf - inf in the branch np.where discards
-            obs.min_val = np.where(np.isinf(run_min), cur_min, run_min + c * (cur_min - run_min)).astype(np.float32)
-            obs.max_val = np.where(np.isinf(run_max), cur_max, run_max + c * (cur_max - run_max)).astype(np.float32)
+        run_min, run_max = np.asarray(obs.min_val, np.float32), np.asarray(obs.max_val, np.float32)
+        obs.min_val = moving_average(run_min, cur_min, obs.averaging_constant, np.isinf(run_min))
+        obs.max_val = moving_average(run_max, cur_max, obs.averaging_constant, np.isinf(run_max))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.size == 0:

@@ -22,6 +22,8 @@ from typing import Any, Iterator, NamedTuple
 import numba
 import numpy as np
 
+from ..nn.functional.conv import conv_output_size
+from ..nn.layers._utils import ntuple
 from . import gemm, kernels, vnni
 from .qparams import choose_quantization_params, quantize_multiplier
 from .qtensor import QTensor, check_qparams
@@ -218,19 +220,14 @@ def linear(input: QTensor, weight: QTensor | PackedWeight, bias: Any = None, sca
     return QTensor(codes.reshape(*x.shape[:-1], n), scale, zero_point, None, "quint8")
 
 
-def _pair(v: Any, name: str) -> tuple[int, int]:
-    t = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(t) != 2 or not all(isinstance(i, (int, np.integer)) for i in t):
-        raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {v!r}")
-    return int(t[0]), int(t[1])
-
-
 def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1, scale: float = 1.0, zero_point: int = 0, *,
            relu: bool = False, requant: str = "fbgemm") -> QTensor:
     """Quantized 2-D convolution: quint8 (N, C, H, W) * qint8 (OC, C/groups, KH, KW) -> quint8 (N, OC, OH, OW).
 
-    im2col (padded with the input zero point) then one GEMM per group with the linear epilogue.
+    OH = floor((H + 2*ph - dh*(KH - 1) - 1) / sh) + 1 (likewise OW), computed here once by the float
+    engine's ``conv_output_size``; im2col (padded with the input zero point, channels-last columns) then
+    one GEMM per group with the linear epilogue.
     ``weight`` may also be ``pack_weight(w, groups)`` (a list of per-group PackedWeights).
     """
     x = _check_input(input, "quint8", "conv2d")
@@ -244,20 +241,21 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
                          f"got {x.shape} and {shape}")
     oc, cg, kh, kw = shape
     n, c, h, wd = x.shape
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = (ntuple(v, 2, name, "conv2d") for v, name in
+                                    ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
     if c != cg * groups or oc % groups or len(packs) != groups:
         raise ValueError(f"conv2d: input channels {c} and weight {shape} do not match groups={groups}")
     if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"conv2d: bad stride {stride}, padding {padding} or dilation {dilation}")
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = conv_output_size(h, kh, sh, (ph, ph), dh), conv_output_size(wd, kw, sw, (pw, pw), dw)
     if oh < 1 or ow < 1:
         raise ValueError(f"conv2d: input {x.shape} too small for kernel {(kh, kw)} with padding {(ph, pw)}")
     scale, zero_point = _check_out_qparams(scale, zero_point)
     b = _bias(bias, oc, "conv2d")
     cols = np.empty((n * oh * ow, c * kh * kw), np.uint8)
     with _threads_for(cols.size * 64):
-        kernels.im2col(np.ascontiguousarray(x.int_repr), kh, kw, sh, sw, ph, pw, dh, dw, groups, x.zero_point, cols)
+        kernels.im2col(np.ascontiguousarray(x.int_repr), kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups,
+                       x.zero_point, cols)                                          # (N*OH*OW, C*KH*KW)
     out = np.empty((n * oh * ow, oc), np.uint8)
     kg, ocg = cg * kh * kw, oc // groups
     for g, wg in enumerate(packs):

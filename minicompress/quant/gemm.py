@@ -7,18 +7,24 @@ eq. (3)-(5)) the zero-point-corrected accumulator is::
 
 and one epilogue turns it into the output, fused into the same pass over each block of rows:
 dynamic (float32 out), static float requantisation (uint8 out, FBGEMM's), or integer-only fixed-point
-requantisation (gemmlowp / TFLite). Integers are widened explicitly (``_mac32`` does the int32
-multiply-add). Each kernel has a NumPy twin in ``reference.py``.
+requantisation (gemmlowp / TFLite). There is one block loop, :func:`qgemm`; the epilogue is chosen by
+the type of its parameter record (``DynamicEpilogue`` / ``RequantEpilogue`` / ``FixedPointEpilogue``)
+when Numba compiles it, so every specialisation inlines a single epilogue (a function argument would
+defeat ``cache=True``; an int mode would need all records to share one type). ``qgemm_dynamic``,
+``qgemm_requant`` and ``qgemm_fixed_point`` build the record. Integers are widened explicitly
+(``_mac32`` does the int32 multiply-add). Each kernel has a NumPy twin in ``reference.py``.
 
 The accumulator block comes from the AVX-512 VNNI micro-kernel (``vnni.py``) when the weight was packed
 for it, else from the portable 4x4 register-tiled loops below; both are exact, so they agree bit for bit.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .kernels import fma32
 from .vnni import USE_VNNI, block_vnni
@@ -202,13 +208,64 @@ def fixed_point_epilogue(raw, bias_q, multiplier, shift, out_zp, lo):
 
 
 # ------------------------------------------------------------------------------------ fused GEMMs
+class DynamicEpilogue(NamedTuple):
+    """``dynamic_epilogue``: float32 out; mult, bias float32 (N,)."""
+    mult: np.ndarray
+    bias: np.ndarray
+    relu: bool
+
+
+class RequantEpilogue(NamedTuple):
+    """``requant_epilogue``: uint8 out; bias_term, mult float32 (N,) from ``functional.requant_params``."""
+    bias_term: np.ndarray
+    mult: np.ndarray
+    out_zp: int
+    lo: int
+
+
+class FixedPointEpilogue(NamedTuple):
+    """``fixed_point_epilogue``: uint8 out; bias_q, multiplier, shift int (N,)."""
+    bias_q: np.ndarray
+    multiplier: np.ndarray
+    shift: np.ndarray
+    out_zp: int
+    lo: int
+
+
+def epilogue(ep, raw, j):
+    """Output element of column j from raw_ij under the epilogue record ``ep`` (one of the three above).
+
+    Inside Numba the record's type picks the function at compile time (the overload below), so each
+    kernel specialisation has a single, inlined epilogue in its inner loop.
+    """
+    if isinstance(ep, DynamicEpilogue):
+        return dynamic_epilogue(raw, ep.mult[j], ep.bias[j], ep.relu)
+    if isinstance(ep, RequantEpilogue):
+        return requant_epilogue(raw, ep.bias_term[j], ep.mult[j], ep.out_zp, ep.lo)
+    return fixed_point_epilogue(raw, ep.bias_q[j], ep.multiplier[j], ep.shift[j], ep.out_zp, ep.lo)
+
+
+@overload(epilogue, inline="always")
+def _epilogue(ep, raw, j):
+    kind = getattr(ep, "instance_class", None)
+    if kind is DynamicEpilogue:
+        return lambda ep, raw, j: dynamic_epilogue(raw, ep.mult[j], ep.bias[j], ep.relu)
+    if kind is RequantEpilogue:
+        return lambda ep, raw, j: requant_epilogue(raw, ep.bias_term[j], ep.mult[j], ep.out_zp, ep.lo)
+    if kind is FixedPointEpilogue:
+        return lambda ep, raw, j: fixed_point_epilogue(raw, ep.bias_q[j], ep.multiplier[j], ep.shift[j],
+                                                       ep.out_zp, ep.lo)
+    return None
+
+
 @njit(cache=True, parallel=True)
-def qgemm_dynamic(a, b, bp, a_zp, col_offsets, b_zp, mult, bias, relu, out):
-    """out[i, j] = dynamic_epilogue(raw_ij, mult[j], bias[j]) as float32 (M, N).
+def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, out):
+    """out[i, j] = epilogue(ep, raw_ij, j): the one block loop of every fused int8 GEMM.
 
     a: uint8 (M, K) activations with zero point a_zp; b: int8 (N, K) weights, zero points b_zp (N,);
     bp: b packed for VNNI (``vnni.pack_b``) or empty (portable loops; same result);
-    col_offsets[j] = sum_k b[j, k] - b_zp[j] * K (int32); mult = fl32(s_a * s_b[j]); bias float32 (N,).
+    col_offsets[j] = sum_k b[j, k] - b_zp[j] * K (int32); ep: a Dynamic / Requant / FixedPoint
+    epilogue record; out: (M, N), float32 or uint8 as the epilogue produces.
     """
     m, n = a.shape[0], b.shape[0]
     for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
@@ -220,44 +277,26 @@ def qgemm_dynamic(a, b, bp, a_zp, col_offsets, b_zp, mult, bias, relu, out):
             rs = _row_sum(a, i0 + r)
             for j in range(n):
                 raw = _corrected(acc[r, j], rs, a_zp, col_offsets[j], b_zp[j])
-                out[i0 + r, j] = dynamic_epilogue(raw, mult[j], bias[j], relu)
+                out[i0 + r, j] = epilogue(ep, raw, j)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
+def qgemm_dynamic(a, b, bp, a_zp, col_offsets, b_zp, mult, bias, relu, out):
+    """out[i, j] = dynamic_epilogue(raw_ij, mult[j], bias[j]) as float32 (M, N); mult = fl32(s_a * s_b[j])."""
+    qgemm(a, b, bp, a_zp, col_offsets, b_zp, DynamicEpilogue(mult, bias, relu), out)
+
+
+@njit(cache=True)
 def qgemm_requant(a, b, bp, a_zp, col_offsets, b_zp, bias_term, mult, out_zp, relu, out):
-    """out[i, j] = requant_epilogue(raw_ij, bias_term[j], mult[j], out_zp) as uint8 (M, N).
-
-    bias_term, mult: float32 (N,) prepared by ``functional.requant_params`` (eq. (7)).
-    """
-    m, n = a.shape[0], b.shape[0]
-    lo = out_zp if relu else 0
-    for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        i0 = blk * BLOCK_ROWS
-        rows = min(BLOCK_ROWS, m - i0)
-        acc = _acc_buffer(n, bp)
-        _gemm_block(a, b, bp, i0, rows, acc)
-        for r in range(rows):
-            rs = _row_sum(a, i0 + r)
-            for j in range(n):
-                raw = _corrected(acc[r, j], rs, a_zp, col_offsets[j], b_zp[j])
-                out[i0 + r, j] = requant_epilogue(raw, bias_term[j], mult[j], out_zp, lo)
+    """out[i, j] = requant_epilogue(raw_ij, bias_term[j], mult[j], out_zp) as uint8 (M, N) (eq. (7))."""
+    qgemm(a, b, bp, a_zp, col_offsets, b_zp, RequantEpilogue(bias_term, mult, out_zp, out_zp if relu else 0), out)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def qgemm_fixed_point(a, b, bp, a_zp, col_offsets, b_zp, bias_q, multiplier, shift, out_zp, relu, out):
     """out[i, j] = fixed_point_epilogue(raw_ij, bias_q[j], multiplier[j], shift[j], out_zp) as uint8.
 
     bias_q: int32 (N,) bias in units of s_a * s_b[j]; multiplier int32 (N,), shift int (N,).
     """
-    m, n = a.shape[0], b.shape[0]
-    lo = out_zp if relu else 0
-    for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        i0 = blk * BLOCK_ROWS
-        rows = min(BLOCK_ROWS, m - i0)
-        acc = _acc_buffer(n, bp)
-        _gemm_block(a, b, bp, i0, rows, acc)
-        for r in range(rows):
-            rs = _row_sum(a, i0 + r)
-            for j in range(n):
-                raw = _corrected(acc[r, j], rs, a_zp, col_offsets[j], b_zp[j])
-                out[i0 + r, j] = fixed_point_epilogue(raw, bias_q[j], multiplier[j], shift[j], out_zp, lo)
+    qgemm(a, b, bp, a_zp, col_offsets, b_zp,
+          FixedPointEpilogue(bias_q, multiplier, shift, out_zp, out_zp if relu else 0), out)

@@ -26,6 +26,7 @@ import numpy as np
 
 from .observer import UniformQuantizationObserverBase, _observed
 from .qparams import FLOAT32_EPS, is_per_channel
+from .qtensor import dtype_range
 
 F32 = np.float32
 
@@ -80,7 +81,8 @@ class HistogramObserver(UniformQuantizationObserverBase):
         self.register_buffer("histogram", np.zeros(self.bins, F32))
         self.register_buffer("min_val", np.array(np.inf, F32))
         self.register_buffer("max_val", np.array(-np.inf, F32))
-        self.dst_nbins = 2 ** (32 if self.dtype == "qint32" else 8)
+        lo, hi = dtype_range(self.dtype)
+        self.dst_nbins = hi - lo + 1                       # 2 ** bits, as PyTorch's 2 ** iinfo(dtype).bits
 
     # ---------------------------------------------------------------------------------- observing
     def forward(self, x: Any) -> Any:

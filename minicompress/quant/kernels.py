@@ -4,7 +4,8 @@ Every kernel has a plain-NumPy twin in ``reference.py`` that the tests hold it t
 No ``fastmath`` anywhere: the order and the rounding of every float operation is part of the result;
 float32 arithmetic stays float32 because Numba types ``float32 op float32`` as float32.
 
-Contents: a float32 fused multiply-add (``fma32``), quantize / dequantize under every rounding rule, and
+Contents: a float32 fused multiply-add (``fma32``, and ``fma32_elementwise`` over arrays for the
+fake-quant ops), quantize / dequantize under every rounding rule, and
 im2col padded with the input zero point for int8 convolution. The int32 GEMM and its fused epilogues
 are in ``gemm.py``.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, prange, types, vectorize
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -42,6 +43,12 @@ def fma32(a, b, c):
     tests hold the two to each other and to exact rational arithmetic.
     """
     return _llvm_fma_f32(np.float32(a), np.float32(b), np.float32(c))
+
+
+@vectorize(["float32(float32, float32, float32)"], cache=True)
+def fma32_elementwise(a, b, c):
+    """``fma32`` as a NumPy ufunc (broadcasting): fl32(a * b + c) with one rounding, elementwise."""
+    return fma32(a, b, c)
 
 
 @njit(cache=True, inline="always")
@@ -123,8 +130,11 @@ def dequantize(q, scale, zero_point, per_channel, out):
 
 # ------------------------------------------------------------------------------------ convolution
 @njit(cache=True, parallel=True)
-def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
+def im2col(x, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
     """Unfold x (N, C, H, W) into out (N*OH*OW, C*KH*KW), padded with pad_value.
+
+    out[(b, y, xo), (g, i, j, c)] = xp[b, g*C/groups + c, y*sh + i*dh, xo*sw + j*dw]   (xp: x padded)
+    The output size (OH, OW) is the caller's (``nn.functional.conv.conv_output_size``).
 
     Column order (g, i, j, c) -- group, kernel row, kernel column, channel within the group -- so each
     group's columns are one contiguous block, and every copy is a run of contiguous bytes of a padded
@@ -135,8 +145,6 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
     """
     n, c, h, w = x.shape
     cg = c // groups
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     hp, wp = h + 2 * ph, w + 2 * pw
     xp = np.full((n, hp, wp, c), pad_value, x.dtype)     # padded, channels last
     for b in prange(n):

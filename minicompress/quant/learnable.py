@@ -15,7 +15,9 @@ every axis but ``axis`` (per channel). PyTorch 2.13 quirks reproduced (FakeQuant
 - per tensor, the forward rounds z with nearbyint (half to even) but the backward uses
   z_b = int(clamp(z + 0.5)) (truncation toward zero: 2.5 -> 3, -3.7 -> -3 and even the integer
   -6 -> -5, where the forward has 2, -4 and -6); per channel both use round-half-even;
-- the forward adds z *after* rounding (the plain fake-quant op), the backward *before* (``xq`` above);
+- the forward is the plain fake-quant op (``fake_quant_forward``: z added *after* rounding, NaN -> qmin,
+  per channel +inf -> qmin), the backward adds z *before* rounding (``xq`` above) and casts xq to
+  int64 (inf and NaN become INT64_MIN: "below");
 - the CPU build contracts ``z + x * inv`` and ``xfq - x`` into FMAs (emulated here in double: exact
   product, one rounding to float32).
 
@@ -29,8 +31,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..nn.module import Module, Parameter
-from .fake_quantize import check_qparams
+from .fake_quantize import (_check_axis, _check_input, check_qparams, fake_quant_codes, fake_quant_forward,
+                            int64_cast)
 from .observer import _Factory
+from .qparams import is_per_channel, is_symmetric
 
 __all__ = [
     "fake_quantize_learnable_per_tensor_affine_forward", "fake_quantize_learnable_per_tensor_affine_backward",
@@ -39,20 +43,11 @@ __all__ = [
 ]
 
 
-def _fq(x: np.ndarray, s: np.ndarray, zp: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
-    """(clamp(zp + rint(x * inv), qmin, qmax) - zp) * s, all in x's dtype (s, zp broadcastable)."""
-    q = zp + np.rint(x * (1 / s))
-    return (np.clip(q, qmin, qmax) - zp) * s
-
-
 def _grads(dy: np.ndarray, x: np.ndarray, s: np.ndarray, zp_b: np.ndarray, qmin: int, qmax: int,
            g: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-element (dx, ds, dz) of eqs. (1)-(3); s and zp_b broadcast against x, in x's dtype."""
+    """Per-element (dx, ds, dz) of eqs. (1)-(3); s and zp_b (float) broadcast against x, in x's dtype."""
     inv = 1 / s
-    if x.dtype == np.float32:  # rint(fma(x, inv, z)): exact product, one rounding to float32
-        xq = np.rint((x.astype(np.float64) * inv + zp_b).astype(np.float32))
-    else:
-        xq = np.rint(zp_b + x * inv)
+    xq = int64_cast(fake_quant_codes(x, inv, zp_b, x.dtype))   # int64(rint(z_b + x * inv)), FMA
     below, above = xq < qmin, xq > qmax
     inside = ~(below | above)
     dx = dy * inside
@@ -68,9 +63,7 @@ def _grads(dy: np.ndarray, x: np.ndarray, s: np.ndarray, zp_b: np.ndarray, qmin:
 
 
 def _check(x: np.ndarray, quant_min: int, quant_max: int, who: str) -> None:
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
-        raise TypeError(f"{who}: expected a floating-point ndarray, got "
-                        f"{x.dtype if isinstance(x, np.ndarray) else type(x).__name__}")
+    _check_input(x, who)
     if not quant_min <= 0 <= quant_max:
         raise ValueError(f"{who}: the quantization range must include 0, got [{quant_min}, {quant_max}]")
 
@@ -80,6 +73,7 @@ def fake_quantize_learnable_per_tensor_affine_forward(
         grad_factor: float = 1.0) -> tuple[np.ndarray, tuple]:
     """y = (clamp(z_f + rint(x / s), qmin, qmax) - z_f) * s, z_f = clamp(nearbyint(z)).
 
+    PyTorch's ``fake_quantize_per_tensor_affine`` with the rounded zero point (``fake_quant_forward``).
     x: any shape; scale, zero_point: (1,) float arrays (Parameters' data). Returns (y, cache).
     """
     who = "fake_quantize_learnable_per_tensor_affine"
@@ -90,7 +84,7 @@ def fake_quantize_learnable_per_tensor_affine_forward(
         raise ValueError(f"{who}: scale and zero_point must have one element, got {s.shape}, {z.shape}")
     zp_f = np.clip(np.rint(z), quant_min, quant_max)
     check_qparams(s, zp_f, quant_min, quant_max, who)
-    y = _fq(x, s[0], x.dtype.type(zp_f[0]), quant_min, quant_max)
+    y, _ = fake_quant_forward(x, s.reshape(()), zp_f.astype(np.int64).reshape(()), quant_min, quant_max)
     return y, (x, s, z, quant_min, quant_max, grad_factor)
 
 
@@ -118,16 +112,16 @@ def _channel_view(x: np.ndarray, v: np.ndarray, axis: int, who: str) -> np.ndarr
 def fake_quantize_learnable_per_channel_affine_forward(
         x: np.ndarray, scale: Any, zero_point: Any, axis: int, quant_min: int, quant_max: int,
         grad_factor: float = 1.0) -> tuple[np.ndarray, tuple]:
-    """Per-channel twin: scale[c], z_f[c] = clamp(round_half_even(z[c])) along ``axis``."""
+    """Per-channel twin: scale[c], z_f[c] = clamp(round_half_even(z[c])) along ``axis``
+    (PyTorch's ``fake_quantize_per_channel_affine`` with integer zero points)."""
     who = "fake_quantize_learnable_per_channel_affine"
     _check(x, quant_min, quant_max, who)
-    if not isinstance(axis, (int, np.integer)) or not 0 <= axis < x.ndim:
-        raise ValueError(f"{who}: axis must be in [0, {x.ndim}) for an input of shape {x.shape}, got {axis}")
+    _check_axis(x, axis, who)
     s = _channel_view(x, np.asarray(scale, dtype=x.dtype), axis, who)
     zp_r = np.clip(np.rint(np.asarray(zero_point, dtype=np.float32)), quant_min, quant_max)
     check_qparams(s, zp_r, quant_min, quant_max, who)
     zp_r = _channel_view(x, zp_r.astype(x.dtype), axis, who)
-    y = _fq(x, s, zp_r, quant_min, quant_max)
+    y, _ = fake_quant_forward(x, s, zp_r.astype(np.int64), quant_min, quant_max, axis)
     return y, (x, s, zp_r, axis, quant_min, quant_max, grad_factor)
 
 
@@ -239,10 +233,10 @@ class LearnableFakeQuantize(Module):
         if self.fake_quant_enabled[0] != 1:
             self._save_for_backward(("identity",))
             return x
-        if self.qscheme in ("per_channel_symmetric", "per_tensor_symmetric"):
+        if is_symmetric(self.qscheme):
             self.zero_point.data[...] = 0
         g = 1.0 / (x.size * self.quant_max) ** 0.5 if self.use_grad_scaling else 1.0
-        if self.qscheme in ("per_channel_symmetric", "per_channel_affine"):
+        if is_per_channel(self.qscheme):
             y, cache = fake_quantize_learnable_per_channel_affine_forward(
                 x, self.scale.data, self.zero_point.data, self.ch_axis, self.quant_min, self.quant_max, g)
             self._save_for_backward(("channel", cache))

@@ -70,6 +70,18 @@ def _observed(x: Any, who: str, allow_inf: bool = False) -> np.ndarray:
     return x
 
 
+def moving_average(running: Any, current: Any, averaging_constant: float, reset: Any) -> np.ndarray:
+    """running + c * (current - running) in float32 (PyTorch's order); ``current`` where ``reset``.
+
+    The observers reset on their first batch (``MovingAverage*MinMaxObserver.forward``); the fused op
+    (``fused_obs_fake_quant.cpp`` ``calculate_moving_average``) per element wherever running is +-inf.
+    """
+    c = np.float32(averaging_constant)
+    with np.errstate(invalid="ignore"):  # inf - inf in the branch np.where discards
+        current = np.asarray(current, np.float32)
+        return np.where(reset, current, running + c * (current - running)).astype(np.float32)
+
+
 class UniformQuantizationObserverBase(ObserverBase):
     """Holds the quantization configuration and the shared ``_calculate_qparams``."""
 
@@ -141,13 +153,9 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
     def forward(self, x: Any) -> Any:
         x_obs = _observed(x, self._name())
         if x_obs.size:
-            cur_min, cur_max = x_obs.min(), x_obs.max()
-            if self.min_val == np.inf and self.max_val == -np.inf:
-                self.min_val, self.max_val = np.array(cur_min), np.array(cur_max)
-            else:
-                c = np.float32(self.averaging_constant)
-                self.min_val = self.min_val + c * (cur_min - self.min_val)
-                self.max_val = self.max_val + c * (cur_max - self.max_val)
+            first = self.min_val == np.inf and self.max_val == -np.inf
+            self.min_val = moving_average(self.min_val, x_obs.min(), self.averaging_constant, first)
+            self.max_val = moving_average(self.max_val, x_obs.max(), self.averaging_constant, first)
         return x
 
 
@@ -210,12 +218,10 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
         x_obs = _observed(x, self._name())
         if x_obs.size:
             cur_min, cur_max = self._channel_min_max(x_obs)
-            if self.min_val.size == 0:
-                self.min_val, self.max_val = cur_min, cur_max
-            else:
-                c = np.float32(self.averaging_constant)
-                self.min_val = self.min_val + c * (cur_min - self.min_val)
-                self.max_val = self.max_val + c * (cur_max - self.max_val)
+            first = self.min_val.size == 0
+            run_min, run_max = (cur_min, cur_max) if first else (self.min_val, self.max_val)
+            self.min_val = moving_average(run_min, cur_min, self.averaging_constant, first)
+            self.max_val = moving_average(run_max, cur_max, self.averaging_constant, first)
         return x
 
 

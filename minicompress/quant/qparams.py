@@ -10,20 +10,22 @@ Three choosers, kept apart from the integer runtime (as gemmlowp's quantization 
                   z = 0 (qint8), 128 (quint8) or (qmin + qmax) // 2 (quint8 with a custom range)
 
   with min- = min(min_val, 0), max+ = max(max_val, 0); rint is round-half-even.
-- :func:`choose_quantization_params` -- FBGEMM's ``ChooseQuantizationParams`` as copied into
-  ``aten/src/ATen/native/quantized/cpu/QuantUtils.h``, used for the activations of dynamic
-  quantized Linear. Double-precision scale; the zero point from whichever end point gives the smaller
-  error term.
+- :func:`choose_quantization_params` -- FBGEMM's ``ChooseQuantizationParams``, which PyTorch carries in
+  two copies that differ in two real ways (double vs float32 scale, subtracted vs added zero-point error
+  terms): ``variant='aten'`` (``quant_utils`` in ``QuantUtils.h``: dynamic quantized Linear's activations)
+  and ``variant='fbgemm'`` (FBGEMM's own: ``fused_moving_avg_obs_fake_quant``, hence QAT).
+  :func:`choose_qparams_fused` applies the 'fbgemm' variant per channel (``FusedMovingAvgObsFakeQuantize``).
 - :func:`quantize_multiplier` -- an integer-only requantisation multiplier (gemmlowp / TFLite):
   real = M0 * 2^(shift - 31) with M0 in [2^30, 2^31).
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from .qtensor import check_dtype
+from .qtensor import dtype_range
 
 QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
@@ -54,25 +56,21 @@ def validate_qmin_qmax(quant_min: int, quant_max: int) -> None:
 
 def calculate_qmin_qmax(quant_min: int | None, quant_max: int | None, has_customized_qrange: bool,
                         dtype: str, reduce_range: bool) -> tuple[int, int]:
-    """(qmin, qmax) of an observer: the dtype's 8-bit range, halved by reduce_range, or a custom range.
-
-    A custom range is also halved (floor division) by ``reduce_range``, as PyTorch does.
+    """(qmin, qmax) of an observer: the dtype's range (``qtensor.QDTYPES``), halved (floor division) by
+    reduce_range for qint8 / quint8, or a custom range, which ``reduce_range`` also halves, as PyTorch does.
     """
-    dtype = check_dtype(dtype)
+    lo, hi = dtype_range(dtype)
     if has_customized_qrange:
-        length = quant_max - quant_min + 1
-        limit = 2 ** 32 if dtype == "qint32" else 256
+        length, limit = quant_max - quant_min + 1, hi - lo + 1
         if not 0 < length <= limit:
             raise ValueError(f"quantization range [{quant_min}, {quant_max}] must be positive and hold "
                              f"at most {limit} values for {dtype}")
         if reduce_range:
             quant_min, quant_max = quant_min // 2, quant_max // 2
         return quant_min, quant_max
-    if dtype == "qint8":
-        return (-64, 63) if reduce_range else (-128, 127)
-    if dtype == "quint8":
-        return (0, 127) if reduce_range else (0, 255)
-    return -(2 ** 31), 2 ** 31 - 1
+    if reduce_range and dtype != "qint32":      # PyTorch halves the 8-bit ranges only
+        return lo // 2, hi // 2
+    return lo, hi
 
 
 def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme: str, dtype: str,
@@ -108,50 +106,106 @@ def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme:
     return scale.reshape(-1).astype(np.float32), zero_point.reshape(-1).astype(np.int64)
 
 
-def choose_quantization_params(min_val: float, max_val: float, qmin: int = 0, qmax: int = 255,
-                               reduce_range: bool = False) -> tuple[float, int]:
-    """FBGEMM ``ChooseQuantizationParams`` (no sparsity preservation, no power-of-two scale).
+CQP_VARIANTS = ("aten", "fbgemm")   # which C++ copy of ChooseQuantizationParams (docstring below)
 
-    Returns (scale as a double, zero_point). min/max are float32; the range is widened to include 0;
-    ``scale = (double(max) - min) / (qmax - qmin)``; a zero or reciprocal-overflowing scale becomes 0.1;
-    a scale below 6.1e-5 is raised to it and min/max stretched; the zero point comes from min when
-    ``|qmin| - |min/s| < |qmax| - |max/s|`` (PyTorch's copy subtracts), else from max, then is
-    clamped or rounded half-even (nearbyint).
+
+def choose_quantization_params(min_val: float, max_val: float, qmin: int = 0, qmax: int = 255,
+                               reduce_range: bool = False, preserve_sparsity: bool = False,
+                               variant: str = "aten") -> tuple[float, int]:
+    """FBGEMM's ``ChooseQuantizationParams`` (no power-of-two scale), in either of PyTorch's two copies.
+
+    With R = qmax - qmin, min- = min(min, 0), max+ = max(max, 0) (float32)::
+
+        s  = (double(max+) - min-) / R              s = 0 or 1/fl32(s) = inf  ->  s = 0.1
+        s  < 6.1e-5  ->  s = 6.1e-5, the range stretched (max+ = s*R, min- = -s*R, or both * 6.1e-5/s)
+        zp = qmin - min-/s   if  |qmin| (+-) |min-/s|  <  |qmax| (+-) |max+/s|   else  qmax - max+/s
+        zp = clamp(zp, qmin, qmax), else nearbyint(zp) (half to even)
+
+    ``preserve_sparsity`` (symmetric) first maps a range with min < 0 < max to
+    [m * -(R//2 + 1), m * (R//2)], m = max(|min| / (R//2 + 1), |max| / (R//2)) in float32, and, when the
+    final range still straddles 0, sets zp = nearbyint((qmin + qmax) / 2). ``reduce_range`` halves
+    qmin, qmax first (C division, toward zero). The two variants are both real PyTorch 2.13 behaviour:
+
+    - ``'aten'``: ``quant_utils::ChooseQuantizationParams`` (``aten/src/ATen/native/quantized/cpu/QuantUtils.h``
+      l. 71-186 in the 2.13.0 wheel's headers), called by ``qlinear_dynamic.cpp``
+      ``PackedLinearWeight::apply_dynamic_impl`` (dynamic Linear's activations), ``quantize_per_tensor_dynamic``
+      and ``torch._choose_qparams_per_tensor``. The scale stays a double (l. 60, 108) and the error terms
+      *subtract* (l. 152-155: ``|qmin| - |min/s|``), against the "adds the smaller terms" comment above them.
+      min > max raises.
+    - ``'fbgemm'``: ``fbgemm::ChooseQuantizationParams`` (FBGEMM ``src/QuantUtils.cc`` l. 39-142), called by
+      ``fused_obs_fake_quant.cpp`` ``choose_qparams_fake_quant`` (``fused_moving_avg_obs_fake_quant``, per row
+      and per tensor; x86 builds define USE_FBGEMM). The scale is a float (``float scale =`` l. 63;
+      ``TensorQuantizationParams::scale`` is a float in ``fbgemm/QuantUtilsAvx2.h``) and the error terms
+      *add* (l. 107-110). No check of min <= max.
+
+    The sign only decides anything for a signed range (qmin < 0): for qmin = 0 both pick zp from min.
+    Returns (scale, zero_point): scale a Python float (a float32 value for 'fbgemm'), zero_point an int.
     """
+    if variant not in CQP_VARIANTS:
+        raise ValueError(f"choose_quantization_params: variant must be one of {CQP_VARIANTS}, got {variant!r}")
     lo, hi = np.float32(min_val), np.float32(max_val)
-    if not lo <= hi:
+    if variant == "aten" and not lo <= hi:
         raise ValueError(f"choose_quantization_params: min ({lo}) must be <= max ({hi}) and not NaN")
     if reduce_range:
         qmin, qmax = int(qmin / 2), int(qmax / 2)           # C++ integer division truncates
     if qmin >= qmax:
         raise ValueError(f"choose_quantization_params: qmin ({qmin}) must be < qmax ({qmax})")
+    r = qmax - qmin
+    if preserve_sparsity and lo < 0 < hi:
+        sq_min, sq_max = -(r // 2 + 1), r // 2
+        max_s = float(max(abs(lo / np.float32(sq_min)), abs(hi / np.float32(sq_max))))   # float32 divisions
+        lo, hi = np.float32(max_s * sq_min), np.float32(max_s * sq_max)
     lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
-    scale = (float(hi) - float(lo)) / (qmax - qmin)
+    scale = (float(hi) - float(lo)) / r
     with np.errstate(divide="ignore", over="ignore"):
         if np.float32(scale) == 0 or np.isinf(np.float32(1) / np.float32(scale)):
             scale = 0.1
+    if variant == "fbgemm":
+        scale = float(np.float32(scale))
     if scale < float(SMALL_SCALE_THRESHOLD):
         org_scale = np.float32(scale)
         scale = float(SMALL_SCALE_THRESHOLD)
         if lo == 0:
-            hi = np.float32(SMALL_SCALE_THRESHOLD * np.float32(qmax - qmin))
+            hi = np.float32(SMALL_SCALE_THRESHOLD * np.float32(r))
         elif hi == 0:
-            lo = np.float32(-SMALL_SCALE_THRESHOLD * np.float32(qmax - qmin))
+            lo = np.float32(-SMALL_SCALE_THRESHOLD * np.float32(r))
         else:
             amplifier = SMALL_SCALE_THRESHOLD / org_scale
             lo, hi = lo * amplifier, hi * amplifier
-    zp_from_min = qmin - float(lo) / scale
-    zp_from_max = qmax - float(hi) / scale
-    err_min = abs(qmin) - abs(float(lo) / scale)
-    err_max = abs(qmax) - abs(float(hi) / scale)
+    sign = -1.0 if variant == "aten" else 1.0
+    zp_from_min, zp_from_max = qmin - float(lo) / scale, qmax - float(hi) / scale
+    err_min = abs(qmin) + sign * abs(float(lo) / scale)
+    err_max = abs(qmax) + sign * abs(float(hi) / scale)
     initial = zp_from_min if err_min < err_max else zp_from_max
+    if preserve_sparsity and lo < 0 < hi:
+        initial = (qmin + qmax) / 2
     if initial < qmin:
-        zero_point = qmin
-    elif initial > qmax:
-        zero_point = qmax
-    else:
-        zero_point = int(np.rint(initial))
-    return scale, zero_point
+        return scale, qmin
+    if initial > qmax:
+        return scale, qmax
+    return scale, int(np.rint(initial))
+
+
+def choose_qparams_fused(min_val: Any, max_val: Any, quant_min: int, quant_max: int,
+                         preserve_sparsity: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per element, ``choose_quantization_params(min, max, qmin, qmax, variant='fbgemm')``: FBGEMM's
+    ``ChooseQuantizationParams`` as ``fused_moving_avg_obs_fake_quant`` calls it (x86 build).
+
+    Not the observers' rule: symmetric ("preserve_sparsity") ranges become
+    [max_s * (-(R//2 + 1)), max_s * (R//2)] with R = qmax - qmin, max_s = max(|min|/(R//2 + 1), |max|/(R//2)),
+    so s = max_s (e.g. max|w| / 128 rather than / 127.5) and zp = rint((qmin + qmax) / 2); a channel that
+    is all >= 0 or all <= 0 gets an affine zero point instead (zp = qmin for all-positive). Affine:
+    s = float32((double(max+) - min-) / R), zp from whichever end adds the smaller terms.
+    min_val, max_val: float32 arrays of equal shape. Returns (scale float32, zero_point int32), same shape.
+    """
+    lo_all = np.atleast_1d(np.asarray(min_val, np.float32))
+    hi_all = np.atleast_1d(np.asarray(max_val, np.float32))
+    scales, zps = np.empty(lo_all.shape, np.float32), np.empty(lo_all.shape, np.int32)
+    for i, (lo, hi) in enumerate(zip(lo_all.flat, hi_all.flat)):
+        scales.flat[i], zps.flat[i] = choose_quantization_params(lo, hi, quant_min, quant_max,
+                                                                 preserve_sparsity=preserve_sparsity,
+                                                                 variant="fbgemm")
+    return scales, zps
 
 
 def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:

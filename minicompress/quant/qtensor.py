@@ -97,41 +97,59 @@ class QTensor:
 
 
 # ---------------------------------------------------------------------------------------- validation
+_F32_POSITIVE = 2.0 ** -150                    # float32(s) > 0        iff  s > 2^-150
+_F32_FINITE = (2 - 2.0 ** -24) * 2.0 ** 127     # float32(s) is finite  iff  s < (2 - 2^-24) * 2^127
+
+
+def check_scale_zero_point(scale: Any, zero_point: Any, quant_min: int, quant_max: int, who: str) -> None:
+    """The one check of (scale, zero_point) values, any shapes: raise ValueError unless
+    quant_min < quant_max, every scale is finite and > 0 also as float32 (what the kernels use), and
+    every zero point is finite and in [quant_min, quant_max]. ``who`` names the caller in the message.
+
+    Re-exported as ``fake_quantize.check_qparams`` (the fake-quant ops' custom ranges); the QTensor
+    checks below add the type and shape rules of a QTensor and use the dtype's full range.
+    Comparisons only (NaN fails each), no float32 cast: this runs on every quantized op.
+    """
+    if int(quant_min) >= int(quant_max):
+        raise ValueError(f"{who}: quant_min must be < quant_max, got quant_min={quant_min}, "
+                         f"quant_max={quant_max}")
+    s, z = np.asarray(scale, dtype=np.float64), np.asarray(zero_point, dtype=np.float64)
+    if not _all_between(s, _F32_POSITIVE, _F32_FINITE, strict=True):
+        raise ValueError(f"{who}: scale must be positive and finite (also as float32), got {s.tolist()}")
+    if not _all_between(z, quant_min, quant_max, strict=False):
+        raise ValueError(f"{who}: zero_point must be in [quant_min, quant_max] = [{quant_min}, {quant_max}], "
+                         f"got {np.asarray(zero_point).tolist()} (out of range)")
+
+
+def _all_between(v: np.ndarray, lo: float, hi: float, strict: bool) -> bool:
+    """lo < v < hi (strict) or lo <= v <= hi for every element; NaN fails. Scalars skip NumPy's reductions."""
+    if v.size == 1:
+        x = v.item()
+        return lo < x < hi if strict else lo <= x <= hi
+    return bool(((v > lo) & (v < hi)).all() if strict else ((v >= lo) & (v <= hi)).all())
+
+
 def check_qparams(scale: Any, zero_point: Any, dtype: str) -> tuple[float, int]:
-    """Validate a per-tensor (scale, zero_point): finite scale > 0, integer zp inside the dtype range."""
-    lo, hi = dtype_range(dtype)
-    s = np.asarray(scale)
+    """A QTensor's per-tensor (scale, zero_point) for ``dtype``: a real scale and an integer zero point,
+    values as ``check_scale_zero_point`` over the dtype's range. Returns (float, int)."""
+    s, z = np.asarray(scale), np.asarray(zero_point)
     if s.size != 1 or s.dtype.kind not in "fiu":
         raise TypeError(f"scale must be a real number, got {scale!r}")
-    s = float(s.reshape(()))
-    if not (np.isfinite(s) and s > 0) or not np.isfinite(np.float32(s)) or np.float32(s) <= 0:
-        raise ValueError(f"scale must be finite and > 0 (also as float32), got {s!r}")
-    z = np.asarray(zero_point)
     if z.size != 1 or z.dtype.kind not in "iu":
         raise TypeError(f"zero_point must be an integer, got {zero_point!r}")
-    z = int(z.reshape(()))
-    if not lo <= z <= hi:
-        raise ValueError(f"zero_point {z} out of range [{lo}, {hi}] for {dtype}")
-    return s, z
+    check_scale_zero_point(s, z, *dtype_range(dtype), f"{dtype} qparams")
+    return float(s.reshape(())), int(z.reshape(()))
 
 
 def check_channel_qparams(scales: Any, zero_points: Any, dtype: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate per-channel scales (float64 (C,), finite, > 0) and zero points (int64 (C,), in range)."""
-    lo, hi = dtype_range(dtype)
-    s = np.asarray(scales)
-    z = np.asarray(zero_points)
+    """A QTensor's per-channel scales (float64 (C,)) and zero points (int64 (C,)), values as above."""
+    s, z = np.asarray(scales), np.asarray(zero_points)
     if s.ndim != 1 or z.ndim != 1 or s.shape[0] != channels or z.shape[0] != channels:
         raise ValueError(f"per-channel scales {s.shape} and zero_points {z.shape} must both have shape ({channels},)")
     if s.dtype.kind not in "fiu" or z.dtype.kind not in "iu":
         raise TypeError(f"scales must be real and zero_points integer, got {s.dtype} and {z.dtype}")
-    s = s.astype(np.float64)
-    s32 = s.astype(np.float32)
-    if not (np.isfinite(s).all() and (s > 0).all() and np.isfinite(s32).all() and (s32 > 0).all()):
-        raise ValueError(f"scales must be finite and > 0 (also as float32), got {s}")
-    z = z.astype(np.int64)
-    if ((z < lo) | (z > hi)).any():
-        raise ValueError(f"zero_points {z} out of range [{lo}, {hi}] for {dtype}")
-    return s, z
+    check_scale_zero_point(s, z, *dtype_range(dtype), f"{dtype} per-channel qparams")
+    return s.astype(np.float64), z.astype(np.int64)
 
 
 def _check_axis(axis: Any, ndim: int) -> int:

@@ -153,12 +153,10 @@ def qgemm_fixed_point(a, b, a_zp, col_offsets, b_zp, bias_q, multiplier, shift, 
     return fixed_point_epilogue(raw, bias_q, multiplier, shift, out_zp, out_zp if relu else 0).astype(np.uint8)
 
 
-def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, groups, pad_value) -> np.ndarray:
+def im2col(x, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, pad_value) -> np.ndarray:
     """Twin of ``kernels.im2col``: (N, C, H, W) -> (N*OH*OW, C*KH*KW), columns ordered (g, i, j, c)."""
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     cols = np.empty((n, oh, ow, groups, kh, kw, c // groups), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):

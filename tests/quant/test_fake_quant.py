@@ -132,6 +132,56 @@ def test_special_values_follow_torch(torch):
     assert same_bits(fake_quantize_per_channel_affine_backward(dy, x, s, z, 0, 0, 255), tdx)
 
 
+@pytest.mark.parametrize("qmin, qmax", [(-(2 ** 31), 2 ** 31 - 1), (0, 2 ** 24 + 7), (-1000, 2 ** 25 + 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ranges_wider_than_float32_integers_follow_torch(torch, qmin, qmax, dtype):
+    """Past 2^24 codes the kernels' integer steps show: clamp in double then int64, (q - zp) as an int64
+    rounded to float once (per tensor) or the product taken in double (per channel)."""
+    rng = np.random.default_rng(qmax)
+    for _ in range(20):
+        s = float(np.float32(10.0 ** rng.uniform(-4, 1)))
+        zp = int(rng.integers(max(qmin, -1000), 1000))
+        x = (rng.standard_normal((4, 7)) * (qmax - qmin) * 0.6 * s).astype(dtype)
+        ty, tdx, dy = torch_fq(torch, torch.fake_quantize_per_tensor_affine, x, s, zp, qmin, qmax)
+        assert same_bits(fake_quantize_per_tensor_affine(x, s, zp, qmin, qmax), ty)
+        assert same_bits(fake_quantize_per_tensor_affine_backward(dy, x, s, zp, qmin, qmax), tdx)
+        sc, zc = np.full(4, s, np.float32), rng.integers(max(qmin, -1000), 1000, 4).astype(np.int32)
+        ty, tdx, dy = torch_fq(torch, torch.fake_quantize_per_channel_affine, x, torch.tensor(sc),
+                               torch.tensor(zc), 0, qmin, qmax)
+        assert same_bits(fake_quantize_per_channel_affine(x, sc, zc, 0, qmin, qmax), ty)
+        assert same_bits(fake_quantize_per_channel_affine_backward(dy, x, sc, zc, 0, qmin, qmax), tdx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_zero_point_zero_gives_positive_zero(torch, dtype):
+    """rint(0.0 + x * inv) is -0.0 for small negative x; the kernel's int64 cast makes the output +0.0."""
+    x = np.array([[-0.01, -0.049, 0.01, -0.3]], dtype)
+    s, z = np.array([0.1], np.float32), np.array([0.0], np.float32)
+    ty, _, _ = torch_fq(torch, torch.fake_quantize_per_channel_affine, x, torch.tensor(s), torch.tensor(z),
+                        0, 0, 255)
+    y = fake_quantize_per_channel_affine(x, s, z, 0, 0, 255)
+    assert same_bits(y, ty) and not np.signbit(y[0, :3]).any()
+
+
+# x * inv + zp within half a float64 ulp of a float32 midpoint next to a half-integer (test_quant_qtensor's
+# cases): a float64 sum rounded to float32 rounds twice and lands on the wrong code; the build's FMA does not.
+DOUBLE_ROUNDING_CASES = [("0.80755866", "1.6150926", 128), ("0.720255", "1.4404881", 128),
+                         ("0.69420916", "1.3883971", 200), ("-0.80755866", "1.6150926", 200),
+                         ("0.720255", "1.4404881", 254), ("-0.69420916", "1.3883971", 254)]
+
+
+@pytest.mark.parametrize("x, scale, zp", DOUBLE_ROUNDING_CASES)
+def test_float_zero_point_is_added_in_one_fused_rounding(torch, x, scale, zp):
+    x, s, z = np.full((1, 5), np.float32(x)), np.array([scale], np.float32), np.array([zp], np.float32)
+    inv = np.float64(np.float32(1) / s[0])
+    ty, tdx, dy = torch_fq(torch, torch.fake_quantize_per_channel_affine, x, torch.tensor(s), torch.tensor(z),
+                           0, 0, 255)
+    naive = (np.clip(np.rint(np.float32(np.float64(x[0, 0]) * inv + zp)), 0, 255) - zp) * s[0]
+    assert naive != ty[0, 0], "the case must defeat the double-rounding emulation"
+    assert same_bits(fake_quantize_per_channel_affine(x, s, z, 0, 0, 255), ty)
+    assert same_bits(fake_quantize_per_channel_affine_backward(dy, x, s, z, 0, 0, 255), tdx)
+
+
 # ---------------------------------------------------------------------------- invariants (no torch)
 @given(per_tensor_cases())
 def test_ste_mask_is_the_in_range_set_and_error_is_at_most_half_a_step(case):

@@ -110,6 +110,15 @@ def ours_lsq_forward(x, scale, zp, axis, qmin, qmax, g):
 
 
 # ---------------------------------------------------------------------------- parity with torch
+def assert_matches_torch(torch, case):
+    """y and dx bit-identical, dscale / dzero_point sums within ``close_sums``."""
+    y, dx, ds, dz = ours_lsq(*case)
+    ty, tdx, tds, tdz = torch_lsq(torch, *case)
+    assert same_bits(y, ty) and same_bits(dx, tdx)
+    ds_bound, dz_bound = abs_term_sums(*case)
+    assert close_sums(ds, tds, ds_bound) and close_sums(dz, tdz, dz_bound)
+
+
 @pytest.mark.parametrize("per_channel", [False, True])
 @given(data=st.data())
 def test_lsq_matches_torch(torch, per_channel, data):
@@ -122,6 +131,31 @@ def test_lsq_matches_torch(torch, per_channel, data):
     ds_bound, dz_bound = abs_term_sums(*case)
     assert close_sums(ds, tds, ds_bound)
     assert close_sums(dz, tdz, dz_bound)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_non_finite_inputs_follow_torch(torch, per_channel):
+    """PyTorch's LSQ forward is the plain fake-quant op (NaN -> qmin; per channel +inf -> qmin too) and its
+    backward casts xq to int64 (inf, NaN -> INT64_MIN: below the range)."""
+    x = np.array([[np.inf, -np.inf, np.nan, 1e30, -1e30, 3.0, -0.01, 0.26]] * 2, np.float32)
+    scale = np.array([0.1, 0.2] if per_channel else [0.1], np.float32)
+    zp = np.array([2.4, 0.0] if per_channel else [2.4], np.float32)
+    dy = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    case = (x, scale, zp, 0 if per_channel else None, 0, 15, 0.5, dy)
+    assert_matches_torch(torch, case)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("x, scale, zp", [("0.720255", "1.4404881", 254), ("-0.69420916", "1.3883971", 254),
+                                          ("0.80755866", "1.6150926", 128)])
+def test_backward_adds_zero_point_in_one_fused_rounding(torch, per_channel, x, scale, zp):
+    """xq = rint(fma(x, inv, z)): on these inputs a double sum rounded to float32 gives the neighbouring
+    code (254 instead of 255: inside instead of outside [0, 254])."""
+    x = np.full((2, 3), np.float32(x))
+    s, z = np.full(2 if per_channel else 1, scale, np.float32), np.full(2 if per_channel else 1, zp, np.float32)
+    dy = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    case = (x, s, z, 0 if per_channel else None, 0, 254, 1.0, dy)
+    assert_matches_torch(torch, case)
 
 
 def test_zero_point_rounds_half_even_forward_but_truncates_z_plus_half_backward(torch):

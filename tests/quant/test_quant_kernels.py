@@ -7,6 +7,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minicompress.nn.functional.conv import conv_output_size
 from minicompress.quant import gemm as G
 from minicompress.quant import kernels as K
 from minicompress.quant import reference as R
@@ -43,6 +44,18 @@ def test_quantize_kernel_equals_twin(outer, ch, inner, seed, rule):
     out = np.empty(x.shape, np.int8)
     K.quantize(x, s, inv, z, -128, 127, rule, out)
     np.testing.assert_array_equal(out, R.quantize(x, s, inv, z, -128, 127, rule))
+
+
+@given(seeds)
+def test_fma32_elementwise_equals_twin(seed):
+    """The fake-quant ops' array FMA: broadcasting like NumPy, one rounding like ``reference.fma32``."""
+    rng = np.random.default_rng(seed)
+    a = (rng.normal(size=(3, 50)) * 10.0 ** rng.integers(-3, 3, (3, 50))).astype(np.float32)
+    b = (np.float32(1) / rng.uniform(1e-3, 2, (3, 1))).astype(np.float32)
+    c = np.round(rng.uniform(-200, 200, (3, 1))).astype(np.float32)
+    c[0] = rng.normal()
+    np.testing.assert_array_equal(K.fma32_elementwise(a, b, c).view(np.int32),
+                                  R.fma32(a, b, c.astype(np.float64)).view(np.int32))
 
 
 @given(st.integers(1, 4), st.integers(1, 5), seeds, st.booleans())
@@ -151,13 +164,28 @@ def test_im2col_equals_twin(n, cg, groups, h, w, kh, kw, stride, pad, dil, seed)
     if h + 2 * pad < dil * (kh - 1) + 1 or w + 2 * pad < dil * (kw - 1) + 1:
         return
     x = np.random.default_rng(seed).integers(0, 256, size=(n, cg * groups, h, w)).astype(np.uint8)
-    want = R.im2col(x, kh, kw, stride, stride, pad, pad, dil, dil, groups, 77)
+    oh, ow = conv_output_size(h, kh, stride, (pad, pad), dil), conv_output_size(w, kw, stride, (pad, pad), dil)
+    want = R.im2col(x, kh, kw, oh, ow, stride, stride, pad, pad, dil, dil, groups, 77)
+    assert want.shape == (n * oh * ow, cg * groups * kh * kw)
     out = np.empty(want.shape, np.uint8)
-    K.im2col(x, kh, kw, stride, stride, pad, pad, dil, dil, groups, 77, out)
+    K.im2col(x, kh, kw, oh, ow, stride, stride, pad, pad, dil, dil, groups, 77, out)
     np.testing.assert_array_equal(out, want)
     if groups == 1 and cg == 1:          # one channel: the classic (c, i, j) unfold
         xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=77)
         assert out[0, 0] == xp[0, 0, 0, 0] and out[0, kw - 1] == xp[0, 0, 0, (kw - 1) * dil]
+
+
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2), seeds)
+def test_int8_im2col_is_the_float_im2col_with_channels_last(c, kh, kw, stride, pad, seed):
+    """docs/quantization.md (11): cols_q[(n, y, x), (p*KW + q)*C + c] == cols_f[n, (c*KH + p)*KW + q, (y, x)]."""
+    from minicompress.nn.functional.conv import im2col as float_im2col
+    x = np.random.default_rng(seed).integers(0, 256, size=(2, c, 6, 5)).astype(np.uint8)
+    oh, ow = conv_output_size(6, kh, stride, (pad, pad), 1), conv_output_size(5, kw, stride, (pad, pad), 1)
+    cols_q = R.im2col(x, kh, kw, oh, ow, stride, stride, pad, pad, 1, 1, 1, 77)        # (N*OH*OW, KH*KW*C)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=77)
+    cols_f = float_im2col(xp, (kh, kw), (oh, ow), (stride, stride), (1, 1))            # (N, C*KH*KW, OH*OW)
+    k_q = np.arange(kh * kw * c).reshape(kh, kw, c).transpose(2, 0, 1).reshape(-1)     # k_q at each k_f
+    np.testing.assert_array_equal(cols_q[:, k_q], cols_f.transpose(0, 2, 1).reshape(-1, c * kh * kw))
 
 
 def test_vnni_layout_roundtrip():
