@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import nn
+from .. import nn
 
 
 def digits_cnn(channels: tuple[int, int] = (16, 32), hidden: int = 64, num_classes: int = 10,

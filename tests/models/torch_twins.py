@@ -1,0 +1,136 @@
+"""PyTorch twins of torchvision's ResNet and MobileNetV2, written for the tests.
+
+torchvision's wheel on the package index is built against the CUDA torch: next to the CPU torch 2.13.0
+that CI installs, ``import torchvision`` fails (its C++ operators do not register). These twins follow
+torchvision's model code (``torchvision/models/resnet.py``, ``mobilenetv2.py``) module for module, so
+their state-dict keys are torchvision's; ``tests/models/test_reference_models.py`` also checks the keys
+against names taken from torchvision's published checkpoints. Initialisation is not copied: the
+tests load our weights into the twin.
+"""
+from __future__ import annotations
+
+
+def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, small_input=False,
+                widths=(64, 128, 256, 512)):
+    nn = torch.nn
+
+    def conv3x3(i, o, stride=1):
+        return nn.Conv2d(i, o, 3, stride, 1, bias=False)
+
+    class BasicBlock(nn.Module):
+        expansion = 1
+
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1, self.bn1 = conv3x3(inplanes, planes, stride), nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2, self.bn2 = conv3x3(planes, planes), nn.BatchNorm2d(planes)
+            self.downsample = downsample
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + identity)
+
+    class Bottleneck(nn.Module):
+        expansion = 4
+
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(inplanes, planes, 1, bias=False), nn.BatchNorm2d(planes)
+            self.conv2, self.bn2 = conv3x3(planes, planes, stride), nn.BatchNorm2d(planes)
+            self.conv3, self.bn3 = nn.Conv2d(planes, planes * 4, 1, bias=False), nn.BatchNorm2d(planes * 4)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = downsample
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + identity)
+
+    cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inplanes = widths[0]
+            if small_input:
+                self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+            else:
+                self.conv1 = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+            self.bn1, self.relu = nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
+            for i, (w, n) in enumerate(zip(widths, layers)):
+                setattr(self, f"layer{i + 1}", self._make_layer(w, n, 1 if i == 0 else 2))
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(widths[-1] * cls.expansion, num_classes)
+            self.stages = len(layers)
+
+        def _make_layer(self, planes, blocks, stride):
+            downsample = None
+            if stride != 1 or self.inplanes != planes * cls.expansion:
+                downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * cls.expansion, 1, stride, bias=False),
+                                           nn.BatchNorm2d(planes * cls.expansion))
+            out = [cls(self.inplanes, planes, stride, downsample)]
+            self.inplanes = planes * cls.expansion
+            out += [cls(self.inplanes, planes) for _ in range(1, blocks)]
+            return nn.Sequential(*out)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            for i in range(self.stages):
+                x = getattr(self, f"layer{i + 1}")(x)
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return ResNet()
+
+
+def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, small_input=False):
+    nn = torch.nn
+
+    def make_divisible(v, divisor=8):
+        new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+        return new_v + divisor if new_v < 0.9 * v else new_v
+
+    def cna(i, o, k=3, stride=1, groups=1):
+        return nn.Sequential(nn.Conv2d(i, o, k, stride, (k - 1) // 2, groups=groups, bias=False),
+                             nn.BatchNorm2d(o), nn.ReLU6(inplace=True))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, inp, oup, stride, t):
+            super().__init__()
+            hidden = int(round(inp * t))
+            self.use_res_connect = stride == 1 and inp == oup
+            layers = [cna(inp, hidden, 1)] if t != 1 else []
+            layers += [cna(hidden, hidden, stride=stride, groups=hidden), nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+                       nn.BatchNorm2d(oup)]
+            self.conv = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
+                       [6, 320, 1, 1]]
+            c_in = make_divisible(32 * width_mult)
+            last = make_divisible(1280 * max(1.0, width_mult))
+            features = [cna(in_channels, c_in, stride=1 if small_input else 2)]
+            for t, c, n, s in setting:
+                c_out = make_divisible(c * width_mult)
+                for i in range(n):
+                    features.append(InvertedResidual(c_in, c_out, s if i == 0 else 1, t))
+                    c_in = c_out
+            features.append(cna(c_in, last, 1))
+            self.features = nn.Sequential(*features)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+            return self.classifier(torch.flatten(x, 1))
+
+    return MobileNetV2()
