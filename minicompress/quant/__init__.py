@@ -14,6 +14,7 @@ Layers of the package (each file one job):
 - ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training
 """
 from . import functional
+from .functional import Int32OverflowWarning
 from .flows import convert, prepare, propagate_qconfig_, quantize_dynamic, swap_modules
 from .mappings import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_QAT_MODULE_MAPPINGS,
                        DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, QAT_CONVERT_MODULE_MAPPINGS, to_observed_float)
@@ -47,7 +48,7 @@ from .qat import (FreezeQAT, default_qat_qconfig, freeze_bn_stats, fuse_modules_
                   prepare_qat, update_bn_stats)
 
 __all__ = [
-    "functional", "QTensor", "QDTYPES", "quantize_per_tensor", "quantize_per_channel", "dequantize",
+    "functional", "Int32OverflowWarning", "QTensor", "QDTYPES", "quantize_per_tensor", "quantize_per_channel", "dequantize",
     "ROUNDING_MODES", "calculate_qmin_qmax", "calculate_qparams", "choose_quantization_params",
     "quantize_multiplier", "ObserverBase", "UniformQuantizationObserverBase", "MinMaxObserver",
     "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",

@@ -13,9 +13,20 @@ column offsets c_j = sum_k w_jk - z_w[j] * K (``docs/quantization.md`` eq. (5)):
 then one of the epilogues (``gemm.py``): dynamic ``fma(fl32(raw), fl32(s_a * s_w[j]), bias[j])``;
 static ``clamp(rint((fl32(raw) + bias_term[j]) * mult[j]) + z_out)`` with the float32 parameters of
 :func:`requant_params`; or the integer-only gemmlowp fixed-point multiplier (``requant='gemmlowp'``).
+
+int32 overflow (``docs/quantization.md`` section 2): the kernels, like fbgemm, compute in int32 and
+wrap. raw_ij is exact whenever its true value fits in int32 (wrapping sums are exact modulo 2^32), and
+
+    |raw_ij| <= max_k |a_ik - z_a| * sum_k |w_jk - z_w[j]|                                (bound)
+
+``pack_weight`` keeps sum_k |w_jk - z_w[j]| per output; each call first tries the bound with the
+worst input deviation (the code range), and only if that can leave int32 measures the input's
+actual deviation. If even that bound can leave int32, ``overflow='warn'`` (default: PyTorch's result,
+wrapped as fbgemm's, and an :class:`Int32OverflowWarning`) or ``'raise'`` (OverflowError).
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, NamedTuple
 
@@ -30,6 +41,15 @@ from .qtensor import QTensor, check_qparams
 from .rounding import FMA
 
 REQUANT_MODES = ("fbgemm", "gemmlowp")
+OVERFLOW_MODES = ("warn", "raise")
+INT32_MAX = 2 ** 31 - 1
+
+
+class Int32OverflowWarning(RuntimeWarning):
+    """The int32 accumulator of an int8 GEMM may wrap (fbgemm wraps identically: the result is PyTorch's).
+
+    ``warnings.filterwarnings('error', category=Int32OverflowWarning)`` turns it into an error everywhere.
+    """
 PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs), waking the thread pool costs more than the work
 
 
@@ -53,7 +73,8 @@ class PackedWeight(NamedTuple):
     codes int8 (N, K); scales float32 (N,) and zero_points int64 (N,) (repeated when per tensor);
     col_offsets int32 (N,) = sum_k codes[j, k] - zero_points[j] * K; per_channel; shape (original);
     vnni: the codes in the VNNI micro-kernel's layout (``vnni.pack_b``), or an empty array when the CPU
-    lacks VNNI (the portable kernel then runs; both give identical integers).
+    lacks VNNI (the portable kernel then runs; both give identical integers);
+    abs_dev_max: max_j sum_k |codes[j, k] - zero_points[j]| (int), for the overflow bound.
     """
 
     codes: np.ndarray
@@ -63,6 +84,7 @@ class PackedWeight(NamedTuple):
     per_channel: bool
     shape: tuple
     vnni: np.ndarray
+    abs_dev_max: int
 
     def portable(self) -> "PackedWeight":
         """The same weight without the VNNI packing (forces the portable kernel)."""
@@ -74,7 +96,29 @@ NO_VNNI = np.zeros((0, 0, 16, 4), np.int8)
 
 def _packed(codes, scales, zps, col_offsets, per_channel, shape) -> PackedWeight:
     packed = vnni.pack_b(codes) if vnni.USE_VNNI else NO_VNNI
-    return PackedWeight(codes, scales, zps, col_offsets, per_channel, shape, packed)
+    deviation = np.abs(codes.astype(np.int64) - zps[:, None]).sum(axis=1)
+    return PackedWeight(codes, scales, zps, col_offsets, per_channel, shape, packed,
+                        int(deviation.max()) if deviation.size else 0)
+
+
+def check_int32_range(a: np.ndarray, a_zp: int, a_range: tuple[int, int], w: PackedWeight, who: str,
+                      overflow: str = "warn") -> None:
+    """Warn (or raise) if sum_k (a - z_a)(w - z_w) can leave int32 for this input (module docstring, bound)."""
+    if overflow not in OVERFLOW_MODES:
+        raise ValueError(f"{who}: overflow must be one of {OVERFLOW_MODES}, got {overflow!r}")
+    worst = max(a_zp - a_range[0], a_range[1] - a_zp)
+    if worst * w.abs_dev_max <= INT32_MAX:
+        return                                                   # no input can overflow: the usual case
+    actual = int(np.abs(a.astype(np.int32) - a_zp).max()) if a.size else 0
+    bound = actual * w.abs_dev_max
+    if bound <= INT32_MAX:
+        return
+    message = (f"{who}: the int32 accumulator may wrap for this input (K = {w.codes.shape[1]}: "
+               f"max|a - z_a| * max_j sum_k |w - z_w| = {actual} * {w.abs_dev_max} = {bound} > 2^31 - 1); "
+               f"PyTorch's fbgemm wraps the same way")
+    if overflow == "raise":
+        raise OverflowError(message)
+    warnings.warn(message, Int32OverflowWarning, stacklevel=3)
 
 
 def pack_weight(w: QTensor | PackedWeight, groups: int = 1) -> PackedWeight | list[PackedWeight]:
@@ -136,11 +180,11 @@ def dynamic_input_qparams(x: np.ndarray, reduce_range: bool = True) -> tuple[flo
 
 
 def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce_range: bool = True,
-                   relu: bool = False) -> np.ndarray:
+                   relu: bool = False, *, overflow: str = "warn") -> np.ndarray:
     """y = dequant(quant(x)) @ dequant(w)^T + b, computed in int8 with a float epilogue.
 
     x: float (..., K) with at least 2 dims; w_q: qint8 (N, K), per tensor or per channel; bias (N,).
-    Returns float32 (..., N). ``relu`` gives ``linear_relu_dynamic``.
+    Returns float32 (..., N). ``relu`` gives ``linear_relu_dynamic``; ``overflow``: module docstring.
     """
     w = pack_weight(w_q)
     x = np.asarray(x)
@@ -153,6 +197,7 @@ def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce
     a = np.empty(x2.shape, np.uint8)
     kernels.quantize(x2.reshape(1, 1, -1), s32, np.float32(1) / s32, np.array([zp], np.int64), 0, 255, FMA,
                      a.reshape(1, 1, -1))
+    check_int32_range(a, zp, (0, 127 if reduce_range else 255), w, "linear_dynamic", overflow)
     mult = (s32[0] * w.scales).astype(np.float32)
     out = np.empty((x2.shape[0], n), np.float32)
     with _threads_for(x2.shape[0] * n * k):
@@ -194,7 +239,12 @@ def _qgemm_static(a: np.ndarray, a_zp: int, x_scale: float, w: PackedWeight, bia
         pairs = [quantize_multiplier(m) for m in act_times_w / np.float64(np.float32(scale))]
         multiplier = np.array([p[0] for p in pairs], np.int64)
         shift = np.array([p[1] for p in pairs], np.int64)
-        bias_q = np.rint(bias.astype(np.float64) / act_times_w).astype(np.int64)
+        bias_q = np.rint(bias.astype(np.float64) / act_times_w)
+        if not np.all(np.abs(bias_q) <= INT32_MAX):        # gemmlowp's bias is an int32 on the accumulator
+            bad = int(np.argmax(~(np.abs(bias_q) <= INT32_MAX)))
+            raise OverflowError(f"requant='gemmlowp': bias[{bad}] = {float(bias[bad]):.6g} is {bias_q[bad]:.4g} in accumulator "
+                                f"units (bias / (s_x * s_w)), outside int32; use requant='fbgemm'")
+        bias_q = bias_q.astype(np.int64)
         with _threads_for(a.size * w.codes.shape[0]):
             gemm.qgemm_fixed_point(*args, bias_q, multiplier, shift, zero_point, bool(relu), out)
     else:
@@ -207,8 +257,9 @@ def _check_out_qparams(scale: Any, zero_point: Any) -> tuple[float, int]:
 
 
 def linear(input: QTensor, weight: QTensor | PackedWeight, bias: Any = None, scale: float = 1.0,
-           zero_point: int = 0, *, relu: bool = False, requant: str = "fbgemm") -> QTensor:
-    """Quantized linear: quint8 (..., K) x qint8 (N, K) -> quint8 (..., N) with (scale, zero_point)."""
+           zero_point: int = 0, *, relu: bool = False, requant: str = "fbgemm", overflow: str = "warn") -> QTensor:
+    """Quantized linear: quint8 (..., K) x qint8 (N, K) -> quint8 (..., N) with (scale, zero_point);
+    ``overflow``: what an input that may wrap the int32 accumulator does (module docstring)."""
     x = _check_input(input, "quint8", "linear")
     w = pack_weight(weight)
     n, k = w.codes.shape
@@ -216,13 +267,14 @@ def linear(input: QTensor, weight: QTensor | PackedWeight, bias: Any = None, sca
         raise ValueError(f"linear: expected input (..., {k}), got {x.shape}")
     scale, zero_point = _check_out_qparams(scale, zero_point)
     a = np.ascontiguousarray(x.int_repr.reshape(-1, k))
+    check_int32_range(a, x.zero_point, (0, 255), w, "linear", overflow)
     codes = _qgemm_static(a, x.zero_point, x.scale, w, _bias(bias, n, "linear"), scale, zero_point, relu, requant)
     return QTensor(codes.reshape(*x.shape[:-1], n), scale, zero_point, None, "quint8")
 
 
 def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1, scale: float = 1.0, zero_point: int = 0, *,
-           relu: bool = False, requant: str = "fbgemm") -> QTensor:
+           relu: bool = False, requant: str = "fbgemm", overflow: str = "warn") -> QTensor:
     """Quantized 2-D convolution: quint8 (N, C, H, W) * qint8 (OC, C/groups, KH, KW) -> quint8 (N, OC, OH, OW).
 
     OH = floor((H + 2*ph - dh*(KH - 1) - 1) / sh) + 1 (likewise OW), computed here once by the float
@@ -261,6 +313,7 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
     for g, wg in enumerate(packs):
         rows = slice(g * ocg, (g + 1) * ocg)
         a = cols if groups == 1 else np.ascontiguousarray(cols[:, g * kg:(g + 1) * kg])
+        check_int32_range(a, x.zero_point, (0, 255), wg, "conv2d", overflow)
         out[:, rows] = _qgemm_static(a, x.zero_point, x.scale, wg, b[rows], scale, zero_point, relu, requant)
     codes = np.ascontiguousarray(out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
     return QTensor(codes, scale, zero_point, None, "quint8")

@@ -21,6 +21,7 @@ Three choosers, kept apart from the integer runtime (as gemmlowp's quantization 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -78,13 +79,20 @@ def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme:
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(scale float32 (C,), zero_point int64 (C,)) from running min/max (0-d per tensor, (C,) per channel).
 
-    Un-observed statistics (empty, or min = +inf and max = -inf) give the defaults ([1.0], [0]).
+    Un-observed statistics (empty, or min = +inf and max = -inf) give the defaults ([1.0], [0]) with
+    PyTorch's warning; any other non-finite bound (an infinite range) raises instead of giving an
+    infinite or NaN scale.
     """
     check_qscheme(qscheme)
     min_val, max_val = np.asarray(min_val, np.float32), np.asarray(max_val, np.float32)
     if min_val.size == 0 or max_val.size == 0 or (
             min_val.ndim == 0 and min_val == np.inf and max_val == -np.inf):
+        warnings.warn("must run observer before calling calculate_qparams. Returning default values.",
+                      UserWarning, stacklevel=3)
         return np.array([1.0], np.float32), np.array([0], np.int64)
+    if not (np.isfinite(min_val).all() and np.isfinite(max_val).all()):
+        raise ValueError(f"calculate_qparams: the observed range is not finite (min {min_val.tolist()}, "
+                         f"max {max_val.tolist()}); a scale would be inf or NaN")
     if (min_val > max_val).any():
         raise ValueError(f"min {min_val} should be less than or equal to max {max_val}")
     eps32 = np.float32(eps)
