@@ -11,7 +11,7 @@ Layers of the package (each file one job):
 - ``functional``  linear_dynamic, linear, conv2d
 - ``modules``, ``passthrough``  quantized Modules; ``fuse``  BatchNorm folding and fused float modules
 - ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert; ``mappings``  every module mapping
-- ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training
+- ``fake_quant_ops``, ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training
 """
 from . import functional
 from .functional import Int32OverflowWarning

@@ -1,32 +1,8 @@
-"""Fake quantization: quantize-then-dequantize in float, with the straight-through gradient.
-
-Quantization-aware training (QAT) inserts fake-quant where the int8 model will round, so the float
-model sees the same rounding and clamping during training. Two levels live here:
-
-- the formula once, as a forward/backward pair (:func:`fake_quant_forward` -> (y, mask),
-  :func:`fake_quant_backward`), and PyTorch's functional ops ``fake_quantize_per_tensor_affine`` /
-  ``fake_quantize_per_channel_affine`` and their straight-through-estimator (STE) backwards as thin
-  checked wrappers, bit-exact with PyTorch 2.13's CPU kernels
-  (``aten/src/ATen/native/quantized/cpu/kernels/QuantizedOpKernels.cpp``); LSQ (``learnable.py``) calls
-  the same forward, as PyTorch's learnable ops call these kernels;
-- the ``FakeQuantize`` module (observer + fake-quant, ``torch.ao.quantization.FakeQuantize``), its
-  fused-observer twin ``FusedMovingAvgObsFakeQuantize`` and the default factories.
-
-The forward (PyTorch, float32 unless noted)::
-
-    inv = float32(1) / float32(scale)                                   (1)
-    q   = zp + rint(x * inv)              # zero point added AFTER rounding (half to even)
-    y   = (clamp(q, qmin, qmax) - zp) * scale
-    dx  = dy * (qmin <= q <= qmax)        # STE: identity inside the range, zero outside   (2)
-
-Unlike ``quantize_per_tensor`` (which adds zp *before* one fused rounding on x86, PYTORCH_SEMANTICS
-§0.1), (1) adds zp after rounding, so the two disagree at ties. Quirks kept on purpose (the two
-kernels' own integer steps): the clamp is taken in double; per tensor, (q - zp) is an int64 rounded
-once to float32 and multiplied in float32, even for float64 x; per channel, q is first cast to int64
-(C's cast: +inf, NaN and values past int64 become INT64_MIN, hence ``qmin``; -0.0 becomes 0) and
-(q - zp) * scale is taken in double. Float zero points (per channel) add zp before rounding.
-Bad qparams raise ValueError: quant_min >= quant_max (PyTorch accepts quant_min == quant_max), a zero
-point outside [quant_min, quant_max], a scale that is not positive and finite (PyTorch computes anyway).
+"""Fake-quantization modules: ``FakeQuantize`` (observer + fake-quant, ``torch.ao.quantization.FakeQuantize``),
+its fused-observer twin ``FusedMovingAvgObsFakeQuantize``, the enable/disable helpers and PyTorch 2.13's
+default factories. Quantization-aware training (QAT) inserts them where the int8 model will round, so
+the float model sees the same rounding and clamping during training. The arithmetic (and its PyTorch
+quirks) is in ``fake_quant_ops``, whose names are re-exported here.
 """
 from __future__ import annotations
 
@@ -35,11 +11,13 @@ from typing import Any, Callable
 import numpy as np
 
 from ..nn.module import Module
+from .fake_quant_ops import (_per_channel_qparams, _per_tensor_qparams, check_qparams, fake_quant_backward,
+                             fake_quant_codes, fake_quant_forward, fake_quantize_per_channel_affine,
+                             fake_quantize_per_channel_affine_backward, fake_quantize_per_tensor_affine,
+                             fake_quantize_per_tensor_affine_backward)
 from .observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _Factory, moving_average
 from .qparams import QSCHEMES, choose_qparams_fused
 from .qtensor import QDTYPES
-from .qtensor import check_scale_zero_point as check_qparams  # the value check, over a custom range
-from .kernels import fma32_elementwise
 
 __all__ = [
     "fake_quant_forward", "fake_quant_backward", "fake_quant_codes",
@@ -50,175 +28,6 @@ __all__ = [
     "default_fake_quant", "default_weight_fake_quant", "default_per_channel_weight_fake_quant",
     "default_fused_act_fake_quant", "default_fused_wt_fake_quant", "default_fused_per_channel_wt_fake_quant",
 ]
-
-_INT64_LIMIT = float(2 ** 63)
-
-
-# ==================================================================================== the formula
-def fake_quant_codes(x: np.ndarray, inv: Any, zero_point: Any, round_to: Any) -> np.ndarray:
-    """Unclamped codes q of eq. (1), in x's dtype (``inv``, ``zero_point`` broadcast against x)::
-
-        integer zero point:  q = zp + rint(x * inv)              zp added after rounding
-        float zero point:    q = rint(fl(zp + x * inv))          zp added before (PyTorch's lrintf)
-
-    ``fl`` rounds to ``round_to`` (float32 in PyTorch's kernels). For float32 x the CPU build contracts
-    zp + x * inv into an FMA: one rounding of the exact value (``kernels.fma32_elementwise``, twin
-    ``reference.fma32``; a double sum rounded to float32 would round twice). The learnable op's
-    backward computes its ``xq`` with the float form.
-    """
-    zero_point = np.asarray(zero_point)
-    if zero_point.dtype.kind != "f":
-        q = np.rint(np.multiply(x, inv))
-        q += zero_point.astype(x.dtype)
-        return q
-    if x.dtype == np.float32 and np.dtype(round_to) == np.float32:
-        return np.rint(fma32_elementwise(x, inv, zero_point.astype(np.float32)))
-    return np.rint((x.astype(np.float64) * inv + zero_point.astype(np.float64)).astype(round_to))
-
-
-def int64_cast(q: np.ndarray) -> np.ndarray:
-    """C's float -> int64 conversion on x86, in q's float dtype: inf, NaN and |q| >= 2^63 become
-    -2^63 (INT64_MIN), and -0.0 becomes 0."""
-    return np.where(np.abs(q) < _INT64_LIMIT, q + 0.0, -_INT64_LIMIT)
-
-
-def _exact_dtype(x: np.ndarray, zero_point: np.ndarray, quant_min: int, quant_max: int) -> np.dtype:
-    """A float dtype in which the kernels' clamp and q - zp are exact: x's own when its integers cover
-    the range (|q|, |q - zp| <= 2^24 for float32) and zp is an integer, else float64."""
-    limit = 2 ** (np.finfo(x.dtype).nmant + 1)
-    narrow = max(-quant_min, quant_max, quant_max - quant_min) <= limit
-    return x.dtype if narrow and zero_point.dtype.kind != "f" else np.dtype(np.float64)
-
-
-def fake_quant_forward(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, quant_min: int,
-                       quant_max: int, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """y = (clamp(q, qmin, qmax) - zp) * s with q = fake_quant_codes(x, 1/s, zp)   (eq. 1); -> (y, mask).
-
-    x: float array; axis None: ``scale`` 0-d, ``zero_point`` 0-d (PyTorch's per-tensor kernel);
-    axis = a: ``scale``, ``zero_point`` (C,) with C = x.shape[a] (the per-channel kernel). ``scale``'s
-    dtype is the kernel's float precision: float32 for PyTorch (``1.0f / scale``), x's dtype for LSQ's
-    float64 mode. The clamp and q - zp are the kernels' integer steps (exact here). The kernels differ,
-    as PyTorch's do: per tensor, the mask compares q as a float and (q - zp) is rounded once to the
-    scale's precision before the product; per channel, q is an int64 first (``int64_cast``) and the
-    product is exact before one rounding to x's dtype. The cache is the STE mask qmin <= q <= qmax.
-    """
-    if axis is not None:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)       # broadcast along axis
-    exact = _exact_dtype(x, zero_point, quant_min, quant_max)
-    inv = (scale.dtype.type(1) / scale).astype(x.dtype)
-    q = fake_quant_codes(x, inv, zero_point, scale.dtype)
-    if axis is None:
-        mask = (q >= quant_min) & (q <= quant_max)              # NaN compares False
-    else:
-        q = int64_cast(q).astype(exact, copy=False)
-        mask = (q >= quant_min) & (q <= quant_max)
-    y = q.astype(exact, copy=False)                             # q is ours: work in place
-    np.fmin(np.fmax(y, quant_min, out=y), quant_max, out=y)     # C fmin/fmax: NaN -> qmin
-    y -= zero_point.astype(exact)                               # clamp(q) - zp
-    if axis is None:
-        y = y.astype(scale.dtype, copy=False)
-        y *= scale
-    else:
-        y *= scale.astype(exact)
-    return y.astype(x.dtype, copy=False), mask
-
-
-def fake_quant_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:
-    """dx = dy * (qmin <= q <= qmax)   (eq. 2, the straight-through estimator); cache = the mask."""
-    return dy * cache
-
-
-# ==================================================================================== PyTorch's ops
-def _check_input(x: Any, who: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
-        kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
-        raise TypeError(f"{who}: expected a floating-point ndarray, got {kind}")
-    return x
-
-
-def _check_axis(x: np.ndarray, axis: Any, who: str) -> None:
-    if not isinstance(axis, (int, np.integer)) or not 0 <= axis < x.ndim:
-        raise ValueError(f"{who}: axis must be in [0, {x.ndim}) for an input of shape {x.shape}, got {axis}")
-
-
-def _check_grad(grad: Any, x: np.ndarray, who: str) -> None:
-    if np.shape(grad) != x.shape:
-        raise ValueError(f"{who}: grad shape {np.shape(grad)} != input shape {x.shape}")
-
-
-def _per_tensor_qparams(x: Any, scale: Any, zero_point: Any, quant_min: int, quant_max: int,
-                        who: str) -> tuple[np.ndarray, np.ndarray]:
-    """Checked 0-d (float32 scale, int64 zero point) for :func:`fake_quant_forward`."""
-    _check_input(x, who)
-    s, z = np.asarray(scale), np.asarray(zero_point)
-    if s.size != 1 or z.size != 1:
-        raise ValueError(f"{who}: per-tensor scale and zero_point must be scalars (or 1-element), "
-                         f"got shapes {s.shape} and {z.shape}")
-    if z.dtype.kind == "f" and float(z.reshape(())) != int(z.reshape(())):
-        raise ValueError(f"{who}: zero_point must be an integer, got {float(z.reshape(()))}")
-    s, z = np.float32(s.reshape(())), int(z.reshape(()))
-    check_qparams(s, z, quant_min, quant_max, who)
-    return np.asarray(s), np.asarray(z, np.int64)
-
-
-def _per_channel_qparams(x: Any, scale: Any, zero_point: Any, axis: int, quant_min: int, quant_max: int,
-                         who: str) -> tuple[np.ndarray, np.ndarray]:
-    """Checked (C,) float32 scales and zero points (int64, or float32 when given as floats)."""
-    _check_input(x, who)
-    _check_axis(x, axis, who)
-    s, z = np.asarray(scale), np.asarray(zero_point)
-    if s.ndim != 1 or z.ndim != 1 or s.shape[0] != x.shape[axis] or z.shape[0] != x.shape[axis]:
-        raise ValueError(f"{who}: scale and zero_point must be 1-D of length x.shape[{axis}] = "
-                         f"{x.shape[axis]}, got {s.shape} and {z.shape} for input {x.shape}")
-    float_zp = z.dtype.kind == "f"
-    check_qparams(s, np.rint(z) if float_zp else z, quant_min, quant_max, who)
-    return s.astype(np.float32), z.astype(np.float32 if float_zp else np.int64)
-
-
-def fake_quantize_per_tensor_affine(x: np.ndarray, scale: Any, zero_point: Any, quant_min: int,
-                                    quant_max: int) -> np.ndarray:
-    """y = (clamp(zp + rint(x * inv), qmin, qmax) - zp) * scale   (eq. 1), ≙ torch op of that name.
-
-    x: any shape, float32 or float64; scale: float (> 0); zero_point: int in [qmin, qmax].
-    Returns y with x's shape and dtype.
-    """
-    qp = _per_tensor_qparams(x, scale, zero_point, quant_min, quant_max, "fake_quantize_per_tensor_affine")
-    return fake_quant_forward(x, *qp, quant_min, quant_max)[0]
-
-
-def fake_quantize_per_tensor_affine_backward(grad: np.ndarray, x: np.ndarray, scale: Any,
-                                             zero_point: Any, quant_min: int,
-                                             quant_max: int) -> np.ndarray:
-    """dx = grad * (qmin <= zp + rint(x * inv) <= qmax)   (eq. 2, straight-through estimator)."""
-    who = "fake_quantize_per_tensor_affine_backward"
-    mask = fake_quant_forward(x, *_per_tensor_qparams(x, scale, zero_point, quant_min, quant_max, who),
-                              quant_min, quant_max)[1]
-    _check_grad(grad, x, who)
-    return fake_quant_backward(grad, mask)
-
-
-def fake_quantize_per_channel_affine(x: np.ndarray, scale: Any, zero_point: Any, axis: int,
-                                     quant_min: int, quant_max: int) -> np.ndarray:
-    """Eq. (1) per channel: y = (clamp(zp[c] + rint(x * inv[c]), qmin, qmax) - zp[c]) * scale[c].
-
-    x: any shape with ``x.shape[axis] == C``; scale: (C,) > 0; zero_point: (C,) ints in
-    [qmin, qmax] (float zero points use ``rint(zp + x * inv)`` as PyTorch does). Returns y like x.
-    """
-    qp = _per_channel_qparams(x, scale, zero_point, axis, quant_min, quant_max, "fake_quantize_per_channel_affine")
-    return fake_quant_forward(x, *qp, quant_min, quant_max, axis)[0]
-
-
-def fake_quantize_per_channel_affine_backward(grad: np.ndarray, x: np.ndarray, scale: Any,
-                                              zero_point: Any, axis: int, quant_min: int,
-                                              quant_max: int) -> np.ndarray:
-    """dx = grad * (qmin <= zp[c] + rint(x * inv[c]) <= qmax)   (eq. 2 per channel)."""
-    who = "fake_quantize_per_channel_affine_backward"
-    qp = _per_channel_qparams(x, scale, zero_point, axis, quant_min, quant_max, who)
-    mask = fake_quant_forward(x, *qp, quant_min, quant_max, axis)[1]
-    _check_grad(grad, x, who)
-    return fake_quant_backward(grad, mask)
 
 
 # ==================================================================================== modules

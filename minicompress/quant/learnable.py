@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..nn.module import Module, Parameter
-from .fake_quantize import (_check_axis, _check_input, check_qparams, fake_quant_codes, fake_quant_forward,
+from .fake_quant_ops import (_check_axis, _check_input, check_qparams, fake_quant_codes, fake_quant_forward,
                             int64_cast)
 from .observer import _Factory
 from .qparams import is_per_channel, is_symmetric
