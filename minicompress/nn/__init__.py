@@ -8,5 +8,6 @@ from .layers import (GELU, AdaptiveAvgPool1d, AdaptiveAvgPool2d, Add, AvgPool1d,
                      Unflatten)
 from .containers import ModuleDict, ModuleList, Sequential
 from .module import IncompatibleKeys, Module, Parameter, Parametrized, RemovableHandle
+from .graph import Graph, trace_graph
 from .random import get_rng, manual_seed
 from .losses import CrossEntropyLoss, KLDivLoss, MSELoss, NLLLoss

@@ -6,6 +6,7 @@ input is summed back to its shape. ``FloatFunctional`` is PyTorch's eager-quanti
 (``add``, ``add_relu``, ``mul``, ``cat``, ``add_scalar``, ``mul_scalar``), for code ported from
 torchvision's quantizable models: each call passes its result through ``activation_post_process``
 (Identity; an observer after ``prepare``), and ``backward`` answers the latest call not yet used.
+Its methods go through the module call (``self("add", x, y)``), so hooks and tracing see them.
 """
 from __future__ import annotations
 
@@ -136,57 +137,62 @@ class FloatFunctional(Module):
     """``torch.ao.nn.quantized.FloatFunctional``: tensor ops as methods, each result passed through
     ``activation_post_process`` (so that ``prepare`` can observe it; ``convert`` makes it QFunctional).
 
-    ``forward`` is not used (as in PyTorch); ``backward(dout)`` undoes the latest method call not yet
-    used and returns its input gradients (one per tensor input; a tuple for two or more).
+    ``forward(op, *args)`` runs one of the methods by name (the methods call it, so that hooks see
+    every op; PyTorch's ``forward`` raises instead). ``backward(dout)`` undoes the latest method call
+    not yet used and returns its input gradients (one per tensor input; a tuple for two or more).
     """
+
+    OPS = ("add", "add_relu", "mul", "cat", "add_scalar", "mul_scalar")
 
     def __init__(self) -> None:
         super().__init__()
         self.activation_post_process = Identity()
 
-    def forward(self, *inputs: Any) -> Any:
-        raise RuntimeError("FloatFunctional is not intended to use the 'forward'. Please use the underlying "
-                           "operation (add, add_relu, mul, cat, add_scalar, mul_scalar)")
-
-    def _finish(self, op: str, y: np.ndarray, cache: Any) -> np.ndarray:
-        self._save_for_backward((op, y.shape, cache))
-        return self.activation_post_process(y)
+    def forward(self, op: str, *args: Any) -> np.ndarray:
+        if op not in self.OPS:
+            raise ValueError(f"FloatFunctional: unknown op {op!r}; expected one of {self.OPS} (call the methods)")
+        if op == "cat":
+            xs, dim = args
+            for x in xs:
+                check_array(self, x)
+            out, cache = cat_forward(list(xs), dim)
+        elif op in ("add_scalar", "mul_scalar"):
+            x, c = args
+            check_array(self, x)
+            out, cache = (x + x.dtype.type(c), None) if op == "add_scalar" else (x * x.dtype.type(c), c)
+        else:
+            x, y = args
+            _broadcast_shape(self, (x, y))
+            out, cache = mul_forward(x, y) if op == "mul" else add_forward(x, y)
+            if op == "add_relu":
+                out, relu_cache = A.relu_forward(out)
+                cache = (cache, relu_cache)
+        self._save_for_backward((op, out.shape, cache))
+        return self.activation_post_process(out)
 
     def add(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """x + y."""
-        _broadcast_shape(self, (x, y))
-        out, cache = add_forward(x, y)
-        return self._finish("add", out, cache)
+        return self("add", x, y)
 
     def add_relu(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """relu(x + y)."""
-        _broadcast_shape(self, (x, y))
-        out, cache = add_forward(x, y)
-        out, relu_cache = A.relu_forward(out)
-        return self._finish("add_relu", out, (cache, relu_cache))
+        return self("add_relu", x, y)
 
     def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """x * y."""
-        _broadcast_shape(self, (x, y))
-        out, cache = mul_forward(x, y)
-        return self._finish("mul", out, cache)
+        return self("mul", x, y)
 
     def cat(self, xs: Sequence[np.ndarray], dim: int = 0) -> np.ndarray:
         """concatenate(xs, dim) (PyTorch's default dim 0)."""
-        for x in xs:
-            check_array(self, x)
-        out, cache = cat_forward(list(xs), dim)
-        return self._finish("cat", out, cache)
+        return self("cat", list(xs), dim)
 
     def add_scalar(self, x: np.ndarray, y: float) -> np.ndarray:
         """x + y for a Python number y."""
-        check_array(self, x)
-        return self._finish("add_scalar", x + x.dtype.type(y), None)
+        return self("add_scalar", x, y)
 
     def mul_scalar(self, x: np.ndarray, y: float) -> np.ndarray:
         """x * y for a Python number y."""
-        check_array(self, x)
-        return self._finish("mul_scalar", x * x.dtype.type(y), y)
+        return self("mul_scalar", x, y)
 
     def backward(self, grad_output: np.ndarray) -> Any:
         dy = self.activation_post_process.backward(grad_output)
