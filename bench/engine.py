@@ -1,9 +1,11 @@
 """How fast is the NumPy engine next to PyTorch eager, on the same threads?
 
-Two models, same weights in both libraries (loaded through ``state_dict``):
+Three models, same weights in both libraries (loaded through ``state_dict``):
   MLP  784-512-256-10 (ReLU), batch 128, input (128, 784)
   CNN  [conv3x3(pad 1)-ReLU-maxpool2] x 2 (1->16->32 channels), flatten, linear 1568->10,
        batch 64, input (64, 1, 28, 28)
+  ResNet-20 (CIFAR-style: 3x3 stem, 3 stages x 3 BasicBlocks of 16/32/64 channels), digits-sized
+       input (64, 1, 8, 8); PyTorch runs the twin of torchvision's blocks from tests/models/torch_twins.py
 Measured: inference (no_grad / eval) and one training step = forward + cross-entropy + backward + SGD
 update (lr 0.01). PyTorch does not compute d loss / d input for a data tensor that does not require
 grad; minicompress is told the same with ``model[0].needs_input_grad = False`` (the row "... + d input"
@@ -49,7 +51,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import minicompress as mc  # noqa: E402
-from minicompress import nn, optim  # noqa: E402
+from minicompress import models, nn, optim  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "models"))
+from torch_twins import resnet_twin  # noqa: E402  (PyTorch twins of torchvision's modules)
 from minicompress.nn.losses import CrossEntropyLoss  # noqa: E402
 
 
@@ -92,7 +97,11 @@ def cnn(lib, **kw):
 
 def bench_model(name: str, build, x: np.ndarray, y: np.ndarray) -> list[tuple[str, tuple, tuple]]:
     ours = build(nn, rng=0)
-    theirs = build(torch.nn)
+    return bench_pair(name, ours, build(torch.nn), ours[0], x, y)
+
+
+def bench_pair(name: str, ours, theirs, first, x: np.ndarray, y: np.ndarray) -> list[tuple[str, tuple, tuple]]:
+    """Inference, train step, and train step with d input of ``ours`` vs ``theirs`` (``first``: our first layer)."""
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     ce_ours, ce_theirs = CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
@@ -123,10 +132,10 @@ def bench_model(name: str, build, x: np.ndarray, y: np.ndarray) -> list[tuple[st
     t = timed_rounds({"ours": infer_ours, "theirs": infer_theirs}, ARGS.seconds, ARGS.rounds)
     rows.append((f"{name} inference", t["ours"], t["theirs"]))
     ours.train(), theirs.train()
-    ours[0].needs_input_grad = False
+    first.needs_input_grad = False
     t = timed_rounds({"ours": step_ours, "theirs": step_theirs}, ARGS.seconds, ARGS.rounds)
     rows.append((f"{name} train step", t["ours"], t["theirs"]))
-    ours[0].needs_input_grad = True
+    first.needs_input_grad = True
     t = timed_rounds({"ours": step_ours, "theirs": step_theirs}, ARGS.seconds, ARGS.rounds)
     rows.append((f"{name} train step + d input", t["ours"], t["theirs"]))
     return rows
@@ -142,6 +151,10 @@ def main() -> None:
                        rng.standard_normal((128, 784)).astype(np.float32), rng.integers(0, 10, 128))
     rows += bench_model("CNN 2x(conv3x3-relu-maxpool), 28x28, batch 64", cnn,
                         rng.standard_normal((64, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 64))
+    resnet = models.resnet20(num_classes=10, in_channels=1, rng=0)
+    twin = resnet_twin(torch, "basic", [3, 3, 3], 10, in_channels=1, small_input=True, widths=(16, 32, 64))
+    rows += bench_pair("ResNet-20, 8x8 digits, batch 64", resnet, twin, resnet.conv1,
+                       rng.standard_normal((64, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 64))
 
     print(f"threads: {threads} (NumPy BLAS and torch.set_num_threads); numpy {np.__version__}, "
           f"torch {torch.__version__}, {platform.machine()}, python {sys.version.split()[0]}")
@@ -150,8 +163,8 @@ def main() -> None:
     for label, ours, theirs in rows:
         cells = [f"{t[0] * 1e3:7.3f} / {t[1] * 1e3:7.3f}" for t in (ours, theirs)]
         print(f"{label:<{width}}  {cells[0]:>17}  {cells[1]:>17}  {ours[0] / theirs[0]:>5.2f}")
-    keys = ["mlp_inference", "mlp_train_step", "mlp_train_step_with_input_grad",
-            "cnn_inference", "cnn_train_step", "cnn_train_step_with_input_grad"]
+    keys = [f"{model}_{what}" for model in ("mlp", "cnn", "resnet20")
+            for what in ("inference", "train_step", "train_step_with_input_grad")]
     ratios = {k: round(ours[0] / theirs[0], 3) for k, (_, ours, theirs) in zip(keys, rows)}
     print(json.dumps({"bench": "engine", "threads": threads, "ratio_minicompress_over_pytorch": ratios}))
 
