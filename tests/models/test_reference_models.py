@@ -104,3 +104,21 @@ def test_zero_init_residual_and_bad_arguments():
         models.mobilenet_v2(inverted_residual_setting=[[1, 16, 1]])
     with pytest.raises(ValueError, match=r"Conv2d\(3, 64.*expected input \(N, 3, H, W\)"):
         models.resnet18(rng=0)(np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_a_torch_saved_checkpoint_loads_unchanged_and_back(torch, tmp_path):
+    """torch.save of the torchvision-keyed state dict -> io.load_state_dict_file (no torch needed) ->
+    our model gives the same outputs; our state dict loads back into the PyTorch module."""
+    from minicompress import io
+    twin = mobilenet_v2_twin(torch, 10, 0.5, in_channels=1, small_input=True).eval()
+    torch.save(twin.state_dict(), tmp_path / "mobilenet.pt")
+    ours = models.mobilenet_v2(num_classes=10, width_mult=0.5, in_channels=1, small_input=True, rng=5).eval()
+    ours.load_state_dict(io.load_state_dict_file(tmp_path / "mobilenet.pt"))
+    x = _x((2, 1, 8, 8))
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(x)).numpy()
+    assert_close(ours(x), expected, "output", 1e-4, 2e-4)
+    back = mobilenet_v2_twin(torch, 10, 0.5, in_channels=1, small_input=True).eval()
+    back.load_state_dict(to_torch_state(torch, ours.state_dict()), strict=True)
+    with torch.no_grad():
+        np.testing.assert_array_equal(back(torch.from_numpy(x)).numpy(), expected)
