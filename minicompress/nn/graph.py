@@ -7,6 +7,8 @@ called before it. The result is a DAG of ``Node`` s (one per call: a module call
 with fan-out, merges (``Add``, ``Mul``, ``Cat``, FloatFunctional) and multiple outputs (a unit returning
 a tuple; the model returning a tuple).
 
+A parameter may feed a unit directly (a ViT's class token into a concatenation, its position
+embedding into an ``Add``): a parameter's array is a source too (``Source(-2, k)``, ``Graph.params[k]``).
 An operation on raw arrays between modules (``x + y``, ``x.reshape(...)``, ``torch.flatten``) cannot be
 seen by hooks: the first unit whose input no traced unit produced is reported by name, never guessed.
 An in-place write into an array between modules is invisible too (the same array object flows on).
@@ -27,13 +29,16 @@ __all__ = ["Source", "Node", "Graph", "trace_graph"]
 
 @dataclass(frozen=True)
 class Source:
-    """Where an array came from: the model's input ``index`` (node = -1) or output ``index`` of node ``node``."""
+    """Where an array came from: the model's input ``index`` (node = -1), parameter ``index`` (node = -2),
+    or output ``index`` of node ``node``."""
 
     node: int
     index: int = 0
 
     def __repr__(self) -> str:
-        return f"input[{self.index}]" if self.node < 0 else f"node[{self.node}].out[{self.index}]"
+        if self.node == -1:
+            return f"input[{self.index}]"
+        return f"param[{self.index}]" if self.node == -2 else f"node[{self.node}].out[{self.index}]"
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Graph:
     nodes: list[Node]
     input_shapes: list[tuple[int, ...]]
     outputs: list[Source] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)         # names of the parameters that feed units
 
     def consumers(self, source: Source) -> list[tuple[int, int]]:
         """(node index, input position) of every use of ``source``."""
@@ -97,6 +103,9 @@ def trace_graph(model: Module, *inputs: Any) -> Graph:
     names = {id(m): name or type(m).__name__ for name, m in units}
     sources: dict[int, Source] = {}
     keep: list[Any] = list(inputs)                # holds every traced array so that no id is reused
+    params = list(model.named_parameters())
+    for k, (_, p) in enumerate(params):
+        sources[id(p.data)] = Source(-2, k)
     for i, x in enumerate(_arrays(list(inputs))):
         sources[id(x)] = Source(-1, i)
     nodes: list[Node] = []
@@ -142,4 +151,8 @@ def trace_graph(model: Module, *inputs: Any) -> Graph:
             raise ValueError(f"trace: output {k} of the model was produced by no traced module (an operation on "
                              f"raw arrays after the last module)")
         outputs.append(src)
-    return Graph(nodes, [tuple(np.shape(x)) for x in _arrays(list(inputs))], outputs)
+    used = sorted({s.index for n in nodes for s in n.inputs if s.node == -2})
+    renumber = {k: i for i, k in enumerate(used)}
+    for n in nodes:
+        n.inputs = [Source(-2, renumber[s.index]) if s.node == -2 else s for s in n.inputs]
+    return Graph(nodes, [tuple(np.shape(x)) for x in _arrays(list(inputs))], outputs, [params[k][0] for k in used])
