@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from gradcheck import numerical_grad, rel_error
 from hypothesis import given, strategies as st
-from oracle import assert_close
+from oracle import assert_close, to_torch_state
 
+from minicompress import nn
 from minicompress.nn.functional.attention import (scaled_dot_product_attention, scaled_dot_product_attention_backward,
                                                   scaled_dot_product_attention_forward)
 
@@ -102,3 +103,286 @@ def test_sdpa_fully_masked_query_gives_zero_as_torch(torch):
 def test_sdpa_bad_inputs_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call(np.zeros((2, 4, 4), np.float32))
+
+
+# ---------------------------------------------------------------------------- MultiheadAttention
+@st.composite
+def mha_cases(draw):
+    """Constructor and call arguments with inputs; every query keeps key 0 (no NaN rows: tested apart)."""
+    H, D = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kwargs = dict(embed_dim=H * D, num_heads=H, bias=draw(st.booleans()), add_bias_kv=draw(st.booleans()),
+                  add_zero_attn=draw(st.booleans()), batch_first=draw(st.booleans()))
+    self_attention = draw(st.booleans())
+    if not self_attention and draw(st.booleans()):
+        kwargs.update(kdim=draw(st.integers(1, 4)), vdim=draw(st.integers(1, 4)))
+    unbatched = draw(st.booleans())
+    N, L = 1 if unbatched else draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    S = L if self_attention else draw(st.integers(1, 4))
+    attn_mask = draw(st.sampled_from([None, "bool", "float"]))
+    call = dict(need_weights=draw(st.booleans()), average_attn_weights=draw(st.booleans()),
+                is_causal=attn_mask is not None and draw(st.booleans()))
+    masks = dict(key_padding_mask=draw(st.sampled_from([None, "bool", "float"])), attn_mask=attn_mask,
+                 attn_mask_3d=draw(st.booleans()))
+    return kwargs, self_attention, unbatched, (N, L, S), masks, call, draw(st.booleans()), draw(seeds)
+
+
+def _mha_inputs(case, dtype):
+    """(inputs (query, key, value), call keywords, d y, d weights or None) for a case."""
+    kwargs, self_attention, unbatched, (N, L, S), masks, call, _, seed = case
+    rng = np.random.default_rng(seed)
+    E, H = kwargs["embed_dim"], kwargs["num_heads"]
+
+    def shape(T, dim):
+        return (T, dim) if unbatched else (N, T, dim) if kwargs["batch_first"] else (T, N, dim)
+    query = _normal(rng, shape(L, E), dtype)
+    key = query if self_attention else _normal(rng, shape(S, kwargs.get("kdim", E)), dtype)
+    value = query if self_attention else _normal(rng, shape(S, kwargs.get("vdim", E)), dtype)
+    mask_shapes = {"key_padding_mask": (S,) if unbatched else (N, S),
+                   "attn_mask": (N * H, L, S) if masks["attn_mask_3d"] else (L, S)}
+    for name, shape_ in mask_shapes.items():
+        if masks[name] == "bool":
+            mask = rng.random(shape_) < 0.4                  # True = masked out
+            mask[..., 0] = False
+            call[name] = mask
+        elif masks[name] == "float":
+            call[name] = _normal(rng, shape_, dtype)
+    L_out, S_all = L, S + kwargs["add_bias_kv"] + kwargs["add_zero_attn"]
+    w_shape = (L_out, S_all) if call["average_attn_weights"] else (H, L_out, S_all)
+    d_weights = _normal(rng, w_shape if unbatched else (N,) + w_shape, dtype) if call["need_weights"] else None
+    return (query, key, value), call, _normal(rng, query.shape, dtype), d_weights
+
+
+def _mha_pair(torch, kwargs, seed=0):
+    ours = nn.MultiheadAttention(**kwargs, rng=seed)
+    theirs = torch.nn.MultiheadAttention(**kwargs)
+    theirs.load_state_dict(to_torch_state(torch, ours.state_dict()), strict=True)
+    return ours, theirs
+
+
+def _torch_mha(torch, theirs, inputs, call, d_out, d_weights):
+    """PyTorch's outputs and gradients of L = sum(y * d y) + sum(w * d w); self-attention passes one tensor."""
+    tensors = [torch.tensor(x, requires_grad=True) for x in inputs[:1 if inputs[0] is inputs[1] else 3]]
+    q, k, v = tensors * 3 if len(tensors) == 1 else tensors
+    y, w = theirs(q, k, v, **{name: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+                              for name, value in call.items()})
+    loss = (y * torch.from_numpy(d_out)).sum()
+    if d_weights is not None:
+        loss = loss + (w * torch.from_numpy(d_weights)).sum()
+    loss.backward()
+    return y.detach().numpy(), None if w is None else w.detach().numpy(), [t.grad.numpy() for t in tensors]
+
+
+def _input_grads(inputs, grads):
+    """Our (d query, d key, d value), summed for self-attention (one tensor fed all three)."""
+    return [sum(grads)] if inputs[0] is inputs[1] else list(grads)
+
+
+def _case(embed_dim=4, num_heads=2, self_attention=False, unbatched=False, sizes=(2, 3, 3), key_padding_mask=None,
+          attn_mask=None, attn_mask_3d=False, train=True, seed=0, **kwargs):
+    """An ``mha_cases`` case by hand: remaining keywords go to the constructor or to the call."""
+    call = dict(need_weights=True, average_attn_weights=True, is_causal=False)
+    call.update((k, kwargs.pop(k)) for k in list(kwargs) if k in call)
+    kwargs = dict(embed_dim=embed_dim, num_heads=num_heads, bias=True, add_bias_kv=False, add_zero_attn=False,
+                  batch_first=False) | kwargs
+    masks = dict(key_padding_mask=key_padding_mask, attn_mask=attn_mask, attn_mask_3d=attn_mask_3d)
+    return kwargs, self_attention, unbatched, sizes, masks, call, train, seed
+
+
+CHOSEN_MHA_CASES = [   # what a few random draws may miss: per-(sample, head) masks, causal hint with extra keys
+    _case(attn_mask="bool", attn_mask_3d=True, average_attn_weights=False),
+    _case(attn_mask="float", attn_mask_3d=True, key_padding_mask="bool", need_weights=False, batch_first=True),
+    _case(embed_dim=6, num_heads=3, sizes=(3, 2, 4), attn_mask="bool", attn_mask_3d=True, add_bias_kv=True,
+          add_zero_attn=True, key_padding_mask="float"),
+    _case(self_attention=True, sizes=(2, 4, 4), attn_mask="bool", is_causal=True, need_weights=False,
+          add_bias_kv=True, add_zero_attn=True),
+    _case(unbatched=True, sizes=(1, 3, 2), attn_mask="float", attn_mask_3d=True, kdim=3, vdim=2, bias=False),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")   # PyTorch's, on bool + float masks
+@given(mha_cases())
+def test_mha_matches_torch(torch, case):
+    _check_mha_against_torch(torch, case)
+
+
+@pytest.mark.parametrize("case", CHOSEN_MHA_CASES)
+def test_mha_matches_torch_on_chosen_cases(torch, case):
+    _check_mha_against_torch(torch, case)
+
+
+def _check_mha_against_torch(torch, case):
+    kwargs, train = case[0], case[6]
+    ours, theirs = _mha_pair(torch, kwargs, case[-1] % 1000)
+    ours.train(train), theirs.train(train)
+    inputs, call, d_out, d_weights = _mha_inputs(case, np.float32)
+    y, w = ours(*inputs, **call)
+    grads = _input_grads(inputs, ours.backward((d_out, d_weights)))
+    ty, tw, tgrads = _torch_mha(torch, theirs, inputs, call, d_out, d_weights)
+    assert_close(y, ty, "output")
+    assert (w is None) == (tw is None)
+    if w is not None:
+        assert_close(w, tw, "attention weights")
+    for i, (g, t) in enumerate(zip(grads, tgrads)):
+        assert_close(g, t, f"d input {i}")
+    params = dict(theirs.named_parameters())
+    assert [name for name, _ in ours.named_parameters()] == list(params)
+    for name, p in ours.named_parameters():
+        assert_close(p.grad, params[name].grad.numpy(), f"d {name}")
+
+
+@given(mha_cases())
+def test_mha_finite_differences(case):
+    _check_mha_finite_differences(case)
+
+
+@pytest.mark.parametrize("case", CHOSEN_MHA_CASES)
+def test_mha_finite_differences_on_chosen_cases(case):
+    _check_mha_finite_differences(case)
+
+
+def _check_mha_finite_differences(case):
+    ours = nn.MultiheadAttention(**case[0], rng=case[-1] % 1000).to(np.float64)
+    inputs, call, d_out, d_weights = _mha_inputs(case, np.float64)
+    ours(*inputs, **call)
+    grads = _input_grads(inputs, ours.backward((d_out, d_weights)))
+
+    def loss():
+        with nn.no_grad():
+            y, w = ours(*inputs, **call)
+        return float(np.sum(y * d_out) + (0.0 if w is None else np.sum(w * d_weights)))
+    arrays = {f"input {i}": x for i, x in enumerate(inputs[:len(grads)])}
+    analytic = {f"input {i}": g for i, g in enumerate(grads)}
+    arrays.update((name, p.data) for name, p in ours.named_parameters())
+    analytic.update((name, p.grad) for name, p in ours.named_parameters())
+    _assert_fd(loss, arrays, analytic)
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_mha_fully_masked_query_as_torch(torch, need_weights):
+    """Sample 0 masks every key: NaN with need_weights=True (plain softmax), zero attention with
+    need_weights=False (PyTorch's SDPA), in the output and in every gradient."""
+    ours, theirs = _mha_pair(torch, dict(embed_dim=4, num_heads=2))
+    rng = np.random.default_rng(1)
+    ours.out_proj.bias.data[...] = rng.standard_normal(4)
+    theirs.out_proj.bias.data[...] = torch.from_numpy(ours.out_proj.bias.data)
+    x = _normal(rng, (3, 2, 4))
+    kpm = np.zeros((2, 3), bool)
+    kpm[0] = True
+    call = dict(key_padding_mask=kpm, need_weights=need_weights)
+    d_out = _normal(rng, x.shape)
+    y, w = ours(x, x, x, **call)
+    (dx,) = _input_grads((x, x, x), ours.backward(d_out))
+    ty, tw, (tdx,) = _torch_mha(torch, theirs, (x, x, x), call, d_out, None)
+    assert np.isnan(y[:, 0]).all() == need_weights and np.isfinite(y[:, 1]).all()
+    grads = [(y, ty), (dx, tdx)] + [(p.grad, q.grad.numpy()) for p, q in zip(ours.parameters(), theirs.parameters())]
+    for ours_, theirs_ in grads + ([(w, tw)] if need_weights else []):
+        np.testing.assert_array_equal(np.isnan(ours_), np.isnan(theirs_))
+        np.testing.assert_allclose(np.nan_to_num(ours_), np.nan_to_num(theirs_), rtol=1e-5, atol=1e-6)
+    if not need_weights:
+        np.testing.assert_allclose(y[:, 0], np.broadcast_to(ours.out_proj.bias.data, (3, 4)), rtol=1e-6)
+
+
+def test_mha_dropout_drops_weights_in_training_only():
+    """Inverted dropout of the attention weights (the returned weights are those after dropout, as PyTorch's);
+    evaluation is the dropout-free layer; the backward follows the forward's mask (FD with a re-seeded generator)."""
+    mha = nn.MultiheadAttention(4, 2, dropout=0.5, rng=0).to(np.float64)
+    rng = np.random.default_rng(2)
+    x, d_out = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 4))
+    mha.eval()
+    y_eval, w_eval = mha(x, x, x, average_attn_weights=False)
+    mha.clear_caches()
+    mha.train()
+    nn.manual_seed(7)
+    y, w = mha(x, x, x, average_attn_weights=False)
+    assert np.all(np.isclose(w, 0) | np.isclose(w, 2 * w_eval)) and (w == 0).any() and not np.allclose(y, y_eval)
+    mha.zero_grad()
+    (dx,) = _input_grads((x, x, x), mha.backward(d_out))
+
+    def loss():
+        nn.manual_seed(7)
+        y_, _ = mha(x, x, x, average_attn_weights=False)
+        mha.clear_caches()
+        return float(np.sum(y_ * d_out))
+    _assert_fd(loss, {"x": x, "in_proj_weight": mha.in_proj_weight.data},
+               {"x": dx, "in_proj_weight": mha.in_proj_weight.grad})
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(bias=False), dict(add_bias_kv=True), dict(kdim=3, vdim=5),
+                                    dict(kdim=3, add_bias_kv=True, bias=False)])
+def test_mha_state_dict_keys_and_init_as_torch(torch, kwargs):
+    ours, theirs = nn.MultiheadAttention(6, 2, **kwargs, rng=0), torch.nn.MultiheadAttention(6, 2, **kwargs)
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == \
+           [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
+    assert repr(ours) == repr(theirs)
+    for name, p in ours.named_parameters():
+        if name.endswith("proj_weight"):                     # xavier_uniform_: U(+-sqrt(6 / (fan_in + fan_out)))
+            bound = np.sqrt(6 / sum(p.data.shape))
+            assert np.abs(p.data).max() <= bound and np.abs(p.data).max() > 0.5 * bound
+        elif name in ("in_proj_bias", "out_proj.bias"):
+            assert not p.data.any()
+    assert ours.state_dict()["out_proj.weight"].std() > 0
+
+
+def test_mha_calls_stack_and_hooks_see_all_inputs():
+    """Two calls, two backwards in reverse order: gradients add up; a pre-hook sees the eight inputs."""
+    mha = nn.MultiheadAttention(4, 2, rng=0)
+    seen = []
+    mha.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs)))
+    rng = np.random.default_rng(3)
+    a, b, d = _normal(rng, (3, 1, 4)), _normal(rng, (2, 1, 4)), _normal(rng, (3, 1, 4))
+    mha(a, b, b)
+    mha(a, a, a, need_weights=False)
+    da_self = sum(mha.backward(d))
+    da, db1, db2 = mha.backward((d, None))
+    grad = mha.in_proj_weight.grad.copy()
+    mha.zero_grad()
+    for call in (lambda: mha(a, b, b), lambda: mha(a, a, a)):
+        call()
+        mha.backward(d)
+    np.testing.assert_allclose(mha.in_proj_weight.grad, grad, rtol=1e-5, atol=1e-6)
+    assert seen == [8, 8, 8, 8] and da_self.shape == da.shape == (3, 1, 4) and db1.shape == db2.shape == (2, 1, 4)
+    with nn.no_grad():
+        mha(a, a, a)
+    with pytest.raises(RuntimeError, match="without a forward"):
+        mha.backward(d)
+
+
+def _bad_mha_calls():
+    x, q3 = np.zeros((3, 2, 4), np.float32), np.zeros((3, 2, 3), np.float32)
+    kpm, mask = np.zeros((2, 3), bool), np.zeros((3, 3), bool)
+    mha = nn.MultiheadAttention(4, 2)
+    return [
+        (lambda: nn.MultiheadAttention(6, 4), ValueError, r"MultiheadAttention\(embed_dim=6, num_heads=4\): embed_dim "
+                                                           r"must be divisible by num_heads"),
+        (lambda: nn.MultiheadAttention(4, 2, dropout=1.5), ValueError, "dropout probability"),
+        (lambda: mha(q3, q3, q3), ValueError, r"MultiheadAttention\(embed_dim=4, num_heads=2\): expected query "
+                                              r"\(L, N, 4\), key \(S, N, 4\) and value \(S, N, 4\), got \(3, 2, 3\)"),
+        (lambda: mha(x, x[:2], x), ValueError, r"got \(3, 2, 4\), \(2, 2, 4\), \(3, 2, 4\)"),
+        (lambda: mha(x, x[:, :1], x[:, :1]), ValueError, "expected query"),
+        (lambda: mha(x, x[0], x), ValueError, "all 3-D"),
+        (lambda: mha(x, x, x, key_padding_mask=kpm.T), ValueError,
+         r"key_padding_mask of shape \(2, 3\) \(N=2, num_heads=2, L=3, S=3\), got \(3, 2\)"),
+        (lambda: mha(x, x, x, attn_mask=mask[:2]), ValueError, r"attn_mask of shape \(3, 3\) or \(4, 3, 3\).*got \(2, 3\)"),
+        (lambda: mha(x, x, x, attn_mask=np.zeros((2, 3, 3), bool)), ValueError, r"got \(2, 3, 3\)"),
+        (lambda: mha(x, x, x, attn_mask=mask.astype(int)), TypeError, "boolean and floating-point attn_mask"),
+        (lambda: mha(x, x, x, is_causal=True), ValueError, "Need attn_mask if specifying the is_causal hint"),
+        (lambda: mha(x.astype(np.float64), x, x), TypeError, "does not match the parameter dtype"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_bad_mha_calls())))
+def test_mha_bad_inputs_are_named(index):
+    call, error, message = _bad_mha_calls()[index]
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_mha_backward_checks_its_gradients():
+    mha = nn.MultiheadAttention(4, 2)
+    x = np.zeros((3, 2, 4), np.float32)
+    mha(x, x, x, need_weights=False)
+    with pytest.raises(ValueError, match="need_weights=False"):
+        mha.backward((x, np.zeros((2, 3, 3), np.float32)))
+    mha(x, x, x)
+    with pytest.raises(ValueError, match=r"backward expected a gradient of shape \(2, 3, 3\)"):
+        mha.backward((x, np.zeros((2, 3, 4), np.float32)))
