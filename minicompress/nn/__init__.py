@@ -5,7 +5,7 @@ from .layers import (GELU, AdaptiveAvgPool1d, AdaptiveAvgPool2d, Add, AvgPool1d,
                      BatchNorm2d, Cat, Conv1d, Conv2d, Dropout, Embedding, Flatten, FloatFunctional, GroupNorm,
                      Hardsigmoid, Hardswish, Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax,
                      MaxPool1d, MaxPool2d, Mul, MultiheadAttention, Permute, PReLU, ReLU, ReLU6, Sigmoid, SiLU,
-                     Softmax, Tanh, Unflatten)
+                     Softmax, Tanh, TransformerEncoder, TransformerEncoderLayer, Unflatten)
 from .containers import ModuleDict, ModuleList, Sequential
 from .module import IncompatibleKeys, Module, Parameter, Parametrized, RemovableHandle
 from .random import get_rng, manual_seed

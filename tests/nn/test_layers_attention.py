@@ -3,7 +3,7 @@ PyTorch as the oracle for outputs, attention weights, d inputs and every paramet
 differences for every backward; PyTorch's state-dict keys; errors naming the layer and the shapes."""
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, rel_error
+from gradcheck import check_module_grads, numerical_grad, rel_error
 from hypothesis import given, strategies as st
 from oracle import assert_close, to_torch_state
 
@@ -47,7 +47,7 @@ def sdpa_cases(draw):
 def _sdpa_inputs(case, dtype):
     lead, (L, S, E, Ev), mask, mask_shape, scale, seed = case
     rng = np.random.default_rng(seed)
-    q, k, v = _normal(rng, lead + (L, E), dtype), _normal(rng, lead + (S, E), dtype), _normal(rng, lead + (S, Ev), dtype)
+    q, k, v = (_normal(rng, lead + shape, dtype) for shape in ((L, E), (S, E), (S, Ev)))
     kwargs = {"scale": scale, "is_causal": mask == "causal"}
     if mask == "bool":          # True = take part; whole rows of False happen (0 output, as PyTorch)
         kwargs["attn_mask"] = rng.random(mask_shape) < 0.7
@@ -367,7 +367,8 @@ def _bad_mha_calls():
         (lambda: mha(x, x[0], x), ValueError, "all 3-D"),
         (lambda: mha(x, x, x, key_padding_mask=kpm.T), ValueError,
          r"key_padding_mask of shape \(2, 3\) \(N=2, num_heads=2, L=3, S=3\), got \(3, 2\)"),
-        (lambda: mha(x, x, x, attn_mask=mask[:2]), ValueError, r"attn_mask of shape \(3, 3\) or \(4, 3, 3\).*got \(2, 3\)"),
+        (lambda: mha(x, x, x, attn_mask=mask[:2]), ValueError,
+         r"attn_mask of shape \(3, 3\) or \(4, 3, 3\).*got \(2, 3\)"),
         (lambda: mha(x, x, x, attn_mask=np.zeros((2, 3, 3), bool)), ValueError, r"got \(2, 3, 3\)"),
         (lambda: mha(x, x, x, attn_mask=mask.astype(int)), TypeError, "boolean and floating-point attn_mask"),
         (lambda: mha(x, x, x, is_causal=True), ValueError, "Need attn_mask if specifying the is_causal hint"),
@@ -392,3 +393,188 @@ def test_mha_backward_checks_its_gradients():
     with pytest.raises(ValueError, match=r"backward expected a gradient of shape \(2, 3, 3\)"):
         mha.backward((x, np.zeros((2, 3, 4), np.float32)))
 
+
+# ---------------------------------------------------------------------------- TransformerEncoderLayer / Encoder
+class _Call(nn.Module):
+    """``module(x, **call)`` as a one-input module, for ``check_module_grads``."""
+
+    def __init__(self, module, **call):
+        super().__init__()
+        self.module, self.call = module, call
+
+    def forward(self, x):
+        return self.module(x, **self.call)
+
+    def backward(self, grad_output):
+        return self.module.backward(grad_output)
+
+
+@st.composite
+def encoder_cases(draw):
+    H, D = draw(st.sampled_from([(1, 3), (3, 1), (2, 2), (3, 2), (1, 4)]))      # d_model >= 3: see the LayerNorm test
+    kwargs = dict(d_model=H * D, nhead=H, dim_feedforward=draw(st.integers(1, 6)), dropout=0.0,
+                  activation=draw(st.sampled_from(["relu", "gelu", "GELU(approximate='tanh')"])),
+                  layer_norm_eps=draw(st.sampled_from([1e-5, 1e-3])), batch_first=draw(st.booleans()),
+                  norm_first=draw(st.booleans()), bias=draw(st.booleans()))
+    unbatched = draw(st.booleans())
+    N, S = 1 if unbatched else draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    masks = (draw(st.sampled_from([None, "bool", "float", "causal"])), draw(st.sampled_from([None, "bool", "float"])))
+    return kwargs, unbatched, (N, S), masks, draw(st.sampled_from([False, True, None])), draw(st.booleans()), \
+        draw(st.integers(0, 2)), draw(seeds)
+
+
+def _encoder_pair(torch, case):
+    """(ours, PyTorch's) on the same random weights: a layer, or an encoder of that many layers (+ final norm)."""
+    kwargs, num_layers, seed = dict(case[0]), case[6], case[-1]
+    activation = kwargs.pop("activation")
+    ours_act, torch_act = ((nn.GELU("tanh"), torch.nn.GELU("tanh")) if activation.startswith("GELU")
+                           else (activation, activation))
+    ours = nn.TransformerEncoderLayer(**kwargs, activation=ours_act, rng=seed)
+    theirs = torch.nn.TransformerEncoderLayer(**kwargs, activation=torch_act)
+    if num_layers:                                        # a final norm with two layers
+        E, norm = kwargs["d_model"], num_layers == 2
+        ours = nn.TransformerEncoder(ours, num_layers, nn.LayerNorm(E) if norm else None)
+        theirs = torch.nn.TransformerEncoder(theirs, num_layers, torch.nn.LayerNorm(E) if norm else None,
+                                             enable_nested_tensor=False)
+    _randomize(ours, seed)
+    theirs.load_state_dict(to_torch_state(torch, ours.state_dict()), strict=True)
+    return ours, theirs
+
+
+def _encoder_inputs(case, dtype):
+    """(src, call keywords, d y); every query keeps key 0 unmasked."""
+    kwargs, unbatched, (N, S), (src_mask, padding), is_causal, _, num_layers, seed = case
+    rng = np.random.default_rng(seed + 1)
+    E = kwargs["d_model"]
+    src = _normal(rng, (S, E) if unbatched else (N, S, E) if kwargs["batch_first"] else (S, N, E), dtype)
+    call = {}
+    if src_mask == "causal":
+        call["src_mask"] = np.triu(np.ones((S, S), bool), 1)
+    elif src_mask == "bool":
+        call["src_mask"] = rng.random((S, S)) < 0.4
+        call["src_mask"][:, 0] = False
+    elif src_mask == "float":
+        call["src_mask"] = _normal(rng, (S, S), dtype)
+    call["is_causal"] = is_causal and "src_mask" in call      # True needs a mask; None: an encoder detects it
+    if padding == "bool":
+        call["src_key_padding_mask"] = rng.random((S,) if unbatched else (N, S)) < 0.4
+        call["src_key_padding_mask"][..., 0] = False
+    elif padding == "float":
+        call["src_key_padding_mask"] = _normal(rng, (S,) if unbatched else (N, S), dtype)
+    if num_layers and "src_mask" in call:
+        call["mask"] = call.pop("src_mask")                    # TransformerEncoder's name
+    return src, call, _normal(rng, src.shape, dtype)
+
+
+@given(encoder_cases())
+def test_encoder_layer_and_encoder_match_torch(torch, case):
+    ours, theirs = _encoder_pair(torch, case)
+    train = case[5]
+    ours.train(train), theirs.train(train)
+    if not case[6]:                                       # PyTorch's encoder repr folds equal layers: "2 x ..."
+        assert repr(ours) == repr(theirs)
+    src, call, d_out = _encoder_inputs(case, np.float32)
+    y = ours(src, **call)
+    dx = ours.backward(d_out)
+    xt = torch.tensor(src, requires_grad=True)
+    yt = theirs(xt, **{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in call.items()})
+    (yt * torch.from_numpy(d_out)).sum().backward()
+    assert_close(y, yt.detach().numpy(), "output")
+    assert_close(dx, xt.grad.numpy(), "d input", scale=1.0)     # LayerNorm's backward cancels: see its test
+    params = dict(theirs.named_parameters())
+    assert [name for name, _ in ours.named_parameters()] == list(params)
+    for name, p in ours.named_parameters():
+        assert_close(p.grad, params[name].grad.numpy(), f"d {name}", scale=1.0)
+
+
+@given(encoder_cases())
+def test_encoder_layer_and_encoder_finite_differences(case):
+    kwargs = dict(case[0])
+    if kwargs["activation"].startswith("GELU"):
+        kwargs["activation"] = nn.GELU("tanh")
+    layer = nn.TransformerEncoderLayer(**kwargs)
+    module = _randomize(nn.TransformerEncoder(layer, case[6], nn.LayerNorm(kwargs["d_model"])) if case[6] else layer,
+                        case[-1])
+    src, call, d_out = _encoder_inputs(case, np.float64)
+    # eps 1e-5, not 1e-6: some gradients cancel to ~1e-3 of their terms (norm2.bias into a width-1 linear1),
+    # where the rounding of L / eps dominates the difference quotient
+    check_module_grads(_Call(module.train(case[5]), **call), src, d_out, eps=1e-5)
+
+
+def test_encoder_copies_the_layer_and_keeps_torch_keys(torch):
+    layer = nn.TransformerEncoderLayer(4, 2, 8, rng=0)
+    encoder = nn.TransformerEncoder(layer, 2, nn.LayerNorm(4))
+    theirs = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(4, 2, 8), 2, torch.nn.LayerNorm(4),
+                                         enable_nested_tensor=False)
+    assert [(k, v.shape) for k, v in encoder.state_dict().items()] == \
+           [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
+    a, b = encoder.layers[0].self_attn.in_proj_weight, encoder.layers[1].self_attn.in_proj_weight
+    assert a is not b and a is not layer.self_attn.in_proj_weight and np.array_equal(a.data, b.data)
+
+
+def test_causal_hint_as_torch(torch):
+    """An encoder detects a causal mask (is_causal=None); an explicit hint with another mask and no padding
+    mask makes PyTorch's layers use the causal mask instead (the hint wins), with a padding mask the given mask."""
+    case = (dict(d_model=4, nhead=2, dim_feedforward=3, dropout=0.0, activation="relu", layer_norm_eps=1e-5,
+                 batch_first=False, norm_first=False, bias=True), False, (2, 4), (None, None), None, True, 1, 5)
+    ours, theirs = _encoder_pair(torch, case)
+    src = _normal(np.random.default_rng(0), (4, 2, 4))
+    causal, other = np.triu(np.ones((4, 4), bool), 1), np.eye(4, dtype=bool)[::-1].copy()
+    padding = np.zeros((2, 4), bool)
+    from minicompress.nn.layers.transformer import detect_causal_mask
+    assert detect_causal_mask(causal, None, 4, np.float32) and not detect_causal_mask(other, None, 4, np.float32)
+    assert detect_causal_mask(np.where(causal, -np.inf, 0.0), None, 4, np.float32)
+    with nn.no_grad():
+        for call in (dict(mask=causal), dict(mask=other, is_causal=True),
+                     dict(mask=other, is_causal=True, src_key_padding_mask=padding)):
+            expected = theirs(torch.from_numpy(src), **{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                                                        for k, v in call.items()})
+            assert_close(ours(src, **call), expected.detach().numpy(), str(call))
+    np.testing.assert_allclose(ours(src, mask=other, is_causal=True), ours(src, mask=causal), rtol=1e-6)
+
+
+def test_encoder_layer_dropout():
+    """Training draws new masks (global generator); evaluation is dropout-free; FD with a re-seeded generator."""
+    layer = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.3, rng=0).to(np.float64)
+    rng = np.random.default_rng(4)
+    x, d_out = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 4))
+    with nn.no_grad():
+        y_eval = layer.eval()(x)
+        y_a, y_b = layer.train()(x), layer(x)
+        assert not np.allclose(y_a, y_eval) and not np.allclose(y_a, y_b)
+        no_dropout = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.0).to(np.float64)
+        no_dropout.load_state_dict(layer.state_dict())
+        np.testing.assert_allclose(no_dropout(x), y_eval)
+    nn.manual_seed(11)
+    layer(x)
+    dx = layer.backward(d_out)
+
+    def loss():
+        nn.manual_seed(11)
+        with nn.no_grad():
+            return float(np.sum(layer(x) * d_out))
+    _assert_fd(loss, {"x": x}, {"x": dx})
+
+
+def _bad_encoder_calls():
+    layer = nn.TransformerEncoderLayer(4, 2, 8)
+    x = np.zeros((3, 2, 4), np.float32)
+    return [
+        (lambda: nn.TransformerEncoderLayer(5, 2), ValueError,
+         r"embed_dim=5, num_heads=2\): embed_dim must be divisible"),
+        (lambda: nn.TransformerEncoderLayer(4, 2, activation="tanh"), ValueError, "activation should be relu/gelu"),
+        (lambda: nn.TransformerEncoderLayer(4, 2, activation=np.tanh), TypeError, "a plain function has no backward"),
+        (lambda: layer(x[..., :3]), ValueError, r"TransformerEncoderLayer\(d_model=4, nhead=2\): expected src "
+                                                r"\(S, N, 4\).*got \(3, 2, 3\)"),
+        (lambda: layer(x, src_mask=np.zeros((3, 2), bool)), ValueError, r"attn_mask of shape .* got \(3, 2\)"),
+        (lambda: layer(x, src_key_padding_mask=np.zeros((3, 2), bool)), ValueError, r"key_padding_mask .*\(3, 2\)"),
+        (lambda: layer(x, is_causal=True), ValueError, "Need attn_mask"),
+        (lambda: nn.TransformerEncoder(lambda v: v, 2), TypeError, "encoder_layer must be a Module"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_bad_encoder_calls())))
+def test_encoder_bad_inputs_are_named(index):
+    call, error, message = _bad_encoder_calls()[index]
+    with pytest.raises(error, match=message):
+        call()
