@@ -7,8 +7,8 @@ annealing over the epochs, batch 64, cross-entropy. Reported: test accuracy (359
 
     python bench/architectures.py [--epochs 30] [--seeds 0 1 2] [--threads 1]
 
-Models: ResNet-20 (CIFAR-style, 3x3 stem, 16/32/64 channels) and MobileNetV2 (width 0.5, stride-1
-stem), both on 1-channel 8x8 inputs.
+Models: ResNet-20 (CIFAR-style, 3x3 stem, 16/32/64 channels), MobileNetV2 (width 0.5, stride-1 stem)
+and a small ViT (patch 2, 4 layers, 4 heads, width 64, MLP 128), all on 1-channel 8x8 inputs.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from minicompress import models, nn, optim
 from minicompress.data import load_digits
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "models"))
-from torch_twins import mobilenet_v2_twin, resnet_twin  # noqa: E402  (PyTorch twins of torchvision's modules)
+from torch_twins import mobilenet_v2_twin, resnet_twin, vit_twin  # noqa: E402  (twins of torchvision's modules)
 
 MODELS = {
     "resnet20": (lambda seed: models.resnet20(num_classes=10, in_channels=1, rng=seed),
@@ -34,6 +34,9 @@ MODELS = {
     "mobilenet_v2_w0.5": (lambda seed: models.mobilenet_v2(num_classes=10, width_mult=0.5, in_channels=1,
                                                            small_input=True, rng=seed),
                           lambda: mobilenet_v2_twin(torch, 10, 0.5, in_channels=1, small_input=True)),
+    "vit_p2_l4_d64": (lambda seed: models.VisionTransformer(8, 2, 4, 4, 64, 128, num_classes=10, in_channels=1,
+                                                            rng=seed),
+                      lambda: vit_twin(torch, 8, 2, 4, 4, 64, 128, 10, in_channels=1)),
 }
 
 

@@ -1,7 +1,8 @@
 """The dataflow graph of a model, from one traced call: which leaf call fed which.
 
 ``trace_graph(model, *inputs)`` runs ``model`` once (eval mode, no gradients) with a forward hook on
-every *unit* — a module without children, or a FloatFunctional (its ops are module calls) — and
+every *unit* — a module without children, or one of ``kinds.TRACE_UNITS`` (FloatFunctional, whose ops
+are module calls; MultiheadAttention, which calls its ``out_proj`` on arrays it made) — and
 follows arrays by identity: each unit's array inputs must be the model's inputs or outputs of units
 called before it. The result is a DAG of ``Node`` s (one per call: a module called twice is two nodes)
 with fan-out, merges (``Add``, ``Mul``, ``Cat``, FloatFunctional) and multiple outputs (a unit returning
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .grad_mode import no_grad
-from .layers.merge import FloatFunctional
+from .kinds import is_trace_unit
 from .module import Module
 
 __all__ = ["Source", "Node", "Graph", "trace_graph"]
@@ -86,14 +87,14 @@ def _arrays(value: Any) -> list[Any]:
 
 
 def _units(model: Module) -> list[tuple[str, Module]]:
-    units, inside = [], set()
+    """Modules recorded as nodes (``kinds.is_trace_unit``), not those inside one."""
+    units, inside = [], []
     for name, m in model.named_modules():
         if any(name.startswith(p + ".") for p in inside):
             continue
-        if isinstance(m, FloatFunctional) or not any(True for _ in m.children()):
+        if is_trace_unit(m):
             units.append((name, m))
-            if isinstance(m, FloatFunctional):
-                inside.add(name)
+            inside.append(name)
     return units
 
 

@@ -82,6 +82,21 @@ def normal_(tensor: T, mean: float = 0.0, std: float = 1.0, *, rng=None) -> T:
     return tensor
 
 
+def trunc_normal_(tensor: T, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0, *,
+                  rng=None) -> T:
+    """Fill with N(mean, std^2) truncated to [a, b] (absolute bounds, as PyTorch's), by redrawing the
+    values outside until none is left."""
+    array = _array(tensor)
+    generator = get_rng(rng)
+    values = generator.normal(mean, std, size=array.shape)
+    bad = (values < a) | (values > b)
+    while bad.any():
+        values[bad] = generator.normal(mean, std, size=int(bad.sum()))
+        bad = (values < a) | (values > b)
+    array[...] = values
+    return tensor
+
+
 def constant_(tensor: T, val: float) -> T:
     _array(tensor)[...] = val
     return tensor

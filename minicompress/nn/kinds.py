@@ -17,9 +17,10 @@ from __future__ import annotations
 from .layers import (GELU, AdaptiveAvgPool2d, Add, AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Cat, Conv1d,
                      Conv2d, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU, Linear,
                      MaxPool1d, MaxPool2d, Mul, ReLU, Sigmoid, SiLU, Tanh)
+from .layers import FloatFunctional, MultiheadAttention
 from .module import Module
 
-__all__ = ["KINDS", "layer_kind", "is_weighted"]
+__all__ = ["KINDS", "layer_kind", "is_weighted", "TRACE_UNITS", "is_trace_unit"]
 
 KINDS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("linear", (Linear,)),
@@ -44,3 +45,12 @@ def layer_kind(module: Module) -> str:
 def is_weighted(module: Module) -> bool:
     """A Linear or a convolution: the layers whose weight carries the model's multiply-accumulates."""
     return layer_kind(module) in ("linear", "conv")
+
+
+# Modules with children that tracing treats as one unit (their children are called on arrays made inside).
+TRACE_UNITS: tuple[type, ...] = (FloatFunctional, MultiheadAttention)
+
+
+def is_trace_unit(module: Module) -> bool:
+    """A module ``trace_graph`` records as one node: no children, or one of ``TRACE_UNITS``."""
+    return isinstance(module, TRACE_UNITS) or not any(True for _ in module.children())

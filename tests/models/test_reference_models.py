@@ -13,7 +13,7 @@ float32 run differs by ~1e-3: rounding, not semantics); float64 then checks the 
 import numpy as np
 import pytest
 from oracle import assert_close, to_torch_state
-from torch_twins import mobilenet_v2_twin, resnet_twin
+from torch_twins import mobilenet_v2_twin, resnet_twin, vit_twin
 
 from minicompress import models
 
@@ -122,3 +122,23 @@ def test_a_torch_saved_checkpoint_loads_unchanged_and_back(torch, tmp_path):
     back.load_state_dict(to_torch_state(torch, ours.state_dict()), strict=True)
     with torch.no_grad():
         np.testing.assert_array_equal(back(torch.from_numpy(x)).numpy(), expected)
+
+
+TORCHVISION_VIT_KEYS = ["class_token", "conv_proj.weight", "encoder.pos_embedding",
+                        "encoder.layers.encoder_layer_0.ln_1.weight",
+                        "encoder.layers.encoder_layer_0.self_attention.in_proj_weight",
+                        "encoder.layers.encoder_layer_0.self_attention.out_proj.bias",
+                        "encoder.layers.encoder_layer_1.mlp.0.weight", "encoder.layers.encoder_layer_1.mlp.3.bias",
+                        "encoder.ln.weight", "heads.head.weight"]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_small_vision_transformer_matches_torch(torch, train):
+    ours = models.VisionTransformer(8, 2, 2, 2, 16, 32, num_classes=10, in_channels=1, rng=4)
+    rng = np.random.default_rng(5)     # torchvision zeroes the head and the class token: give them values
+    for name in ("class_token", "heads.head.weight", "heads.head.bias"):
+        p = dict(ours.named_parameters())[name]
+        p.data[...] = rng.standard_normal(p.shape) * 0.3
+    assert list(ours.state_dict())[:2] == ["class_token", "conv_proj.weight"]
+    assert all(k in ours.state_dict() for k in TORCHVISION_VIT_KEYS)
+    _compare(torch, ours, vit_twin(torch, 8, 2, 2, 2, 16, 32, 10, in_channels=1), _x((3, 1, 8, 8)), train)

@@ -134,3 +134,52 @@ def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, sm
             return self.classifier(torch.flatten(x, 1))
 
     return MobileNetV2()
+
+
+def vit_twin(torch, image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes, in_channels=3):
+    """torchvision's VisionTransformer (dropout 0, no representation layer), module for module."""
+    from collections import OrderedDict
+    nn = torch.nn
+
+    class EncoderBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(hidden_dim, eps=1e-6)
+            self.self_attention = nn.MultiheadAttention(hidden_dim, num_heads, batch_first=True)
+            self.dropout = nn.Dropout(0.0)
+            self.ln_2 = nn.LayerNorm(hidden_dim, eps=1e-6)
+            self.mlp = nn.Sequential(nn.Linear(hidden_dim, mlp_dim), nn.GELU(), nn.Dropout(0.0),
+                                     nn.Linear(mlp_dim, hidden_dim), nn.Dropout(0.0))
+
+        def forward(self, inp):
+            x = self.ln_1(inp)
+            x, _ = self.self_attention(x, x, x, need_weights=False)
+            x = self.dropout(x) + inp
+            return x + self.mlp(self.ln_2(x))
+
+    class Encoder(nn.Module):
+        def __init__(self, seq_length):
+            super().__init__()
+            self.pos_embedding = nn.Parameter(torch.zeros(1, seq_length, hidden_dim))
+            self.dropout = nn.Dropout(0.0)
+            self.layers = nn.Sequential(OrderedDict((f"encoder_layer_{i}", EncoderBlock()) for i in range(num_layers)))
+            self.ln = nn.LayerNorm(hidden_dim, eps=1e-6)
+
+        def forward(self, x):
+            return self.ln(self.layers(self.dropout(x + self.pos_embedding)))
+
+    class VisionTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_proj = nn.Conv2d(in_channels, hidden_dim, patch_size, stride=patch_size)
+            self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
+            self.encoder = Encoder((image_size // patch_size) ** 2 + 1)
+            self.heads = nn.Sequential(OrderedDict(head=nn.Linear(hidden_dim, num_classes)))
+
+        def forward(self, x):
+            n = x.shape[0]
+            x = self.conv_proj(x).reshape(n, hidden_dim, -1).permute(0, 2, 1)
+            x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
+            return self.heads(self.encoder(x)[:, 0])
+
+    return VisionTransformer()
