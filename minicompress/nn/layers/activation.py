@@ -172,49 +172,47 @@ class ReLU6(Hardtanh):
         return "inplace=True" if self.inplace else ""
 
 
-class Hardsigmoid(_Activation):
-    """y = relu6(x + 3) / 6, as ``torch.nn.Hardsigmoid`` (MobileNetV3's gate)."""
+class _InplaceElementwise(_Activation):
+    """An elementwise activation with only ``inplace``: the functional pair named by the subclass."""
+
+    _pair: tuple[Callable, Callable]
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = inplace
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._run(x, F.hardsigmoid_forward, self.inplace)
+        return self._run(x, type(self)._pair[0], self.inplace)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return self._grad(grad_output, F.hardsigmoid_backward)
-
-
-class Hardswish(_Activation):
-    """y = x * relu6(x + 3) / 6, as ``torch.nn.Hardswish`` (repr without inplace, as PyTorch's)."""
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = inplace
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._run(x, F.hardswish_forward, self.inplace)
-
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return self._grad(grad_output, F.hardswish_backward)
-
-
-class SiLU(_Activation):
-    """y = x * sigmoid(x), as ``torch.nn.SiLU``."""
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = inplace
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._run(x, F.silu_forward, self.inplace)
-
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return self._grad(grad_output, F.silu_backward)
+        return self._grad(grad_output, type(self)._pair[1])
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
+
+
+class Hardsigmoid(_InplaceElementwise):
+    """y = relu6(x + 3) / 6, as ``torch.nn.Hardsigmoid`` (MobileNetV3's gate; repr without inplace, as PyTorch's)."""
+
+    _pair = (F.hardsigmoid_forward, F.hardsigmoid_backward)
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class Hardswish(_InplaceElementwise):
+    """y = x * relu6(x + 3) / 6, as ``torch.nn.Hardswish`` (repr without inplace, as PyTorch's)."""
+
+    _pair = (F.hardswish_forward, F.hardswish_backward)
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class SiLU(_InplaceElementwise):
+    """y = x * sigmoid(x), as ``torch.nn.SiLU``."""
+
+    _pair = (F.silu_forward, F.silu_backward)
 
 
 class PReLU(Module):
