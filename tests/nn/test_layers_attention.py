@@ -369,6 +369,41 @@ def test_mha_calls_stack_and_hooks_see_all_inputs():
         mha.backward(d)
 
 
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated", "ignore:torch.quantize_per_tensor")
+def test_mha_through_the_engine_seams(torch):
+    """Pruning (a parametrization) of in_proj_weight and of out_proj.weight: forward and backward read the masked
+    weights and send masked gradients to the originals, PyTorch's keys; quantize_dynamic leaves out_proj float
+    and quantizes the feed-forward Linears, as PyTorch's mappings (exact types) do."""
+    from minicompress import prune, quant
+    mha = _randomize(nn.MultiheadAttention(4, 2), 0)
+    reference = nn.MultiheadAttention(4, 2)
+    prune.l1_unstructured(mha, "in_proj_weight", 0.5)
+    prune.l1_unstructured(mha.out_proj, "weight", 0.5)
+    state = mha.state_dict()
+    assert sorted(state) == ["in_proj_bias", "in_proj_weight_mask", "in_proj_weight_orig", "out_proj.bias",
+                             "out_proj.weight_mask", "out_proj.weight_orig"]
+    reference.load_state_dict({"in_proj_weight": state["in_proj_weight_orig"] * state["in_proj_weight_mask"],
+                               "in_proj_bias": state["in_proj_bias"], "out_proj.bias": state["out_proj.bias"],
+                               "out_proj.weight": state["out_proj.weight_orig"] * state["out_proj.weight_mask"]})
+    x = _normal(np.random.default_rng(5), (3, 2, 4))
+    (y, _), (y_ref, _) = mha(x, x, x), reference(x, x, x)
+    mha.backward(np.ones_like(y)), reference.backward(np.ones_like(y))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6)
+    np.testing.assert_allclose(mha.in_proj_weight_orig.grad, reference.in_proj_weight.grad * mha.in_proj_weight_mask,
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(mha.out_proj.weight_orig.grad,
+                               reference.out_proj.weight.grad * mha.out_proj.weight_mask, rtol=1e-5, atol=1e-7)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0), 1)
+    theirs = torch.ao.quantization.quantize_dynamic(
+        torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(4, 2, 8), 1, enable_nested_tensor=False),
+        {torch.nn.Linear})
+    ours = quant.quantize_dynamic(encoder, {nn.Linear}, dtype="qint8")
+    kinds = {name: type(m).__name__ for name, m in theirs.named_modules() if name.endswith(("linear1", "out_proj"))}
+    assert kinds == {"layers.0.self_attn.out_proj": "NonDynamicallyQuantizableLinear", "layers.0.linear1": "Linear"}
+    assert type(ours.get_submodule("layers.0.self_attn.out_proj")) is nn.layers.attention.NonDynamicallyQuantizableLinear
+    assert type(ours.get_submodule("layers.0.linear1")).__name__ == "DynamicQuantizedLinear"
+
+
 def _bad_mha_calls():
     x, q3 = np.zeros((3, 2, 4), np.float32), np.zeros((3, 2, 3), np.float32)
     kpm, mask = np.zeros((2, 3), bool), np.zeros((3, 3), bool)
