@@ -130,13 +130,14 @@ class MultiheadAttention(Module):
                 key_padding_mask: np.ndarray | None = None, need_weights: bool = True,
                 attn_mask: np.ndarray | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        layout = self._check_inputs(query, key, value)
+        weights, biases = self._projection_weights(), self._projection_biases()
+        layout = self._check_inputs(query, key, value, weights[0].dtype)
         xq, xk, xv = (_to_batch_first(x, layout) for x in (query, key, value))   # (N, L|S, E|kdim|vdim)
         N, L, E = xq.shape
         H, D, S = self.num_heads, self.head_dim, xk.shape[1]
         extra = int(self.bias_k is not None) + int(self.add_zero_attn)          # keys added below
-        bias = self._scores_bias(key_padding_mask, attn_mask, is_causal, need_weights, layout, N, L, S, extra)
-        weights, biases = self._projection_weights(), self._projection_biases()
+        bias = self._scores_bias(key_padding_mask, attn_mask, is_causal, need_weights, layout, (N, L, S, extra),
+                                 xq.dtype)
         (q, cq), (k, ck), (v, cv) = (linear_forward(x, w, b) for x, w, b in zip((xq, xk, xv), weights, biases))
         if self.bias_k is not None:                       # one more key and value: the learned bias_k, bias_v
             k = np.concatenate([k, np.broadcast_to(self.array("bias_k"), (N, 1, E))], axis=1)
@@ -168,11 +169,11 @@ class MultiheadAttention(Module):
         return (None, None, None) if b is None else tuple(np.split(b, 3))
 
     def _scores_bias(self, key_padding_mask: Any, attn_mask: Any, is_causal: bool, need_weights: bool,
-                     layout: str, N: int, L: int, S: int, extra: int) -> np.ndarray | None:
+                     layout: str, sizes: tuple[int, int, int, int], dtype: np.dtype) -> np.ndarray | None:
         """The additive bias of the scores, broadcastable to (N, H, L, S + extra), as PyTorch merges the masks:
         the ``extra`` keys (bias_k, zero attention) get a 0 column, except under the causal hint, whose mask
         PyTorch's SDPA builds over every key."""
-        dtype = self.out_proj.weight.data.dtype
+        N, L, S, extra = sizes
         self._check_masks(key_padding_mask, attn_mask, layout, N, L, S)
         if is_causal and attn_mask is None:
             raise ValueError(f"{self._name()}: Need attn_mask if specifying the is_causal hint (PyTorch's rule); "
@@ -223,10 +224,10 @@ class MultiheadAttention(Module):
         return tuple(_from_batch_first(dx, c.layout) for dx, _, _ in grads)
 
     # ------------------------------------------------------------------ checks
-    def _check_inputs(self, query: Any, key: Any, value: Any) -> str:
-        """Errors naming the layer and the shapes; returns the layout of the inputs."""
+    def _check_inputs(self, query: Any, key: Any, value: Any, dtype: np.dtype) -> str:
+        """Errors naming the layer and the shapes (inputs of the weights' ``dtype``); returns their layout."""
         for x in (query, key, value):
-            check_array(self, x, self.out_proj.weight.data.dtype)
+            check_array(self, x, dtype)
         if query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim:
             raise ValueError(f"{self._name()}: expected query, key, value all 3-D (batched) or all 2-D (unbatched), "
                              f"got {query.shape}, {key.shape}, {value.shape}")

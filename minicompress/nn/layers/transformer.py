@@ -80,8 +80,8 @@ class TransformerEncoderLayer(Module):
 
     def forward(self, src: np.ndarray, src_mask: np.ndarray | None = None,
                 src_key_padding_mask: np.ndarray | None = None, is_causal: bool = False) -> np.ndarray:
-        check_array(self, src, self.linear1.weight.data.dtype)
-        d_model = self.linear1.in_features
+        check_array(self, src)                       # its dtype: checked by the children against their weights
+        d_model = self.self_attn.embed_dim
         if src.ndim not in (2, 3) or src.shape[-1] != d_model:
             raise ValueError(f"{self._name()}: expected src (S, N, {d_model}), (N, S, {d_model}) with batch_first, "
                              f"or (S, {d_model}), got {src.shape}")
@@ -134,7 +134,7 @@ class TransformerEncoderLayer(Module):
         return self.linear1.backward(grad)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.linear1.in_features}, nhead={self.self_attn.num_heads}"
+        return f"d_model={self.self_attn.embed_dim}, nhead={self.self_attn.num_heads}"
 
 
 class TransformerEncoder(Module):
