@@ -6,6 +6,7 @@ Three models, same weights in both libraries (loaded through ``state_dict``):
        batch 64, input (64, 1, 28, 28)
   ResNet-20 (CIFAR-style: 3x3 stem, 3 stages x 3 BasicBlocks of 16/32/64 channels), digits-sized
        input (64, 1, 8, 8); PyTorch runs the twin of torchvision's blocks from tests/models/torch_twins.py
+  ViT (patch 2, 4 layers, 4 heads, width 64, MLP 128) on (64, 1, 8, 8): 17 tokens; torchvision's twin
 Measured: inference (no_grad / eval) and one training step = forward + cross-entropy + backward + SGD
 update (lr 0.01). PyTorch does not compute d loss / d input for a data tensor that does not require
 grad; minicompress is told the same with ``model[0].needs_input_grad = False`` (the row "... + d input"
@@ -54,7 +55,7 @@ import minicompress as mc  # noqa: E402
 from minicompress import models, nn, optim  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "models"))
-from torch_twins import resnet_twin  # noqa: E402  (PyTorch twins of torchvision's modules)
+from torch_twins import resnet_twin, vit_twin  # noqa: E402  (PyTorch twins of torchvision's modules)
 from minicompress.nn.losses import CrossEntropyLoss  # noqa: E402
 
 
@@ -155,6 +156,9 @@ def main() -> None:
     twin = resnet_twin(torch, "basic", [3, 3, 3], 10, in_channels=1, small_input=True, widths=(16, 32, 64))
     rows += bench_pair("ResNet-20, 8x8 digits, batch 64", resnet, twin, resnet.conv1,
                        rng.standard_normal((64, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 64))
+    vit = models.VisionTransformer(8, 2, 4, 4, 64, 128, num_classes=10, in_channels=1, rng=0)
+    rows += bench_pair("ViT p2 L4 D64, 8x8 digits, batch 64", vit, vit_twin(torch, 8, 2, 4, 4, 64, 128, 10, 1),
+                       vit.conv_proj, rng.standard_normal((64, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 64))
 
     print(f"threads: {threads} (NumPy BLAS and torch.set_num_threads); numpy {np.__version__}, "
           f"torch {torch.__version__}, {platform.machine()}, python {sys.version.split()[0]}")
@@ -163,7 +167,7 @@ def main() -> None:
     for label, ours, theirs in rows:
         cells = [f"{t[0] * 1e3:7.3f} / {t[1] * 1e3:7.3f}" for t in (ours, theirs)]
         print(f"{label:<{width}}  {cells[0]:>17}  {cells[1]:>17}  {ours[0] / theirs[0]:>5.2f}")
-    keys = [f"{model}_{what}" for model in ("mlp", "cnn", "resnet20")
+    keys = [f"{model}_{what}" for model in ("mlp", "cnn", "resnet20", "vit")
             for what in ("inference", "train_step", "train_step_with_input_grad")]
     ratios = {k: round(ours[0] / theirs[0], 3) for k, (_, ours, theirs) in zip(keys, rows)}
     print(json.dumps({"bench": "engine", "threads": threads, "ratio_minicompress_over_pytorch": ratios}))
