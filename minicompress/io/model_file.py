@@ -29,8 +29,9 @@ from ..nn.module import Module, Parameter
 from ..prune.base import pruned_tensors
 from .atomic import atomic_write
 from .errors import FileFormatError
+from .limits import ByteBudget, read_member
+from .npz import read_npz, write_npz
 from .registry import spec_for_class, spec_for_name
-from .state_dict_file import read_npz, write_npz
 
 FORMAT = "minicompress.model"
 FORMAT_VERSION = 1
@@ -125,8 +126,13 @@ def _encode(value: Any, module: Module, where: str, arrays: dict, children: dict
 
 
 # ---------------------------------------------------------------------------------------- loading
-def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(architecture, state, config_arrays)`` of a model file, checked but not instantiated."""
+def read_model_file(path: str | os.PathLike, *,
+                    max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(architecture, state, config_arrays)`` of a model file, checked but not instantiated.
+
+    ``max_bytes`` bounds the bytes of the arrays inflated (``limits.py``; default 256 MiB + 64 x
+    the file's size).
+    """
     name = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
@@ -135,16 +141,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
             if ARCHITECTURE not in archive.namelist():
                 raise FileFormatError(f"{name}: not a minicompress model file (no {ARCHITECTURE}); for a state "
                                       f"dict use model.load_state_dict(io.load_state_dict_file(path))")
-            info = archive.getinfo(ARCHITECTURE)
-            if info.file_size > MAX_ARCHITECTURE_BYTES:
-                raise FileFormatError(f"{name}: {ARCHITECTURE} is implausibly large ({info.file_size} bytes)")
-            architecture = json.loads(archive.read(info).decode("utf-8"))
+            raw = read_member(archive, archive.getinfo(ARCHITECTURE), name, MAX_ARCHITECTURE_BYTES)
+            architecture = json.loads(raw.decode("utf-8"))
     except FileFormatError:
         raise
     except Exception as e:  # BadZipFile, bad CRC, invalid UTF-8 or JSON, nesting too deep...
         raise FileFormatError(f"{name}: not a readable model file ({type(e).__name__}: {e})"[:300]) from None
     _check_header(architecture, name)
-    arrays = read_npz(data, name, skip=(ARCHITECTURE,))
+    arrays = read_npz(data, name, ByteBudget(name, len(data), max_bytes), skip=(ARCHITECTURE,))
     config_arrays = {k: v for k, v in arrays.items() if k.startswith("config/")}
     state = {k: v for k, v in arrays.items() if not k.startswith("config/")}
     if list(state) != architecture["state"]:
@@ -167,10 +171,14 @@ def _check_header(architecture: Any, name: str) -> None:
         raise FileFormatError(f"{name}: {ARCHITECTURE} lacks 'model' or 'state'")
 
 
-def load(path: str | os.PathLike) -> Module:
-    """Rebuild the model saved by ``save``: same classes, arguments, children, modes and arrays."""
+def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Module:
+    """Rebuild the model saved by ``save``: same classes, arguments, children, modes and arrays.
+
+    ``max_bytes`` bounds the bytes of the arrays read (``limits.py``; default 256 MiB + 64 x the
+    file's size).
+    """
     name = os.fspath(path)
-    architecture, state, config_arrays = read_model_file(path)
+    architecture, state, config_arrays = read_model_file(path, max_bytes=max_bytes)
     try:
         model = _build(architecture["model"], "", state, config_arrays, name)
     except RecursionError:

@@ -22,7 +22,7 @@ Tensor data is not in the pickle: it refers to storages by a *persistent id*
 (``torch_checkpoint.py``).
 
 Every index is checked before ``as_strided`` touches memory, and the bytes all tensors may produce
-are budgeted (views can repeat one storage many times).
+count against the load's ``ByteBudget`` (views can repeat one storage many times).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import FileFormatError, UnsafePickleError
+from .limits import ByteBudget
 
 _STORAGE_TYPES = {  # torch.<Name>Storage -> NumPy dtype ("bf16": raw uint16 read as bfloat16)
     "DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": "bf16",
@@ -92,14 +93,16 @@ class RestrictedUnpickler(pickle.Unpickler):
     """An Unpickler that only reconstructs tensors (as ndarrays) and plain containers.
 
     ``storage_bytes(key, dtype, numel)`` returns the raw bytes of a storage, or ``None`` for a dry
-    run (then tensors unpickle as ``None``). ``budget`` bounds the bytes all tensors may produce.
+    run (then tensors unpickle as ``None``). ``budget`` counts the bytes all tensors produce (a dry
+    run builds none and needs no budget).
     """
 
     def __init__(self, file: io.BytesIO, name: str,
                  storage_bytes: Callable[[str, TorchDType, int], bytes | None] | None = None,
-                 byteorder: str = "<", budget: int = 0) -> None:
+                 byteorder: str = "<", budget: ByteBudget | None = None) -> None:
         super().__init__(file)
-        self._name, self._storage_bytes, self._byteorder, self._budget = name, storage_bytes, byteorder, budget
+        self._name, self._storage_bytes, self._byteorder = name, storage_bytes, byteorder
+        self._budget = budget or ByteBudget(name, 0, 0)
         self._raw: dict[str, bytes | None] = {}  # key -> the storage's bytes, read once
         self.storage_dtypes: dict[str, TorchDType] = {}  # key -> dtype of every storage seen
         self._allowed: dict[str, Any] = {
@@ -182,7 +185,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             if last >= flat.size:
                 raise FileFormatError(f"{self._name}: tensor of size {size}, stride {stride}, offset {offset} "
                                       f"reads element {last} of storage {storage.key!r}, which has {flat.size}")
-            self._spend(numel * flat_dtype.itemsize)
+            self._budget.spend(numel * flat_dtype.itemsize, f"tensor of size {size} from storage {storage.key!r}")
             strides = tuple(s * flat_dtype.itemsize for s in stride)
             array = np.lib.stride_tricks.as_strided(flat[offset:], size, strides, writeable=False).copy()
         if dtype.code == "bf16":  # bfloat16 is the top half of a float32
@@ -204,12 +207,6 @@ class RestrictedUnpickler(pickle.Unpickler):
         if metadata or not isinstance(dtype, TorchDType):
             raise FileFormatError(f"{self._name}: unsupported tensor record (dtype={dtype!r:.40})")
         return self._rebuild_tensor(storage, storage_offset, size, stride, dtype)
-
-    def _spend(self, nbytes: int) -> None:
-        self._budget -= nbytes
-        if self._budget < 0:
-            raise FileFormatError(f"{self._name}: the tensors would take far more memory than the file "
-                                  f"(views repeating one storage?); refusing to build them")
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None,

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from io_testing import no_code_execution, replace_member
+from io_testing import (legacy_checkpoint, no_code_execution, op_global, op_int, op_str, op_tuple, replace_member,
+                        state_dict_pickle, tensor_record, zip_checkpoint)
 from minicompress.io import FileFormatError, UnsafePickleError, load_state_dict_file
-from minicompress.io.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL
 
 
 class Reduce:
@@ -44,58 +44,6 @@ def payloads(marker):
         "subprocess": Reduce(subprocess.call, ["touch", str(marker)]),
         "getattr chain": Reduce(getattr, Reduce(__import__, "os"), "system"),
     }
-
-
-# --------------------------------------------------------------------------- hand-made checkpoints
-def op_global(module, name):
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def op_str(text):
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def op_int(n):
-    return b"J" + struct.pack("<i", n)
-
-
-def op_tuple(*items):
-    return b"(" + b"".join(items) + b"t"
-
-
-def tensor_record(size, stride, offset=0, numel=4, storage="FloatStorage", key="0", legacy=False):
-    """The pickle opcodes torch.save emits for one tensor (``_rebuild_tensor_v2``)."""
-    pid = [op_str("storage"), op_global("torch", storage), op_str(key), op_str("cpu"), op_int(numel)]
-    pid += [b"N"] if legacy else []
-    return (op_global("torch._utils", "_rebuild_tensor_v2")
-            + op_tuple(op_tuple(*pid) + b"Q", op_int(offset), op_tuple(*map(op_int, size)),
-                       op_tuple(*map(op_int, stride)), b"\x89", op_global("collections", "OrderedDict") + b")R")
-            + b"R")
-
-
-def state_dict_pickle(**records):
-    body = b"".join(op_str(k) + v for k, v in records.items())
-    return b"\x80\x02}(" + body + b"u."
-
-
-def zip_checkpoint(data_pkl, storages=None):
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("archive/data.pkl", data_pkl)
-        archive.writestr("archive/byteorder", "little")
-        for key, raw in (storages or {}).items():
-            archive.writestr(f"archive/data/{key}", raw)
-    return out.getvalue()
-
-
-def legacy_checkpoint(main_pickle, storages=None):
-    storages = storages or {}
-    head = b"".join(pickle.dumps(x, protocol=2) for x in (
-        LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": LEGACY_PROTOCOL, "little_endian": True}))
-    tail = pickle.dumps(list(storages), protocol=2)
-    blobs = b"".join(struct.pack("<q", len(raw) // 4) + raw for raw in storages.values())
-    return head + main_pickle + tail + blobs
 
 
 FLOATS = np.arange(4, dtype="<f4").tobytes()
@@ -202,7 +150,9 @@ BAD_RECORDS = {
                                 "unsupported _codecs.encode\\(int"),
     "codecs other than latin1": (op_global("_codecs", "encode") + op_tuple(op_str("x"), op_str("rot13")) + b"R",
                                  "unsupported _codecs.encode\\(str, 'rot13'\\)"),
-    "huge broadcast": (tensor_record((2**20, 2**20, 2**10), (0, 0, 0)), "far more memory than the file"),
+    "huge broadcast": (tensor_record((2**20, 2**20, 2**10), (0, 0, 0)),
+                       r"tensor of size \(1048576, 1048576, 1024\) from storage '0' would take 4503599627370496 "
+                       r"bytes, more than the \d+ bytes left of this load's budget"),
 }
 
 
@@ -256,7 +206,7 @@ def test_wrong_magic_and_truncated_files(tmp_path, name, data, message):
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "objects.npz"
     np.savez(path, a=np.array([{"x": 1}], dtype=object))
-    with pytest.raises(FileFormatError, match="corrupt .npz archive.*allow_pickle=False"):
+    with pytest.raises(FileFormatError, match=r"objects.npz: array 'a' has dtype object, Python objects \(a pickle\)"):
         load_state_dict_file(path)
 
 
