@@ -12,9 +12,15 @@ importing or calling it::
     torch.float32, torch.int64, ...           -> a dtype (used by _rebuild_tensor_v3)
     torch.storage.UntypedStorage             -> raw bytes (used by _rebuild_tensor_v3)
     collections.OrderedDict                   -> collections.OrderedDict
-    torch.Size                                -> tuple
-    builtins.set, frozenset, complex, slice, range, bytearray, _codecs.encode (latin1 only),
+    torch.Size                                -> tuple (of a list or tuple only)
+    builtins.set, frozenset                   -> set, frozenset (of a list, tuple or set only)
+    builtins.complex, slice, range, bytearray, _codecs.encode (latin1 only),
     torch.device                              -> what protocol 2 needs for plain values
+
+The stand-ins cannot be changed by the pickle: ``TorchDType`` and ``StandIn`` are immutable and
+refuse BUILD (``__setstate__``), and the rest are builtin types, so one hostile file cannot break
+the next load. ``set``, ``frozenset`` and ``torch.Size`` take only containers that are already
+built (the pickle's own lists and tuples): ``set(range(10**10))`` would grow without bound.
 
 Tensor data is not in the pickle: it refers to storages by a *persistent id*
 ``('storage', storage_type, key, location, numel)`` (plus a view tuple in the legacy format), which
@@ -31,7 +37,7 @@ import io
 import pickle
 import pickletools
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -56,19 +62,44 @@ _HINTS = {
 }
 
 
-class TorchDType:
-    """A torch dtype or storage type, by its NumPy equivalent; ``code`` 'bf16' or a NumPy dtype code."""
+def _refuse_build(qualified: str) -> UnsafePickleError:
+    return UnsafePickleError(f"refusing to modify {qualified} (a BUILD opcode on an allow-listed name): "
+                             f"only tensors and plain containers are allowed")
 
-    __slots__ = ("name", "code")
 
-    def __init__(self, name: str, code: str) -> None:
-        self.name, self.code = name, code
+class TorchDType(NamedTuple):
+    """A torch dtype or storage type, by its NumPy equivalent; ``code`` 'bf16' or a NumPy dtype code.
+
+    Immutable: a pickle cannot change what ``torch.float32`` means (``__setstate__`` refuses BUILD).
+    """
+
+    name: str
+    code: str
 
     def numpy(self, byteorder: str) -> np.dtype:
         return np.dtype(byteorder + ("u2" if self.code == "bf16" else self.code))
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
+
+    def __setstate__(self, state: Any) -> None:
+        raise _refuse_build(repr(self))
+
+
+class StandIn(NamedTuple):
+    """An allow-listed callable of the pickle: ``qualified`` is the name the pickle uses.
+
+    Immutable like ``TorchDType``: a pickle can call it, never modify it.
+    """
+
+    qualified: str
+    function: Callable[..., Any]
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _refuse_build(self.qualified)
 
 
 _UNTYPED = TorchDType("UntypedStorage", "u1")
@@ -105,24 +136,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._budget = budget or ByteBudget(name, 0, 0)
         self._raw: dict[str, bytes | None] = {}  # key -> the storage's bytes, read once
         self.storage_dtypes: dict[str, TorchDType] = {}  # key -> dtype of every storage seen
-        self._allowed: dict[str, Any] = {
-            "collections.OrderedDict": collections.OrderedDict,
-            "torch.Size": tuple,
-            "torch._utils._rebuild_tensor": self._rebuild_tensor,
-            "torch._utils._rebuild_tensor_v2": self._rebuild_tensor_v2,
-            "torch._utils._rebuild_tensor_v3": self._rebuild_tensor_v3,
-            "torch._utils._rebuild_parameter": _rebuild_parameter,
-            "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
-            "torch.storage.UntypedStorage": _UNTYPED,
-            "torch.UntypedStorage": _UNTYPED,
-        }
-        for module in ("builtins", "__builtin__"):  # protocol 2 pickles name these via REDUCE
-            self._allowed.update({f"{module}.{f.__name__}": f for f in (set, frozenset, complex, slice, range)})
-            self._allowed[f"{module}.bytearray"] = _bytearray
-            self._allowed[f"{module}.xrange"] = range
-        self._allowed.update({"_codecs.encode": _latin1_encode, "torch.device": _device})
-        self._allowed.update({f"torch.{k}": TorchDType(k, v) for k, v in _STORAGE_TYPES.items()})
-        self._allowed.update({f"torch.{k}": TorchDType(k, v) for k, v in _TORCH_DTYPES.items()})
+        self._allowed = _allowed_names(self)
 
     # -------------------------------------------------------------------- the two entry points
     def find_class(self, module: str, name: str) -> Any:
@@ -207,6 +221,53 @@ class RestrictedUnpickler(pickle.Unpickler):
         if metadata or not isinstance(dtype, TorchDType):
             raise FileFormatError(f"{self._name}: unsupported tensor record (dtype={dtype!r:.40})")
         return self._rebuild_tensor(storage, storage_offset, size, stride, dtype)
+
+
+
+def _allowed_names(unpickler: RestrictedUnpickler) -> dict[str, Any]:
+    """What ``find_class`` answers for each allowed name (see the module docstring)."""
+    allowed: dict[str, Any] = {"collections.OrderedDict": collections.OrderedDict}
+    functions: dict[str, Callable[..., Any]] = {
+        "torch.Size": _size,
+        "torch._utils._rebuild_tensor": unpickler._rebuild_tensor,
+        "torch._utils._rebuild_tensor_v2": unpickler._rebuild_tensor_v2,
+        "torch._utils._rebuild_tensor_v3": unpickler._rebuild_tensor_v3,
+        "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+        "_codecs.encode": _latin1_encode,
+        "torch.device": _device,
+    }
+    for module in ("builtins", "__builtin__"):  # protocol 2 pickles name these via REDUCE
+        allowed.update({f"{module}.{t.__name__}": t for t in (complex, slice, range)})
+        allowed[f"{module}.xrange"] = range
+        functions.update({f"{module}.set": _set, f"{module}.frozenset": _frozenset,
+                          f"{module}.bytearray": _bytearray})
+    allowed.update({qualified: StandIn(qualified, f) for qualified, f in functions.items()})
+    allowed["torch.storage.UntypedStorage"] = allowed["torch.UntypedStorage"] = _UNTYPED
+    allowed.update({f"torch.{k}": TorchDType(k, v) for k, v in _STORAGE_TYPES.items()})
+    allowed.update({f"torch.{k}": TorchDType(k, v) for k, v in _TORCH_DTYPES.items()})
+    return allowed
+
+
+def _built(items: Any, what: str) -> Any:
+    """``items`` if it is a container the pickle already built; never a range or another lazy iterable."""
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise FileFormatError(f"unsupported {what}({type(items).__name__}) in a pickle: only a list or tuple of "
+                              f"items is allowed (a range could grow without bound)")
+    return items
+
+
+def _set(items: Any = ()) -> set:
+    return set(_built(items, "set"))
+
+
+def _frozenset(items: Any = ()) -> frozenset:
+    return frozenset(_built(items, "frozenset"))
+
+
+def _size(items: Any = ()) -> tuple:
+    """``torch.Size`` is a tuple of its sizes."""
+    return tuple(_built(items, "torch.Size"))
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None,

@@ -138,6 +138,12 @@ def op_int(n):
     return b"J" + struct.pack("<i", n)
 
 
+def op_long(n):
+    """LONG1: any int, e.g. 10**10 (BININT stops at 2**31)."""
+    raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw
+
+
 def op_tuple(*items):
     return b"(" + b"".join(items) + b"t"
 

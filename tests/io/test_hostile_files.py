@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from io_testing import (legacy_checkpoint, no_code_execution, op_global, op_int, op_str, op_tuple, replace_member,
-                        state_dict_pickle, tensor_record, zip_checkpoint)
-from minicompress.io import FileFormatError, UnsafePickleError, load_state_dict_file
+from io_testing import (legacy_checkpoint, no_code_execution, op_global, op_int, op_long, op_str, op_tuple,
+                        replace_member, run_limited, state_dict_pickle, tensor_record, zip_checkpoint)
+from minicompress.io import FileFormatError, UnsafePickleError, load_checkpoint, load_state_dict_file
+
 
 
 class Reduce:
@@ -134,6 +135,82 @@ def test_only_the_listed_torch_names_are_allowed(tmp_path):
                          ("torch.nn.modules.linear", "Linear"), ("numpy", "load"), ("builtins", "getattr")]:
         with pytest.raises(UnsafePickleError, match=f"'{module}.{name}'"):
             load_bytes(tmp_path, zip_checkpoint(b"\x80\x02" + op_global(module, name) + b"."))
+
+
+# --------------------------------------------------------------------------- stand-ins the pickle cannot change
+def untyped_record(dtype="float32"):
+    """A ``_rebuild_tensor_v3`` record over an ``UntypedStorage`` (how torch 2.x saves uint16, for one)."""
+    pid = op_tuple(op_str("storage"), op_global("torch.storage", "UntypedStorage"), op_str("0"), op_str("cpu"),
+                   op_int(16))
+    return (op_global("torch._utils", "_rebuild_tensor_v3")
+            + op_tuple(pid + b"Q", op_int(0), op_tuple(op_int(4)), op_tuple(op_int(1)), b"\x89",
+                       op_global("collections", "OrderedDict") + b")R", op_global("torch", dtype))
+            + b"R")
+
+
+ALLOW_LISTED = [("torch.storage", "UntypedStorage"), ("torch", "float32"), ("torch", "FloatStorage"),
+                ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_tensor_v2"), ("builtins", "set"),
+                ("torch", "Size"), ("_codecs", "encode"), ("collections", "OrderedDict"), ("builtins", "range")]
+
+
+@pytest.mark.parametrize("state", ["dict state", "slot state"])
+@pytest.mark.parametrize("module, name", ALLOW_LISTED, ids=[f"{m}.{n}" for m, n in ALLOW_LISTED])
+def test_a_pickle_cannot_modify_an_allow_listed_name(tmp_path, module, name, state):
+    """BUILD on a stand-in (e.g. UntypedStorage's dtype code set to 'U4') must not reach the next load."""
+    changes = b"}(" + op_str("code") + op_str("U4") + op_str("__defaults__") + b")u"
+    build = changes if state == "dict state" else b"N" + changes + b"\x86"
+    evil = b"\x80\x02" + op_global(module, name) + build + b"b0}."
+    is_type = name in ("OrderedDict", "range")
+    with pytest.raises(FileFormatError if is_type else UnsafePickleError,
+                       match=r"corrupt data\.pkl: \w+Error" if is_type else f"refusing to modify [\\w.]*{name} \\(a BUILD"):
+        load_bytes(tmp_path, zip_checkpoint(evil))
+    np.testing.assert_array_equal(load_bytes(tmp_path, zip_checkpoint(state_dict_pickle(w=untyped_record()),
+                                                                        {"0": FLOATS}))["w"], np.arange(4.0))
+    test_hand_made_checkpoints_load(tmp_path, VALID_ZIP)
+
+
+# --------------------------------------------------------------------------- containers of unbounded size
+def unbounded(kind):
+    huge = op_global("builtins", "range") + op_tuple(op_long(10**10)) + b"R"
+    if kind == "frozenset via NEWOBJ":
+        return b"\x80\x02" + op_global("builtins", "frozenset") + op_tuple(huge) + b"\x81."
+    module, name = ("torch", "Size") if kind == "torch.Size" else ("builtins", kind)
+    return b"\x80\x02" + op_global(module, name) + op_tuple(huge) + b"R."
+
+
+def test_sets_of_a_range_are_refused_in_bounded_memory(tmp_path):
+    """A 186-byte .pt with set(range(10**10)) used to grow without bound: now refused at once."""
+    kinds = ["set", "frozenset", "torch.Size", "frozenset via NEWOBJ"]
+    paths = []
+    for kind in kinds:
+        paths.append(tmp_path / f"{kind.replace(' ', '_')}.pt")
+        paths[-1].write_bytes(zip_checkpoint(unbounded(kind)))
+    assert len(paths[0].read_bytes()) < 400
+    out, seconds = run_limited("""
+        import sys
+        from minicompress.io import FileFormatError, load_checkpoint
+        for path in sys.argv[1:]:
+            try:
+                load_checkpoint(path)
+            except FileFormatError as e:
+                print(e)
+            else:
+                print("loaded")
+    """, *map(str, paths), memory=1 << 30, timeout=60)
+    lines = out.splitlines()
+    for kind, line in zip(kinds[:3], lines):
+        assert f"unsupported {kind}(range) in a pickle: only a list or tuple of items is allowed" in line, line
+    assert "NEWOBJ class argument must be a type" in lines[3], lines[3]
+    assert seconds < 30
+
+
+def test_sets_and_sizes_of_lists_and_tuples_still_load(tmp_path):
+    items = op_tuple(b"]" + b"(" + op_int(3) + op_int(1) + b"e")  # ([3, 1],)
+    data = b"\x80\x02}(" + b"".join(op_str(k) + op_global(m, n) + items + b"R" for k, (m, n) in {
+        "s": ("builtins", "set"), "f": ("builtins", "frozenset"), "z": ("torch", "Size")}.items()) + b"u."
+    path = tmp_path / "ok.pt"
+    path.write_bytes(zip_checkpoint(data))
+    assert load_checkpoint(path) == {"s": {1, 3}, "f": frozenset({1, 3}), "z": (3, 1)}
 
 
 # --------------------------------------------------------------------------- malformed tensor records
