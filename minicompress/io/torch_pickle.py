@@ -53,12 +53,14 @@ _TORCH_DTYPES = {
     "float64": "f8", "double": "f8", "float32": "f4", "float": "f4", "float16": "f2", "half": "f2",
     "bfloat16": "bf16", "int64": "i8", "long": "i8", "int32": "i4", "int": "i4", "int16": "i2",
     "short": "i2", "int8": "i1", "uint8": "u1", "bool": "b1", "complex64": "c8", "complex128": "c16",
+    "uint16": "u2", "uint32": "u4", "uint64": "u8",
 }
 _HINTS = {
     "torch.nn.modules": " (the file pickles a whole nn.Module; save model.state_dict() instead)",
     "torch._utils._rebuild_qtensor": " (quantized tensors are not supported; save the float model or "
                                      "dequantize before torch.save)",
     "numpy": " (NumPy objects inside a checkpoint are refused; keep only tensors, numbers and strings)",
+    "torch.float8": " (float8 tensors cannot be read: NumPy has no float8 type)",
 }
 
 
