@@ -28,7 +28,9 @@ Tensor data is not in the pickle: it refers to storages by a *persistent id*
 (``torch_checkpoint.py``).
 
 Every index is checked before ``as_strided`` touches memory, and the bytes all tensors may produce
-count against the load's ``ByteBudget`` (views can repeat one storage many times).
+count against the load's ``ByteBudget`` (views can repeat one storage many times). Before unpickling,
+``check_opcodes`` parses the opcodes without running them, and refuses pickles of more than
+``MAX_OPCODES`` opcodes (a state dict needs ~35 per tensor) so that the scan takes about a second.
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ import numpy as np
 
 from .errors import FileFormatError, UnsafePickleError
 from .limits import ByteBudget
+
+MAX_OPCODES = 1 << 22  # ~1 s of scanning; a checkpoint of 100,000 tensors takes 3.5 million
 
 _STORAGE_TYPES = {  # torch.<Name>Storage -> NumPy dtype ("bf16": raw uint16 read as bfloat16)
     "DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": "bf16",
@@ -305,13 +309,17 @@ def check_opcodes(f: io.BytesIO, name: str, what: str) -> None:
 
     This refuses what the C unpickler would turn into huge allocations before noticing the file is
     short: a memo index far beyond the number of opcodes (a 12-byte pickle with ``LONG_BINPUT
-    0x0fffffff`` makes it fill a 4 GB memo) or a length beyond the end of the data.
+    0x0fffffff`` makes it fill a 4 GB memo) or a length beyond the end of the data; and pickles of
+    more than ``MAX_OPCODES`` opcodes (the scan runs in Python: ~1 s per 4 million).
     """
     start = f.tell()
     try:
         with warnings.catch_warnings():  # pickletools warns about odd escapes in STRING opcodes
             warnings.simplefilter("ignore")
             for count, (opcode, arg, _) in enumerate(pickletools.genops(f)):
+                if count >= MAX_OPCODES:
+                    raise FileFormatError(f"{name}: {what} has more than {MAX_OPCODES} opcodes; a checkpoint "
+                                          f"of tensors needs about 35 per tensor")
                 if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > count:
                     raise FileFormatError(f"{name}: corrupt {what}: memo index {arg} at opcode {count}")
     except FileFormatError:

@@ -240,6 +240,32 @@ def test_malformed_tensor_records_are_refused(tmp_path, case):
         load_bytes(tmp_path, zip_checkpoint(state_dict_pickle(w=record), {"0": FLOATS}))
 
 
+def test_a_pickle_of_64_mib_of_opcodes_is_refused_fast_in_bounded_memory(tmp_path):
+    """A 65 KB file whose data.pkl inflates to 64 MiB of opcodes took 15 s and 640 MB to scan."""
+    opcodes = b"\x80\x02" + b"N" * (64 << 20) + b"."
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", opcodes)
+    (tmp_path / "ops.pt").write_bytes(out.getvalue())
+    (tmp_path / "ops_legacy.pt").write_bytes(legacy_checkpoint(b"\x80\x02" + b"N0" * (1 << 21) + b"N."))
+    assert (tmp_path / "ops.pt").stat().st_size < 100_000
+    out, seconds = run_limited("""
+        import sys
+        from minicompress.io import FileFormatError, load_checkpoint
+        for path in sys.argv[1:]:
+            try:
+                load_checkpoint(path)
+            except FileFormatError as e:
+                print(e)
+    """, str(tmp_path / "ops.pt"), str(tmp_path / "ops_legacy.pt"), memory=1 << 30, timeout=60)
+    zip_line, legacy_line = out.splitlines()
+    assert zip_line.endswith("ops.pt: data.pkl has more than 4194304 opcodes; a checkpoint of tensors needs about "
+                             "35 per tensor"), zip_line
+    assert legacy_line.endswith("ops_legacy.pt: checkpoint pickle has more than 4194304 opcodes; a checkpoint of "
+                                "tensors needs about 35 per tensor"), legacy_line
+    assert seconds < 15
+
+
 def test_memo_bomb_is_refused_before_allocating(tmp_path):
     # 12 bytes that make the C unpickler fill a 4 GB memo if run unchecked
     with pytest.raises(FileFormatError, match="memo index 268435455"):
