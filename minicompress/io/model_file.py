@@ -32,6 +32,7 @@ from .errors import FileFormatError
 from .limits import ByteBudget, read_member
 from .npz import read_npz, write_npz
 from .registry import spec_for_class, spec_for_name
+from .state_checks import check_quantization, check_state
 
 FORMAT = "minicompress.model"
 FORMAT_VERSION = 1
@@ -199,6 +200,7 @@ def _build(node: Any, where: str, state: dict, arrays: dict, name: str) -> Modul
     children = {k: None if child is None else _build(child, f"{where}{k}.", state, arrays, name)
                 for k, child in node["children"].items()}
     config = {k: _decode(v, arrays, children, name, at) for k, v in node["config"].items()}
+    pruned = _pruned_tensors(node, where, state, name)
     try:
         module = spec.from_config(config)
     except Exception as e:
@@ -211,8 +213,8 @@ def _build(node: Any, where: str, state: dict, arrays: dict, name: str) -> Modul
     for key, child in children.items():
         module.add_module(key, child)
     module.training = bool(node.get("training", True))
-    for tensor in node.get("pruned", []):
-        _reapply_pruning(module, str(tensor), where, state, name)
+    for tensor in pruned:
+        _reapply_pruning(module, tensor, where, state, name)
     return module
 
 
@@ -239,6 +241,20 @@ def _decode(value: Any, arrays: dict, children: dict, name: str, at: str) -> Any
     raise FileFormatError(f"{name}: {at}: invalid config value {str(value)[:80]}")
 
 
+def _pruned_tensors(node: dict, where: str, state: dict, name: str) -> list[str]:
+    """The node's pruned tensors; each needs ``<t>_orig`` and a ``<t>_mask`` of its shape and dtype."""
+    pruned = node.get("pruned", [])
+    if not isinstance(pruned, list) or not all(isinstance(t, str) for t in pruned):
+        raise FileFormatError(f"{name}: module {where[:-1]!r}: 'pruned' must be a list of tensor names, got "
+                              f"{str(pruned)[:80]}")
+    for tensor in pruned:
+        orig, mask = state.get(f"{where}{tensor}_orig"), state.get(f"{where}{tensor}_mask")
+        if orig is None or mask is None or mask.shape != orig.shape or mask.dtype != orig.dtype:
+            raise FileFormatError(f"{name}: module {where[:-1]!r} is marked pruned on {tensor!r} but the file lacks "
+                                  f"matching {tensor}_orig/{tensor}_mask arrays (same shape and dtype)")
+    return pruned
+
+
 def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name: str) -> None:
     """Re-create ``<tensor>_orig`` / ``<tensor>_mask`` (prune.custom_from_mask) from the saved arrays."""
     try:
@@ -246,10 +262,9 @@ def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name:
     except ImportError:
         raise FileFormatError(f"{name}: module {where[:-1]!r} is pruned but minicompress.prune is "
                               f"unavailable") from None
-    orig, mask = state.get(f"{where}{tensor}_orig"), state.get(f"{where}{tensor}_mask")
+    orig, mask = state[f"{where}{tensor}_orig"], state[f"{where}{tensor}_mask"]
     param = getattr(module, tensor, None)
-    if (orig is None or mask is None or not isinstance(param, Parameter) or orig.shape != param.shape
-            or mask.shape != param.shape):
+    if not isinstance(param, Parameter) or orig.shape != param.shape or orig.dtype.kind != param.data.dtype.kind:
         raise FileFormatError(f"{name}: module {where[:-1]!r} is marked pruned on {tensor!r} but the file lacks "
                               f"matching {tensor}_orig/{tensor}_mask arrays")
     param.data = orig
@@ -257,16 +272,7 @@ def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name:
 
 
 def _restore_state(model: Module, state: dict, name: str) -> None:
-    """Put every saved array in place, exactly (dtype included); shapes must match the architecture."""
-    slots = model.state_dict(keep_vars=True)
-    missing = [key for key in slots if key not in state]
-    unexpected = sorted(set(state) - set(slots))
-    if missing or unexpected:
-        raise FileFormatError(f"{name}: the state does not fit the architecture (missing {missing[:10]}, "
-                              f"unexpected {unexpected[:10]})")
-    for key, current in slots.items():
-        if state[key].shape != current.shape:
-            owner_path, _, attr = key.rpartition(".")
-            raise FileFormatError(f"{name}: {key!r} has shape {state[key].shape} but the architecture gives "
-                                  f"{model.get_submodule(owner_path)._name()} a {attr} of shape {current.shape}")
+    """Put every saved array in place, exactly (dtype included), after checking each (state_checks.py)."""
+    check_state(model, state, name)
     model.load_state_dict(state, assign=True)   # the saved arrays themselves, dtype included
+    check_quantization(model, name)

@@ -140,7 +140,7 @@ def _check_entry(key: str, info: object, fail) -> tuple[str, str, tuple[int, ...
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
         raise fail(f"tensor {key!r}: expected an object with dtype, shape and data_offsets, got {info!r:.80}")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         supported = ", ".join(_DTYPES)
         raise fail(f"tensor {key!r}: unsupported dtype {dtype!r:.40} (supported: {supported})")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
