@@ -29,10 +29,11 @@ from ..nn.module import Module, Parameter
 from ..prune.base import pruned_tensors
 from .atomic import atomic_write
 from .errors import FileFormatError
+from .layer_shapes import expected_shapes
 from .limits import ByteBudget, read_member
 from .npz import read_npz, write_npz
-from .registry import spec_for_class, spec_for_name
-from .state_checks import check_quantization, check_state
+from .registry import ModuleSpec, spec_for_class, spec_for_name
+from .state_checks import check_built_module, check_expected_shapes, check_quantization, check_state
 
 FORMAT = "minicompress.model"
 FORMAT_VERSION = 1
@@ -201,20 +202,30 @@ def _build(node: Any, where: str, state: dict, arrays: dict, name: str) -> Modul
                 for k, child in node["children"].items()}
     config = {k: _decode(v, arrays, children, name, at) for k, v in node["config"].items()}
     pruned = _pruned_tensors(node, where, state, name)
-    try:
-        module = spec.from_config(config)
-    except Exception as e:
-        raise FileFormatError(f"{name}: cannot rebuild {at} as {spec.name}(**{config!r:.200}): "
-                              f"{type(e).__name__}: {e}") from e
-    if not isinstance(module, Module):
-        raise FileFormatError(f"{name}: rebuilding {at} gave a {type(module).__name__}, not a Module")
+    expected = expected_shapes(spec.name, config)
+    if expected is not None:  # before building: a hostile config may ask for gigabytes
+        owner = f"{at} ({spec.name.rsplit('.', 1)[-1]}({', '.join(f'{k}={v!r}' for k, v in config.items())}))"
+        check_expected_shapes(expected, where, pruned, state, name, owner[:300])
+    module = _construct(spec, config, name, at)
     for key, _ in list(module.named_children()):  # the saved children replace any the constructor made
         delattr(module, key)
     for key, child in children.items():
         module.add_module(key, child)
+    check_built_module(module, where, pruned, state, name)
     module.training = bool(node.get("training", True))
     for tensor in pruned:
         _reapply_pruning(module, tensor, where, state, name)
+    return module
+
+
+def _construct(spec: ModuleSpec, config: dict, name: str, at: str) -> Module:
+    try:
+        module = spec.from_config(config)
+    except Exception as e:  # MemoryError included: a config asking for more than the machine has
+        raise FileFormatError(f"{name}: cannot rebuild {at} as {spec.name}(**{config!r:.200}): "
+                              f"{type(e).__name__}: {e}") from e
+    if not isinstance(module, Module):
+        raise FileFormatError(f"{name}: rebuilding {at} gave a {type(module).__name__}, not a Module")
     return module
 
 

@@ -1,7 +1,9 @@
 """A model file's arrays against the module tree they are loaded into: every check raises
 ``FileFormatError`` naming the file, the state key and the values.
 
-- for the whole model: every tensor's shape, and its dtype's kind — a floating-point tensor takes any floating dtype (``model.to(np.float64)`` is saved as
+- before a built-in layer is built: the shapes its config implies (``layer_shapes.py``);
+- after each module is built, and for the whole model: every tensor's shape, and its dtype's
+  kind — a floating-point tensor takes any floating dtype (``model.to(np.float64)`` is saved as
   such), any other takes the same kind (an int8 weight cannot become int64, nor a float a bool);
 - after the state is in place: the quantization parameters of quantized modules, by key name
   (``scale`` / ``weight_scale`` finite and > 0; ``zero_point`` / ``weight_zero_point`` integers in
@@ -9,14 +11,35 @@
 """
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from ..nn.module import Module, Parameter
 from .errors import FileFormatError
+from .layer_shapes import Shapes
 
 _KINDS = {"f": "floating-point", "i": "signed integer", "u": "unsigned integer", "b": "boolean", "c": "complex"}
 # the integer range of each quantized dtype (as quant.qtensor.QDTYPES); layer outputs are quint8, weights qint8
 _QUANTIZED_RANGES = {"quint8": (0, 255), "qint8": (-128, 127), "qint32": (-(2 ** 31), 2 ** 31 - 1)}
+
+
+def state_key(where: str, tensor: str, pruned: list[str]) -> str:
+    """The key of a module's tensor in the state: a pruned tensor is stored as ``<tensor>_orig``."""
+    return f"{where}{tensor}_orig" if tensor in pruned else f"{where}{tensor}"
+
+
+def check_expected_shapes(expected: Shapes, where: str, pruned: list[str], state: dict, name: str,
+                          owner: str) -> None:
+    """Before building ``owner`` (a description of the class and config): the file holds each tensor
+    its config implies, with that shape."""
+    for tensor, shape in expected.items():
+        key = state_key(where, tensor, pruned)
+        if key not in state:
+            raise FileFormatError(f"{name}: {owner} has a {tensor} of shape {shape}, but the file has no {key!r}")
+        if state[key].shape != shape:
+            raise FileFormatError(f"{name}: {key!r} has shape {state[key].shape} but the architecture gives "
+                                  f"{owner} a {tensor} of shape {shape}")
 
 
 def check_tensor(key: str, array: np.ndarray, current: np.ndarray, owner: Module, name: str) -> None:
@@ -28,6 +51,15 @@ def check_tensor(key: str, array: np.ndarray, current: np.ndarray, owner: Module
     if array.dtype.kind != current.dtype.kind:
         raise FileFormatError(f"{name}: {key!r} holds {array.dtype} values but {owner._name()} keeps its {attr} as "
                               f"{current.dtype}: a {_KINDS.get(current.dtype.kind, current.dtype.kind)} array")
+
+
+def check_built_module(module: Module, where: str, pruned: list[str], state: dict, name: str) -> None:
+    """Right after ``module`` is built: each of its own tensors that the file holds fits."""
+    tensors = chain(module.named_parameters(recurse=False), module.named_buffers(recurse=False))
+    for tensor, value in tensors:
+        key = state_key(where, tensor, pruned)
+        if value is not None and key in state:
+            check_tensor(key, state[key], value.data if isinstance(value, Parameter) else value, module, name)
 
 
 def check_state(model: Module, state: dict, name: str) -> None:

@@ -1,5 +1,6 @@
-"""What a model file's arrays must be before they become a model: dtypes that fit, and valid
-quantization parameters."""
+"""What a model file's arrays must be before they become a model: shapes checked against the config
+before a layer is built (a few hundred bytes of architecture cannot cost gigabytes), no random
+initialisation of what the file replaces, dtypes that fit, and valid quantization parameters."""
 import io
 import zipfile
 
@@ -9,10 +10,12 @@ import pytest
 from hypothesis import given, settings
 
 import minicompress.io as mio
-from io_testing import no_code_execution
+from io_testing import no_code_execution, run_limited
 from minicompress import nn, prune, quant
 from minicompress.io import FileFormatError
-from test_model_file import cnn, mlp, static_int8
+from minicompress.io.layer_shapes import SHAPES, expected_shapes
+from minicompress.io.registry import spec_for_class
+from test_model_file import cnn, cnn1d, mlp, registry, rewrite_architecture, static_int8  # noqa: F401 (fixture)
 
 
 def with_array(path, key, array):
@@ -41,7 +44,117 @@ def int8_model():
     return static_int8(quant.get_default_qconfig("x86"), x)
 
 
-# --------------------------------------------------------------------------- dtypes and values
+# --------------------------------------------------------------------------- item 10: huge configs
+def set_config(child, **config):
+    return lambda a: a["model"]["children"][child]["config"].update(config)
+
+
+HUGE = {  # small files whose architecture asks for a layer of gigabytes
+    "Linear": (mlp, set_config("0", in_features=2**15, out_features=2**15),
+               r"'0.weight' has shape \(8, 6\) but the architecture gives module '0' \(Linear\(in_features=32768, "
+               r"out_features=32768, bias=True\)\) a weight of shape \(32768, 32768\)"),
+    "Conv2d": (cnn, set_config("0", out_channels=2**14, in_channels=2**14),
+               r"'0.weight' has shape \(4, 2, 3, 3\) but .* a weight of shape \(16384, 16384, 3, 3\)"),
+    "BatchNorm2d": (cnn, set_config("1", num_features=2**30),
+                    r"'1.weight' has shape \(4,\) but .* a weight of shape \(1073741824,\)"),
+    "QuantizedLinear": (int8_model, set_config("6", in_features=2**16, out_features=2**16),
+                        r"'6.weight' has shape \(8, 16\) but .*QuantizedLinearReLU.* a weight of shape \(65536, 65536\)"),
+}
+
+
+def test_a_huge_layer_in_a_small_file_is_refused_before_it_is_built(tmp_path):
+    """366 bytes of architecture used to cost 1.8 GB and 4 s before the refusal."""
+    paths = []
+    for kind, (make, change, _) in HUGE.items():
+        paths.append(rewrite_architecture(saved(make(), tmp_path), change).rename(tmp_path / f"{kind}.npz"))
+    out, seconds = run_limited("""
+        import sys
+        import minicompress.io as mio
+        for path in sys.argv[1:]:
+            try:
+                mio.load(path)
+            except mio.FileFormatError as e:
+                print(e)
+            else:
+                print("loaded")
+    """, *map(str, paths), memory=1 << 30, timeout=60)
+    for (kind, (_, _, message)), line in zip(HUGE.items(), out.splitlines()):
+        assert line.startswith(str(tmp_path / f"{kind}.npz")), line
+        assert __import__("re").search(message, line), (kind, line)
+    assert seconds < 20
+
+
+TABLE = """
+import numpy as np
+import minicompress.io as mio
+from minicompress import nn
+
+
+class Table(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+        self.w = nn.Parameter(np.ones(n, np.float32))
+
+
+mio.register_module(Table, name="tests.Table")
+"""
+
+
+def test_a_huge_registered_class_fails_cleanly_under_a_memory_limit(tmp_path, registry):
+    """A class outside the shape table is checked once built; under RLIMIT_AS, building it fails cleanly."""
+    namespace = {}
+    exec(TABLE, namespace)
+    mio.save(namespace["Table"](3), tmp_path / "table.npz")
+    paths = []
+    for n in (4, 2**31):
+        paths.append(rewrite_architecture(tmp_path / "table.npz", lambda a: a["model"]["config"].update(n=n)))
+        paths[-1] = paths[-1].rename(tmp_path / f"table{n}.npz")
+    out, _ = run_limited(TABLE + """
+import sys
+for path in sys.argv[1:]:
+    try:
+        mio.load(path)
+    except mio.FileFormatError as e:
+        print(e)
+""", *map(str, paths), memory=1 << 30, timeout=60)
+    small, huge = out.splitlines()
+    assert "'w' has shape (3,) but the architecture gives Table() a w of shape (4,)" in small, small
+    assert "cannot rebuild the root module as tests.Table(**{'n': 2147483648}): MemoryError" in huge, huge
+
+
+def test_loading_skips_the_random_initialisation(tmp_path, monkeypatch):
+    model = cnn()
+    path = saved(model, tmp_path)
+
+    def no_random_init(*args, **kwargs):
+        raise AssertionError("a layer was randomly initialised while loading")
+
+    monkeypatch.setattr(nn.init, "default_weight_and_bias_", no_random_init)
+    loaded = mio.load(path)
+    assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[key], value)
+    mio.save(loaded, tmp_path / "again.npz")  # verify=True rebuilds the same way
+    with pytest.raises(AssertionError, match="randomly initialised"):
+        nn.Linear(2, 2)  # only the loader skips it
+
+
+@pytest.mark.parametrize("make", [mlp, cnn, cnn1d, int8_model,
+                                  lambda: quant.quantize_dynamic(mlp(), {nn.Linear: quant.per_channel_dynamic_qconfig})])
+def test_the_shape_table_matches_the_real_layers(make):
+    model = make()
+    checked = 0
+    for where, module in model.named_modules():
+        spec = spec_for_class(type(module))
+        if spec.name in SHAPES:
+            own = {k: v.shape for k, v in module.state_dict().items() if "." not in k}
+            assert expected_shapes(spec.name, spec.to_config(module)) == own, where
+            checked += 1
+    assert checked
+
+
+# --------------------------------------------------------------------------- item 13: dtypes and values
 BAD_ARRAYS = {
     "int64 weight": ("0.weight", np.ones((8, 6), np.int64), "holds int64 values but Linear.* keeps its weight as "
                                                              "float32: a floating-point array"),
@@ -105,7 +218,7 @@ def test_a_pruning_mask_must_match_its_weight(tmp_path):
     with pytest.raises(FileFormatError, match="marked pruned on 'weight' but the file lacks matching "
                                               r"weight_orig/weight_mask arrays \(same shape and dtype\)"):
         mio.load(with_array(path, "0.weight_mask", np.ones((8, 6), np.float64)))
-    with pytest.raises(FileFormatError, match="marked pruned on 'weight' but the file lacks matching"):
+    with pytest.raises(FileFormatError, match="'0.weight_orig' holds int8 values but Linear"):
         mio.load(with_array(with_array(path, "0.weight_orig", np.ones((8, 6), np.int8)), "0.weight_mask",
                             np.ones((8, 6), np.int8)))
 
