@@ -124,6 +124,29 @@ def run_limited(code: str, *args: str, memory: int = 3 << 29, timeout: float = 1
     return result.stdout, seconds
 
 
+LOAD_IN_CHILD = """
+import sys
+import minicompress.io as mio
+loader, max_bytes, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+for path in paths:
+    try:
+        result = getattr(mio, loader)(path, **({} if max_bytes == "default" else {"max_bytes": int(max_bytes)}))
+    except mio.FileFormatError as e:
+        print("refused:", e)
+    else:
+        print("loaded:", {k: getattr(v, "nbytes", v) for k, v in result.items()} if isinstance(result, dict)
+              else type(result).__name__)
+"""
+
+
+def load_in_child(paths, loader: str = "load_state_dict_file", max_bytes="default",
+                  memory: int = 3 << 29) -> tuple[list[str], float]:
+    """``minicompress.io.<loader>(path, max_bytes=...)`` for each path in a memory-limited child
+    (``run_limited``): one line per file, ``refused: <message>`` or ``loaded: <summary>``."""
+    out, seconds = run_limited(LOAD_IN_CHILD, loader, str(max_bytes), *map(str, paths), memory=memory)
+    return out.splitlines(), seconds
+
+
 # ------------------------------------------------ hand-made checkpoints: the opcodes torch.save writes
 def op_global(module, name):
     return b"c" + module.encode() + b"\n" + name.encode() + b"\n"

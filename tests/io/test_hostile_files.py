@@ -10,7 +10,6 @@ import copyreg
 import io
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import zipfile
@@ -21,7 +20,7 @@ import pytest
 from hypothesis import given
 
 from io_testing import (legacy_checkpoint, no_code_execution, op_global, op_int, op_long, op_str, op_tuple,
-                        replace_member, run_limited, state_dict_pickle, tensor_record, zip_checkpoint)
+                        replace_member, load_in_child, state_dict_pickle, tensor_record, zip_checkpoint)
 from minicompress.io import FileFormatError, UnsafePickleError, load_checkpoint, load_state_dict_file
 
 
@@ -186,18 +185,7 @@ def test_sets_of_a_range_are_refused_in_bounded_memory(tmp_path):
         paths.append(tmp_path / f"{kind.replace(' ', '_')}.pt")
         paths[-1].write_bytes(zip_checkpoint(unbounded(kind)))
     assert len(paths[0].read_bytes()) < 400
-    out, seconds = run_limited("""
-        import sys
-        from minicompress.io import FileFormatError, load_checkpoint
-        for path in sys.argv[1:]:
-            try:
-                load_checkpoint(path)
-            except FileFormatError as e:
-                print(e)
-            else:
-                print("loaded")
-    """, *map(str, paths), memory=1 << 30, timeout=60)
-    lines = out.splitlines()
+    lines, seconds = load_in_child(paths, "load_checkpoint", memory=1 << 30)
     for kind, line in zip(kinds[:3], lines):
         assert f"unsupported {kind}(range) in a pickle: only a list or tuple of items is allowed" in line, line
     assert "NEWOBJ class argument must be a type" in lines[3], lines[3]
@@ -249,16 +237,8 @@ def test_a_pickle_of_64_mib_of_opcodes_is_refused_fast_in_bounded_memory(tmp_pat
     (tmp_path / "ops.pt").write_bytes(out.getvalue())
     (tmp_path / "ops_legacy.pt").write_bytes(legacy_checkpoint(b"\x80\x02" + b"N0" * (1 << 21) + b"N."))
     assert (tmp_path / "ops.pt").stat().st_size < 100_000
-    out, seconds = run_limited("""
-        import sys
-        from minicompress.io import FileFormatError, load_checkpoint
-        for path in sys.argv[1:]:
-            try:
-                load_checkpoint(path)
-            except FileFormatError as e:
-                print(e)
-    """, str(tmp_path / "ops.pt"), str(tmp_path / "ops_legacy.pt"), memory=1 << 30, timeout=60)
-    zip_line, legacy_line = out.splitlines()
+    (zip_line, legacy_line), seconds = load_in_child([tmp_path / "ops.pt", tmp_path / "ops_legacy.pt"],
+                                                     "load_checkpoint", memory=1 << 30)
     assert zip_line.endswith("ops.pt: data.pkl has more than 4194304 opcodes; a checkpoint of tensors needs about "
                              "35 per tensor"), zip_line
     assert legacy_line.endswith("ops_legacy.pt: checkpoint pickle has more than 4194304 opcodes; a checkpoint of "
