@@ -144,3 +144,14 @@ def test_bzip2_and_lzma_members_are_refused(tmp_path):
         with pytest.raises(FileFormatError, match=f"member 'w.npy' uses zip compression method {number}; only "
                                                   f"stored and deflated"):
             load_state_dict_file(path)
+
+
+def test_npz_arrays_in_fortran_order_big_endian_and_0_d_read_back_equal(tmp_path):
+    arrays = {"f": np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4)), "b": np.arange(5, dtype=">i4"),
+              "s": np.array(2.5), "e": np.zeros((0, 3), np.int8), "z": np.array([1 + 2j], np.complex64)}
+    np.savez(tmp_path / "a.npz", **arrays)
+    loaded = load_state_dict_file(tmp_path / "a.npz")
+    for key, value in arrays.items():
+        assert loaded[key].shape == value.shape and loaded[key].flags.c_contiguous and loaded[key].flags.writeable
+        assert loaded[key].dtype == value.dtype.newbyteorder("=")
+        np.testing.assert_array_equal(loaded[key], value)
