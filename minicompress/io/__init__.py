@@ -8,8 +8,9 @@
   in a versioned, code-free zip; ``register_module`` makes your own Module classes storable.
 - ``describe(path)`` summarises any of these files (what ``minicompress inspect`` prints).
 
-Nothing here executes code from a file, and every write is atomic. The format is described in
-docs/model_format.md.
+Nothing here executes code from a file, and every write is atomic. Every loader takes
+``max_bytes``, the most memory a file may make it inflate or build (``limits.py``; default 256 MiB +
+64 x the file's size). The format is described in docs/model_format.md.
 """
 from .atomic import atomic_write
 from .describe import describe

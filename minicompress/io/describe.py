@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 
 from .model_file import read_model_file
-from .safetensors import parse_safetensors
-from .state_dict_file import NESTED_KEYS, _is_tensor_dict, detect_format, find_state_dict, read_npz
+from .limits import ByteBudget
+from .npz import read_npz
+from .safetensors import decode_safetensors
+from .state_dict_file import NESTED_KEYS, _is_tensor_dict, detect_format, find_state_dict
 from .torch_checkpoint import load_torch_file
 
 _FORMATS = {"torch-zip": "PyTorch checkpoint (zip format)", "torch-legacy": "PyTorch checkpoint (legacy format)",
@@ -23,34 +25,35 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def describe(path: str | os.PathLike, max_rows: int = 500) -> str:
+def describe(path: str | os.PathLike, max_rows: int = 500, *, max_bytes: int | None = None) -> str:
     """A human-readable summary of a model or state-dict file (any format ``io`` reads).
 
     Lists the module tree (whole-model files), then one row per tensor — name, shape, dtype, number
     of elements, sparsity (fraction of exact zeros), bytes — and totals with the size on disk.
-    Raises ``FileFormatError`` for files it cannot read, like the loaders.
+    Raises ``FileFormatError`` for files it cannot read, like the loaders (``max_bytes`` as theirs).
     """
     name = os.fspath(path)
     with open(name, "rb") as f:
         data = f.read()
     fmt = detect_format(data, name)
+    budget = ByteBudget(name, len(data), max_bytes)
     lines: list[str] = []
     if fmt == "model":
-        architecture, tensors, _ = read_model_file(name)
+        architecture, tensors, _ = read_model_file(name, max_bytes=max_bytes)
         lines.append(f"{name}: minicompress model file (format {architecture['format_version']}, written by "
                      f"minicompress {architecture.get('minicompress_version', '?')})")
         for key, value in architecture.get("metadata", {}).items():
             lines.append(f"  {key}: {value}")
         lines += ["", "architecture:"] + _tree(architecture["model"], "  ")
     elif fmt == "safetensors":
-        tensors, metadata = parse_safetensors(data, name)
+        tensors, metadata = decode_safetensors(data, name, budget)
         lines.append(f"{name}: {_FORMATS[fmt]}")
         lines += [f"  {k}: {v}" for k, v in metadata.items()]
     elif fmt == "npz":
-        tensors = read_npz(data, name)
+        tensors = read_npz(data, name, budget)
         lines.append(f"{name}: {_FORMATS[fmt]}")
     else:
-        obj = load_torch_file(data, name)
+        obj = load_torch_file(data, name, budget)
         tensors = find_state_dict(obj, name)
         lines.append(f"{name}: {_FORMATS[fmt]}")
         lines += _checkpoint_note(obj)

@@ -29,8 +29,11 @@ from ..nn.module import Module, Parameter
 from ..prune.base import pruned_tensors
 from .atomic import atomic_write
 from .errors import FileFormatError
-from .registry import spec_for_class, spec_for_name
-from .state_dict_file import read_npz, write_npz
+from .layer_shapes import expected_shapes
+from .limits import ByteBudget, read_member
+from .npz import read_npz, write_npz
+from .registry import ModuleSpec, spec_for_class, spec_for_name
+from .state_checks import check_built_module, check_expected_shapes, check_quantization, check_state
 
 FORMAT = "minicompress.model"
 FORMAT_VERSION = 1
@@ -125,8 +128,13 @@ def _encode(value: Any, module: Module, where: str, arrays: dict, children: dict
 
 
 # ---------------------------------------------------------------------------------------- loading
-def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(architecture, state, config_arrays)`` of a model file, checked but not instantiated."""
+def read_model_file(path: str | os.PathLike, *,
+                    max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(architecture, state, config_arrays)`` of a model file, checked but not instantiated.
+
+    ``max_bytes`` bounds the bytes of the arrays inflated (``limits.py``; default 256 MiB + 64 x
+    the file's size).
+    """
     name = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
@@ -135,16 +143,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
             if ARCHITECTURE not in archive.namelist():
                 raise FileFormatError(f"{name}: not a minicompress model file (no {ARCHITECTURE}); for a state "
                                       f"dict use model.load_state_dict(io.load_state_dict_file(path))")
-            info = archive.getinfo(ARCHITECTURE)
-            if info.file_size > MAX_ARCHITECTURE_BYTES:
-                raise FileFormatError(f"{name}: {ARCHITECTURE} is implausibly large ({info.file_size} bytes)")
-            architecture = json.loads(archive.read(info).decode("utf-8"))
+            raw = read_member(archive, archive.getinfo(ARCHITECTURE), name, MAX_ARCHITECTURE_BYTES)
+            architecture = json.loads(raw.decode("utf-8"))
     except FileFormatError:
         raise
     except Exception as e:  # BadZipFile, bad CRC, invalid UTF-8 or JSON, nesting too deep...
         raise FileFormatError(f"{name}: not a readable model file ({type(e).__name__}: {e})"[:300]) from None
     _check_header(architecture, name)
-    arrays = read_npz(data, name, skip=(ARCHITECTURE,))
+    arrays = read_npz(data, name, ByteBudget(name, len(data), max_bytes), skip=(ARCHITECTURE,))
     config_arrays = {k: v for k, v in arrays.items() if k.startswith("config/")}
     state = {k: v for k, v in arrays.items() if not k.startswith("config/")}
     if list(state) != architecture["state"]:
@@ -167,10 +173,14 @@ def _check_header(architecture: Any, name: str) -> None:
         raise FileFormatError(f"{name}: {ARCHITECTURE} lacks 'model' or 'state'")
 
 
-def load(path: str | os.PathLike) -> Module:
-    """Rebuild the model saved by ``save``: same classes, arguments, children, modes and arrays."""
+def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Module:
+    """Rebuild the model saved by ``save``: same classes, arguments, children, modes and arrays.
+
+    ``max_bytes`` bounds the bytes of the arrays read (``limits.py``; default 256 MiB + 64 x the
+    file's size).
+    """
     name = os.fspath(path)
-    architecture, state, config_arrays = read_model_file(path)
+    architecture, state, config_arrays = read_model_file(path, max_bytes=max_bytes)
     try:
         model = _build(architecture["model"], "", state, config_arrays, name)
     except RecursionError:
@@ -191,20 +201,31 @@ def _build(node: Any, where: str, state: dict, arrays: dict, name: str) -> Modul
     children = {k: None if child is None else _build(child, f"{where}{k}.", state, arrays, name)
                 for k, child in node["children"].items()}
     config = {k: _decode(v, arrays, children, name, at) for k, v in node["config"].items()}
-    try:
-        module = spec.from_config(config)
-    except Exception as e:
-        raise FileFormatError(f"{name}: cannot rebuild {at} as {spec.name}(**{config!r:.200}): "
-                              f"{type(e).__name__}: {e}") from e
-    if not isinstance(module, Module):
-        raise FileFormatError(f"{name}: rebuilding {at} gave a {type(module).__name__}, not a Module")
+    pruned = _pruned_tensors(node, where, state, name)
+    expected = expected_shapes(spec.name, config)
+    if expected is not None:  # before building: a hostile config may ask for gigabytes
+        owner = f"{at} ({spec.name.rsplit('.', 1)[-1]}({', '.join(f'{k}={v!r}' for k, v in config.items())}))"
+        check_expected_shapes(expected, where, pruned, state, name, owner[:300])
+    module = _construct(spec, config, name, at)
     for key, _ in list(module.named_children()):  # the saved children replace any the constructor made
         delattr(module, key)
     for key, child in children.items():
         module.add_module(key, child)
+    check_built_module(module, where, pruned, state, name)
     module.training = bool(node.get("training", True))
-    for tensor in node.get("pruned", []):
-        _reapply_pruning(module, str(tensor), where, state, name)
+    for tensor in pruned:
+        _reapply_pruning(module, tensor, where, state, name)
+    return module
+
+
+def _construct(spec: ModuleSpec, config: dict, name: str, at: str) -> Module:
+    try:
+        module = spec.from_config(config)
+    except Exception as e:  # MemoryError included: a config asking for more than the machine has
+        raise FileFormatError(f"{name}: cannot rebuild {at} as {spec.name}(**{config!r:.200}): "
+                              f"{type(e).__name__}: {e}") from e
+    if not isinstance(module, Module):
+        raise FileFormatError(f"{name}: rebuilding {at} gave a {type(module).__name__}, not a Module")
     return module
 
 
@@ -231,6 +252,20 @@ def _decode(value: Any, arrays: dict, children: dict, name: str, at: str) -> Any
     raise FileFormatError(f"{name}: {at}: invalid config value {str(value)[:80]}")
 
 
+def _pruned_tensors(node: dict, where: str, state: dict, name: str) -> list[str]:
+    """The node's pruned tensors; each needs ``<t>_orig`` and a ``<t>_mask`` of its shape and dtype."""
+    pruned = node.get("pruned", [])
+    if not isinstance(pruned, list) or not all(isinstance(t, str) for t in pruned):
+        raise FileFormatError(f"{name}: module {where[:-1]!r}: 'pruned' must be a list of tensor names, got "
+                              f"{str(pruned)[:80]}")
+    for tensor in pruned:
+        orig, mask = state.get(f"{where}{tensor}_orig"), state.get(f"{where}{tensor}_mask")
+        if orig is None or mask is None or mask.shape != orig.shape or mask.dtype != orig.dtype:
+            raise FileFormatError(f"{name}: module {where[:-1]!r} is marked pruned on {tensor!r} but the file lacks "
+                                  f"matching {tensor}_orig/{tensor}_mask arrays (same shape and dtype)")
+    return pruned
+
+
 def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name: str) -> None:
     """Re-create ``<tensor>_orig`` / ``<tensor>_mask`` (prune.custom_from_mask) from the saved arrays."""
     try:
@@ -238,10 +273,9 @@ def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name:
     except ImportError:
         raise FileFormatError(f"{name}: module {where[:-1]!r} is pruned but minicompress.prune is "
                               f"unavailable") from None
-    orig, mask = state.get(f"{where}{tensor}_orig"), state.get(f"{where}{tensor}_mask")
+    orig, mask = state[f"{where}{tensor}_orig"], state[f"{where}{tensor}_mask"]
     param = getattr(module, tensor, None)
-    if (orig is None or mask is None or not isinstance(param, Parameter) or orig.shape != param.shape
-            or mask.shape != param.shape):
+    if not isinstance(param, Parameter) or orig.shape != param.shape or orig.dtype.kind != param.data.dtype.kind:
         raise FileFormatError(f"{name}: module {where[:-1]!r} is marked pruned on {tensor!r} but the file lacks "
                               f"matching {tensor}_orig/{tensor}_mask arrays")
     param.data = orig
@@ -249,16 +283,7 @@ def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name:
 
 
 def _restore_state(model: Module, state: dict, name: str) -> None:
-    """Put every saved array in place, exactly (dtype included); shapes must match the architecture."""
-    slots = model.state_dict(keep_vars=True)
-    missing = [key for key in slots if key not in state]
-    unexpected = sorted(set(state) - set(slots))
-    if missing or unexpected:
-        raise FileFormatError(f"{name}: the state does not fit the architecture (missing {missing[:10]}, "
-                              f"unexpected {unexpected[:10]})")
-    for key, current in slots.items():
-        if state[key].shape != current.shape:
-            owner_path, _, attr = key.rpartition(".")
-            raise FileFormatError(f"{name}: {key!r} has shape {state[key].shape} but the architecture gives "
-                                  f"{model.get_submodule(owner_path)._name()} a {attr} of shape {current.shape}")
+    """Put every saved array in place, exactly (dtype included), after checking each (state_checks.py)."""
+    check_state(model, state, name)
     model.load_state_dict(state, assign=True)   # the saved arrays themselves, dtype included
+    check_quantization(model, name)

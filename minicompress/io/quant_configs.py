@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..nn.module import Module
+from .layer_shapes import conv_weight_shape, linear_weight_shape
 
 _LINEAR_ARGS = ("in_features", "out_features")
 _CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
@@ -48,10 +49,9 @@ def _weighted(args: tuple[str, ...], weight_shape: Callable[[dict], tuple], stat
     return to_config, from_config
 
 
-_linear = _weighted(_LINEAR_ARGS, lambda c: (c["out_features"], c["in_features"]), static=True)
-_dynamic = _weighted(_LINEAR_ARGS, lambda c: (c["out_features"], c["in_features"]), static=False)
-_conv = _weighted(_CONV_ARGS, lambda c: (c["out_channels"], c["in_channels"] // c["groups"], *c["kernel_size"]),
-                  static=True)
+_linear = _weighted(_LINEAR_ARGS, linear_weight_shape, static=True)
+_dynamic = _weighted(_LINEAR_ARGS, linear_weight_shape, static=False)
+_conv = _weighted(_CONV_ARGS, conv_weight_shape, static=True)
 
 
 def _quantize_config(m: Module) -> dict:

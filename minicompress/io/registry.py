@@ -20,7 +20,9 @@ How a class becomes a config, first rule that applies:
   arguments with a default and no such attribute (the layers' ``dtype=``, ``rng=``) are left out;
   an argument whose attribute holds a Parameter/array/None and whose default is a bool
   (``bias=True``) is stored as ``attribute is not None``; a Module-valued argument refers to the
-  child of that name. Then ``cls(**config)``.
+  child of that name. Then ``cls(**config)`` — for the built-in classes without their random
+  initialisation (``reset_parameters`` is skipped: the loader puts the file's array in every
+  tensor, and refuses a file that lacks one).
 
 Config values are JSON values, tuples (lists in JSON; every list is read back as a tuple), dicts
 with string keys, NumPy dtypes, ndarrays (stored as ``.npy`` members beside the state) and
@@ -83,9 +85,38 @@ def _make_spec(cls: type, name: str, to_config: Callable | None, from_config: Ca
         from_config = make_from_config(cls)
     if to_config is None:
         to_config = cls._config if hasattr(cls, "_config") else signature_config
+    if from_config is None and hasattr(cls, "_from_config"):
+        from_config = cls._from_config
     if from_config is None:
-        from_config = cls._from_config if hasattr(cls, "_from_config") else (lambda config: cls(**config))
+        from_config = _without_init(cls) if _is_builtin(cls) else (lambda config: cls(**config))
     return ModuleSpec(name, cls, to_config, from_config)
+
+
+def _skip_init(self: Module, *args: Any, **kwargs: Any) -> None:
+    """``reset_parameters`` while loading: nothing (the file's arrays replace the tensors)."""
+
+
+_UNINITIALISED: dict[type, type] = {}
+
+
+def _without_init(cls: type) -> Callable[[dict], Module]:
+    """``cls(**config)`` whose constructor skips ``reset_parameters``: Linear(4096, 4096) costs no
+    random draws, and its ``np.empty`` tensors are never touched before the file's arrays replace them.
+
+    The module is built as a private subclass whose ``reset_parameters`` does nothing, then given
+    back its own class.
+    """
+    if not hasattr(cls, "reset_parameters"):
+        return lambda config: cls(**config)
+    if cls not in _UNINITIALISED:  # a '_' name: never listed among the built-in classes
+        _UNINITIALISED[cls] = type(f"_Uninitialised{cls.__name__}", (cls,), {"reset_parameters": _skip_init,
+                                                                             "__module__": cls.__module__})
+
+    def build(config: dict) -> Module:
+        module = _UNINITIALISED[cls](**config)
+        module.__class__ = cls
+        return module
+    return build
 
 
 _BUILTIN: dict[str, type] = {}  # name -> class, refreshed when a name is not found

@@ -12,7 +12,8 @@ The format (https://github.com/huggingface/safetensors, "Format")::
 A valid file's tensors tile the buffer exactly: sorted by ``begin`` they start at 0, each starts
 where the previous one ends, and the last one ends at the end of the file (no gaps, no overlap),
 and ``end - begin == prod(shape) * itemsize``. The reader checks all of it and raises
-``FileFormatError`` naming the file, the tensor and the problem.
+``FileFormatError`` naming the file, the tensor and the problem. The tensors it decodes count
+against the load's ``ByteBudget`` (``limits.py``) before any is decoded.
 
 The writer produces the same bytes as the reference implementation: tensors sorted by descending
 dtype (in the order of ``_DTYPES`` below, which follows alignment) and then by name, compact JSON
@@ -30,6 +31,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import FileFormatError
+from .limits import ByteBudget
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
 
@@ -45,15 +47,25 @@ _NAME_OF: dict[str, str] = {np.dtype(v).str: k for k, v in _DTYPES.items() if k 
 
 
 # ---------------------------------------------------------------------------------------- reading
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """``(tensors, metadata)`` from a ``.safetensors`` file; tensors in file (offset) order."""
+def read_safetensors(path: str | os.PathLike, *,
+                     max_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(tensors, metadata)`` from a ``.safetensors`` file; tensors in file (offset) order.
+
+    ``max_bytes`` bounds the bytes of the decoded tensors (default 256 MiB + 64 x the file's size).
+    """
     with open(path, "rb") as f:
         data = f.read()
-    return parse_safetensors(data, os.fspath(path))
+    return parse_safetensors(data, os.fspath(path), max_bytes=max_bytes)
 
 
-def parse_safetensors(data: bytes, name: str = "<bytes>") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def parse_safetensors(data: bytes, name: str = "<bytes>", *,
+                      max_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Parse the bytes of a safetensors file (see the module docstring for every check)."""
+    return decode_safetensors(data, name, ByteBudget(name, len(data), max_bytes))
+
+
+def decode_safetensors(data: bytes, name: str, budget: ByteBudget) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``parse_safetensors`` within the load's ``budget``."""
     def fail(problem: str) -> FileFormatError:
         return FileFormatError(f"{name}: {problem}")
 
@@ -71,21 +83,27 @@ def parse_safetensors(data: bytes, name: str = "<bytes>") -> tuple[dict[str, np.
         raise fail("__metadata__ must map strings to strings")
     buffer = memoryview(data)[8 + n:]
     entries = sorted((_check_entry(key, info, fail) for key, info in header.items()), key=lambda e: e[3])
-    tensors: dict[str, np.ndarray] = {}
-    start, previous = 0, None
+    _check_tiling(entries, len(buffer), fail)
     for key, dtype, shape, (begin, end) in entries:
+        budget.spend((end - begin) * (2 if dtype == "BF16" else 1), f"tensor {key!r} {dtype} {list(shape)}")
+    tensors = {key: _decode(buffer[begin:end], dtype, shape) for key, dtype, shape, (begin, end) in entries}
+    return tensors, dict(metadata)
+
+
+def _check_tiling(entries: list, size: int, fail) -> None:
+    """The tensors, sorted by ``begin``, cover the ``size`` bytes of the buffer without gap or overlap."""
+    start, previous = 0, None
+    for key, _, _, (begin, end) in entries:
         if begin != start:
             where = f"tensor {previous!r} ends at {start}" if previous is not None else "the buffer starts at 0"
             kind = "overlaps the previous tensor" if begin < start else "leaves a gap"
             raise fail(f"tensor {key!r} data_offsets [{begin}, {end}] {kind} ({where})")
-        if end > len(buffer):
+        if end > size:
             raise fail(f"tensor {key!r} data_offsets [{begin}, {end}] go beyond the end of the file "
-                       f"(the data buffer has {len(buffer)} bytes): truncated?")
-        tensors[key] = _decode(buffer[begin:end], dtype, shape)
+                       f"(the data buffer has {size} bytes): truncated?")
         start, previous = end, key
-    if start != len(buffer):
-        raise fail(f"{len(buffer) - start} bytes after the last tensor are not described by the header")
-    return tensors, dict(metadata)
+    if start != size:
+        raise fail(f"{size - start} bytes after the last tensor are not described by the header")
 
 
 def _parse_header(raw: bytes, fail) -> dict:
@@ -122,7 +140,7 @@ def _check_entry(key: str, info: object, fail) -> tuple[str, str, tuple[int, ...
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
         raise fail(f"tensor {key!r}: expected an object with dtype, shape and data_offsets, got {info!r:.80}")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         supported = ", ".join(_DTYPES)
         raise fail(f"tensor {key!r}: unsupported dtype {dtype!r:.40} (supported: {supported})")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):

@@ -9,7 +9,8 @@ The format is recognised from the file's first bytes, not its name (a ``.bin`` w
     \\x80 <protocol 2..5> ...        legacy PyTorch checkpoint (a pickle)
 
 Every loader raises ``FileFormatError`` (a ``ValueError``) naming the file for a corrupt or
-unrecognised file, and ``UnsafePickleError`` for a pickle that asks for anything but tensors.
+unrecognised file, and ``UnsafePickleError`` for a pickle that asks for anything but tensors. The
+memory a load may take is bounded by ``max_bytes`` (``limits.py``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import FileFormatError
-from .safetensors import parse_safetensors, write_safetensors
+from .limits import ByteBudget
+from .npz import read_npz, write_npz
+from .safetensors import decode_safetensors, write_safetensors
 from .torch_checkpoint import load_torch_file
 
 # Keys under which training scripts commonly nest the state dict in a checkpoint dict.
@@ -56,7 +59,8 @@ def detect_format(data: bytes, name: str) -> str:
     raise FileFormatError(f"{name}: not {expected}: unrecognised leading bytes {data[:8]!r}")
 
 
-def load_state_dict_file(path: str | os.PathLike, key: str | None = None) -> "OrderedDict[str, np.ndarray]":
+def load_state_dict_file(path: str | os.PathLike, key: str | None = None, *,
+                         max_bytes: int | None = None) -> "OrderedDict[str, np.ndarray]":
     """Read a state dict ``{name: ndarray}`` from a ``.npz``, ``.safetensors`` or PyTorch file.
 
     Parameters
@@ -67,6 +71,8 @@ def load_state_dict_file(path: str | os.PathLike, key: str | None = None) -> "Or
     key : for a checkpoint that nests the state dict (``{'epoch': 3, 'model': {...}}``), the key to
         take it from. By default a flat ``{str: tensor}`` mapping is returned as is, and otherwise
         the first of ``NESTED_KEYS`` that holds one.
+    max_bytes : the most bytes the load may inflate and build (``limits.py``); default 256 MiB +
+        64 x the file's size, which refuses decompression bombs.
 
     Returns
     -------
@@ -76,44 +82,13 @@ def load_state_dict_file(path: str | os.PathLike, key: str | None = None) -> "Or
     with open(path, "rb") as f:
         data = f.read()
     fmt = detect_format(data, path)
+    budget = ByteBudget(path, len(data), max_bytes)
     if fmt == "safetensors":
-        return OrderedDict(parse_safetensors(data, path)[0])
+        return OrderedDict(decode_safetensors(data, path, budget)[0])
     if fmt in ("npz", "model"):
-        return read_npz(data, path, skip=("architecture.json",))
-    obj = load_torch_file(data, path)
+        return read_npz(data, path, budget, skip=("architecture.json",))
+    obj = load_torch_file(data, path, budget)
     return find_state_dict(obj, path, key)
-
-
-def read_npz(data: bytes, name: str, skip: tuple[str, ...] = ()) -> "OrderedDict[str, np.ndarray]":
-    """The ``.npy`` members of a zip archive, loaded with ``allow_pickle=False``."""
-    out: OrderedDict[str, np.ndarray] = OrderedDict()
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            for info in archive.infolist():
-                if info.filename in skip or info.is_dir():
-                    continue
-                if not info.filename.endswith(".npy"):
-                    raise FileFormatError(f"{name}: unexpected member {info.filename!r} (expected *.npy arrays)")
-                with archive.open(info) as member:
-                    array = np.lib.format.read_array(member, allow_pickle=False)
-                out[info.filename[:-4]] = np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C")
-    except FileFormatError:
-        raise
-    except Exception as e:  # BadZipFile, zlib.error, object arrays refused without pickle, bad headers...
-        raise FileFormatError(f"{name}: corrupt .npz archive ({type(e).__name__}: {e})"[:300]) from None
-    return out
-
-
-def write_npz(f: Any, arrays: Mapping[str, np.ndarray], compress: bool = False,
-              extra: Mapping[str, bytes] | None = None) -> None:
-    """Write ``arrays`` as ``<name>.npy`` members of a zip (what ``np.savez`` writes), plus ``extra`` files."""
-    mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(f, "w", compression=mode, allowZip64=True) as archive:
-        for member, content in (extra or {}).items():
-            archive.writestr(member, content)
-        for key, array in arrays.items():
-            with archive.open(key + ".npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _is_tensor_dict(obj: Any) -> bool:

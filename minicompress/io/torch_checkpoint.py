@@ -12,7 +12,8 @@ Tensor data is not in the pickle: it refers to storages by a *persistent id*
   so the object is unpickled twice: a dry run that only records each storage's dtype and finds
   where the data starts, then the real run.
 
-The pickle itself only ever goes through ``torch_pickle.RestrictedUnpickler``.
+The pickle itself only ever goes through ``torch_pickle.RestrictedUnpickler``, and every byte
+inflated or built counts against the load's ``ByteBudget`` (``limits.py``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import zipfile
 from typing import Any
 
 from .errors import FileFormatError
+from .limits import ByteBudget, read_member
 from .torch_pickle import RestrictedUnpickler, TorchDType, unpickle
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -30,11 +32,7 @@ LEGACY_PROTOCOL = 1001
 MAX_PICKLE_BYTES = 1 << 28  # data.pkl holds structure only; tensor data lives in the storages
 
 
-def _budget(file_size: int) -> int:
-    return 4 * file_size + (1 << 28)
-
-
-def load_torch_zip(data: bytes, name: str) -> Any:
+def load_torch_zip(data: bytes, name: str, budget: ByteBudget) -> Any:
     """Unpickle a zip-format checkpoint (``torch.save`` default) held in ``data``."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -49,12 +47,11 @@ def load_torch_zip(data: bytes, name: str) -> Any:
         raise FileFormatError(f"{name}: not a PyTorch checkpoint (no data.pkl in the archive)")
     prefix = pickles[0][: -len("data.pkl")]
 
-    def read(member: str, limit: int) -> bytes:
+    def read(member: str, limit: int, what: str) -> bytearray:
         try:
             info = archive.getinfo(member)
-            if info.file_size > limit:
-                raise FileFormatError(f"{name}: {member} is {info.file_size} bytes, expected at most {limit}")
-            return archive.read(info)
+            budget.spend(info.file_size, what)
+            return read_member(archive, info, name, limit)
         except FileFormatError:
             raise
         except KeyError:
@@ -64,24 +61,24 @@ def load_torch_zip(data: bytes, name: str) -> Any:
 
     byteorder = "<"
     if prefix + "byteorder" in names:
-        order = read(prefix + "byteorder", 16)
+        order = bytes(read(prefix + "byteorder", 16, "the byteorder record"))
         if order not in (b"little", b"big"):
             raise FileFormatError(f"{name}: unknown byte order {order!r}")
         byteorder = "<" if order == b"little" else ">"
 
     def storage_bytes(key: str, dtype: TorchDType, numel: int) -> bytes:
         nbytes = numel * dtype.numpy("<").itemsize
-        raw = read(f"{prefix}data/{key}", nbytes)
+        raw = read(f"{prefix}data/{key}", nbytes, f"storage {key!r}")
         if len(raw) != nbytes:
             raise FileFormatError(f"{name}: storage {key!r} has {len(raw)} bytes, its record says {nbytes}")
         return raw
 
-    f = io.BytesIO(read(prefix + "data.pkl", MAX_PICKLE_BYTES))
-    unpickler = RestrictedUnpickler(f, name, storage_bytes, byteorder, _budget(len(data)))
+    f = io.BytesIO(read(prefix + "data.pkl", MAX_PICKLE_BYTES, "data.pkl"))
+    unpickler = RestrictedUnpickler(f, name, storage_bytes, byteorder, budget)
     return unpickle(unpickler, f, name, "data.pkl")
 
 
-def load_torch_legacy(data: bytes, name: str) -> Any:
+def load_torch_legacy(data: bytes, name: str, budget: ByteBudget) -> Any:
     """Unpickle a legacy (non-zip) checkpoint held in ``data``."""
     f = io.BytesIO(data)
 
@@ -119,21 +116,27 @@ def load_torch_legacy(data: bytes, name: str) -> Any:
         return storages[key]
 
     f.seek(start)
-    unpickler = RestrictedUnpickler(f, name, storage_bytes, byteorder, _budget(len(data)))
+    unpickler = RestrictedUnpickler(f, name, storage_bytes, byteorder, budget)
     return unpickle(unpickler, f, name, "checkpoint pickle")
 
 
-def load_torch_file(data: bytes, name: str) -> Any:
+def load_torch_file(data: bytes, name: str, budget: ByteBudget) -> Any:
     """The object a checkpoint holds, tensors as ndarrays; zip or legacy format by content."""
     if data[:4] == b"PK\x03\x04":
-        return load_torch_zip(data, name)
+        return load_torch_zip(data, name, budget)
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return load_torch_legacy(data, name)
+        return load_torch_legacy(data, name, budget)
     raise FileFormatError(f"{name}: not a PyTorch checkpoint: expected a zip archive (PK\\x03\\x04) or a "
                           f"pickle (\\x80), found {data[:8]!r}")
 
 
-def load_checkpoint(path: str | os.PathLike) -> Any:
-    """The whole object a checkpoint holds (epochs, optimizer state...), tensors as ndarrays."""
+def load_checkpoint(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
+    """The whole object a checkpoint holds (epochs, optimizer state...), tensors as ndarrays.
+
+    ``max_bytes`` bounds the memory the load may take (``limits.py``; default 256 MiB + 64 x the
+    file's size).
+    """
+    name = os.fspath(path)
     with open(path, "rb") as f:
-        return load_torch_file(f.read(), os.fspath(path))
+        data = f.read()
+    return load_torch_file(data, name, ByteBudget(name, len(data), max_bytes))

@@ -12,9 +12,15 @@ importing or calling it::
     torch.float32, torch.int64, ...           -> a dtype (used by _rebuild_tensor_v3)
     torch.storage.UntypedStorage             -> raw bytes (used by _rebuild_tensor_v3)
     collections.OrderedDict                   -> collections.OrderedDict
-    torch.Size                                -> tuple
-    builtins.set, frozenset, complex, slice, range, bytearray, _codecs.encode (latin1 only),
+    torch.Size                                -> tuple (of a list or tuple only)
+    builtins.set, frozenset                   -> set, frozenset (of a list, tuple or set only)
+    builtins.complex, slice, range, bytearray, _codecs.encode (latin1 only),
     torch.device                              -> what protocol 2 needs for plain values
+
+The stand-ins cannot be changed by the pickle: ``TorchDType`` and ``StandIn`` are immutable and
+refuse BUILD (``__setstate__``), and the rest are builtin types, so one hostile file cannot break
+the next load. ``set``, ``frozenset`` and ``torch.Size`` take only containers that are already
+built (the pickle's own lists and tuples): ``set(range(10**10))`` would grow without bound.
 
 Tensor data is not in the pickle: it refers to storages by a *persistent id*
 ``('storage', storage_type, key, location, numel)`` (plus a view tuple in the legacy format), which
@@ -22,7 +28,9 @@ Tensor data is not in the pickle: it refers to storages by a *persistent id*
 (``torch_checkpoint.py``).
 
 Every index is checked before ``as_strided`` touches memory, and the bytes all tensors may produce
-are budgeted (views can repeat one storage many times).
+count against the load's ``ByteBudget`` (views can repeat one storage many times). Before unpickling,
+``check_opcodes`` parses the opcodes without running them, and refuses pickles of more than
+``MAX_OPCODES`` opcodes (a state dict needs ~35 per tensor) so that the scan takes about a second.
 """
 from __future__ import annotations
 
@@ -31,11 +39,14 @@ import io
 import pickle
 import pickletools
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from .errors import FileFormatError, UnsafePickleError
+from .limits import ByteBudget
+
+MAX_OPCODES = 1 << 22  # ~1 s of scanning; a checkpoint of 100,000 tensors takes 3.5 million
 
 _STORAGE_TYPES = {  # torch.<Name>Storage -> NumPy dtype ("bf16": raw uint16 read as bfloat16)
     "DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": "bf16",
@@ -46,28 +57,55 @@ _TORCH_DTYPES = {
     "float64": "f8", "double": "f8", "float32": "f4", "float": "f4", "float16": "f2", "half": "f2",
     "bfloat16": "bf16", "int64": "i8", "long": "i8", "int32": "i4", "int": "i4", "int16": "i2",
     "short": "i2", "int8": "i1", "uint8": "u1", "bool": "b1", "complex64": "c8", "complex128": "c16",
+    "uint16": "u2", "uint32": "u4", "uint64": "u8",
 }
 _HINTS = {
     "torch.nn.modules": " (the file pickles a whole nn.Module; save model.state_dict() instead)",
     "torch._utils._rebuild_qtensor": " (quantized tensors are not supported; save the float model or "
                                      "dequantize before torch.save)",
     "numpy": " (NumPy objects inside a checkpoint are refused; keep only tensors, numbers and strings)",
+    "torch.float8": " (float8 tensors cannot be read: NumPy has no float8 type)",
 }
 
 
-class TorchDType:
-    """A torch dtype or storage type, by its NumPy equivalent; ``code`` 'bf16' or a NumPy dtype code."""
+def _refuse_build(qualified: str) -> UnsafePickleError:
+    return UnsafePickleError(f"refusing to modify {qualified} (a BUILD opcode on an allow-listed name): "
+                             f"only tensors and plain containers are allowed")
 
-    __slots__ = ("name", "code")
 
-    def __init__(self, name: str, code: str) -> None:
-        self.name, self.code = name, code
+class TorchDType(NamedTuple):
+    """A torch dtype or storage type, by its NumPy equivalent; ``code`` 'bf16' or a NumPy dtype code.
+
+    Immutable: a pickle cannot change what ``torch.float32`` means (``__setstate__`` refuses BUILD).
+    """
+
+    name: str
+    code: str
 
     def numpy(self, byteorder: str) -> np.dtype:
         return np.dtype(byteorder + ("u2" if self.code == "bf16" else self.code))
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
+
+    def __setstate__(self, state: Any) -> None:
+        raise _refuse_build(repr(self))
+
+
+class StandIn(NamedTuple):
+    """An allow-listed callable of the pickle: ``qualified`` is the name the pickle uses.
+
+    Immutable like ``TorchDType``: a pickle can call it, never modify it.
+    """
+
+    qualified: str
+    function: Callable[..., Any]
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _refuse_build(self.qualified)
 
 
 _UNTYPED = TorchDType("UntypedStorage", "u1")
@@ -92,34 +130,19 @@ class RestrictedUnpickler(pickle.Unpickler):
     """An Unpickler that only reconstructs tensors (as ndarrays) and plain containers.
 
     ``storage_bytes(key, dtype, numel)`` returns the raw bytes of a storage, or ``None`` for a dry
-    run (then tensors unpickle as ``None``). ``budget`` bounds the bytes all tensors may produce.
+    run (then tensors unpickle as ``None``). ``budget`` counts the bytes all tensors produce (a dry
+    run builds none and needs no budget).
     """
 
     def __init__(self, file: io.BytesIO, name: str,
                  storage_bytes: Callable[[str, TorchDType, int], bytes | None] | None = None,
-                 byteorder: str = "<", budget: int = 0) -> None:
+                 byteorder: str = "<", budget: ByteBudget | None = None) -> None:
         super().__init__(file)
-        self._name, self._storage_bytes, self._byteorder, self._budget = name, storage_bytes, byteorder, budget
+        self._name, self._storage_bytes, self._byteorder = name, storage_bytes, byteorder
+        self._budget = budget or ByteBudget(name, 0, 0)
         self._raw: dict[str, bytes | None] = {}  # key -> the storage's bytes, read once
         self.storage_dtypes: dict[str, TorchDType] = {}  # key -> dtype of every storage seen
-        self._allowed: dict[str, Any] = {
-            "collections.OrderedDict": collections.OrderedDict,
-            "torch.Size": tuple,
-            "torch._utils._rebuild_tensor": self._rebuild_tensor,
-            "torch._utils._rebuild_tensor_v2": self._rebuild_tensor_v2,
-            "torch._utils._rebuild_tensor_v3": self._rebuild_tensor_v3,
-            "torch._utils._rebuild_parameter": _rebuild_parameter,
-            "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
-            "torch.storage.UntypedStorage": _UNTYPED,
-            "torch.UntypedStorage": _UNTYPED,
-        }
-        for module in ("builtins", "__builtin__"):  # protocol 2 pickles name these via REDUCE
-            self._allowed.update({f"{module}.{f.__name__}": f for f in (set, frozenset, complex, slice, range)})
-            self._allowed[f"{module}.bytearray"] = _bytearray
-            self._allowed[f"{module}.xrange"] = range
-        self._allowed.update({"_codecs.encode": _latin1_encode, "torch.device": _device})
-        self._allowed.update({f"torch.{k}": TorchDType(k, v) for k, v in _STORAGE_TYPES.items()})
-        self._allowed.update({f"torch.{k}": TorchDType(k, v) for k, v in _TORCH_DTYPES.items()})
+        self._allowed = _allowed_names(self)
 
     # -------------------------------------------------------------------- the two entry points
     def find_class(self, module: str, name: str) -> Any:
@@ -182,7 +205,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             if last >= flat.size:
                 raise FileFormatError(f"{self._name}: tensor of size {size}, stride {stride}, offset {offset} "
                                       f"reads element {last} of storage {storage.key!r}, which has {flat.size}")
-            self._spend(numel * flat_dtype.itemsize)
+            self._budget.spend(numel * flat_dtype.itemsize, f"tensor of size {size} from storage {storage.key!r}")
             strides = tuple(s * flat_dtype.itemsize for s in stride)
             array = np.lib.stride_tricks.as_strided(flat[offset:], size, strides, writeable=False).copy()
         if dtype.code == "bf16":  # bfloat16 is the top half of a float32
@@ -205,11 +228,52 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise FileFormatError(f"{self._name}: unsupported tensor record (dtype={dtype!r:.40})")
         return self._rebuild_tensor(storage, storage_offset, size, stride, dtype)
 
-    def _spend(self, nbytes: int) -> None:
-        self._budget -= nbytes
-        if self._budget < 0:
-            raise FileFormatError(f"{self._name}: the tensors would take far more memory than the file "
-                                  f"(views repeating one storage?); refusing to build them")
+
+
+def _allowed_names(unpickler: RestrictedUnpickler) -> dict[str, Any]:
+    """What ``find_class`` answers for each allowed name (see the module docstring)."""
+    allowed: dict[str, Any] = {"collections.OrderedDict": collections.OrderedDict}
+    functions: dict[str, Callable[..., Any]] = {
+        "torch.Size": _size,
+        "torch._utils._rebuild_tensor": unpickler._rebuild_tensor,
+        "torch._utils._rebuild_tensor_v2": unpickler._rebuild_tensor_v2,
+        "torch._utils._rebuild_tensor_v3": unpickler._rebuild_tensor_v3,
+        "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+        "_codecs.encode": _latin1_encode,
+        "torch.device": _device,
+    }
+    for module in ("builtins", "__builtin__"):  # protocol 2 pickles name these via REDUCE
+        allowed.update({f"{module}.{t.__name__}": t for t in (complex, slice, range)})
+        allowed[f"{module}.xrange"] = range
+        functions.update({f"{module}.set": _set, f"{module}.frozenset": _frozenset,
+                          f"{module}.bytearray": _bytearray})
+    allowed.update({qualified: StandIn(qualified, f) for qualified, f in functions.items()})
+    allowed["torch.storage.UntypedStorage"] = allowed["torch.UntypedStorage"] = _UNTYPED
+    allowed.update({f"torch.{k}": TorchDType(k, v) for k, v in _STORAGE_TYPES.items()})
+    allowed.update({f"torch.{k}": TorchDType(k, v) for k, v in _TORCH_DTYPES.items()})
+    return allowed
+
+
+def _built(items: Any, what: str) -> Any:
+    """``items`` if it is a container the pickle already built; never a range or another lazy iterable."""
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise FileFormatError(f"unsupported {what}({type(items).__name__}) in a pickle: only a list or tuple of "
+                              f"items is allowed (a range could grow without bound)")
+    return items
+
+
+def _set(items: Any = ()) -> set:
+    return set(_built(items, "set"))
+
+
+def _frozenset(items: Any = ()) -> frozenset:
+    return frozenset(_built(items, "frozenset"))
+
+
+def _size(items: Any = ()) -> tuple:
+    """``torch.Size`` is a tuple of its sizes."""
+    return tuple(_built(items, "torch.Size"))
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None,
@@ -245,13 +309,17 @@ def check_opcodes(f: io.BytesIO, name: str, what: str) -> None:
 
     This refuses what the C unpickler would turn into huge allocations before noticing the file is
     short: a memo index far beyond the number of opcodes (a 12-byte pickle with ``LONG_BINPUT
-    0x0fffffff`` makes it fill a 4 GB memo) or a length beyond the end of the data.
+    0x0fffffff`` makes it fill a 4 GB memo) or a length beyond the end of the data; and pickles of
+    more than ``MAX_OPCODES`` opcodes (the scan runs in Python: ~1 s per 4 million).
     """
     start = f.tell()
     try:
         with warnings.catch_warnings():  # pickletools warns about odd escapes in STRING opcodes
             warnings.simplefilter("ignore")
             for count, (opcode, arg, _) in enumerate(pickletools.genops(f)):
+                if count >= MAX_OPCODES:
+                    raise FileFormatError(f"{name}: {what} has more than {MAX_OPCODES} opcodes; a checkpoint "
+                                          f"of tensors needs about 35 per tensor")
                 if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > count:
                     raise FileFormatError(f"{name}: corrupt {what}: memo index {arg} at opcode {count}")
     except FileFormatError:

@@ -10,7 +10,6 @@ import copyreg
 import io
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import zipfile
@@ -20,9 +19,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from io_testing import no_code_execution, replace_member
-from minicompress.io import FileFormatError, UnsafePickleError, load_state_dict_file
-from minicompress.io.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL
+from io_testing import (legacy_checkpoint, no_code_execution, op_global, op_int, op_long, op_str, op_tuple,
+                        replace_member, load_in_child, state_dict_pickle, tensor_record, zip_checkpoint)
+from minicompress.io import FileFormatError, UnsafePickleError, load_checkpoint, load_state_dict_file
+
 
 
 class Reduce:
@@ -44,58 +44,6 @@ def payloads(marker):
         "subprocess": Reduce(subprocess.call, ["touch", str(marker)]),
         "getattr chain": Reduce(getattr, Reduce(__import__, "os"), "system"),
     }
-
-
-# --------------------------------------------------------------------------- hand-made checkpoints
-def op_global(module, name):
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def op_str(text):
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def op_int(n):
-    return b"J" + struct.pack("<i", n)
-
-
-def op_tuple(*items):
-    return b"(" + b"".join(items) + b"t"
-
-
-def tensor_record(size, stride, offset=0, numel=4, storage="FloatStorage", key="0", legacy=False):
-    """The pickle opcodes torch.save emits for one tensor (``_rebuild_tensor_v2``)."""
-    pid = [op_str("storage"), op_global("torch", storage), op_str(key), op_str("cpu"), op_int(numel)]
-    pid += [b"N"] if legacy else []
-    return (op_global("torch._utils", "_rebuild_tensor_v2")
-            + op_tuple(op_tuple(*pid) + b"Q", op_int(offset), op_tuple(*map(op_int, size)),
-                       op_tuple(*map(op_int, stride)), b"\x89", op_global("collections", "OrderedDict") + b")R")
-            + b"R")
-
-
-def state_dict_pickle(**records):
-    body = b"".join(op_str(k) + v for k, v in records.items())
-    return b"\x80\x02}(" + body + b"u."
-
-
-def zip_checkpoint(data_pkl, storages=None):
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("archive/data.pkl", data_pkl)
-        archive.writestr("archive/byteorder", "little")
-        for key, raw in (storages or {}).items():
-            archive.writestr(f"archive/data/{key}", raw)
-    return out.getvalue()
-
-
-def legacy_checkpoint(main_pickle, storages=None):
-    storages = storages or {}
-    head = b"".join(pickle.dumps(x, protocol=2) for x in (
-        LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": LEGACY_PROTOCOL, "little_endian": True}))
-    tail = pickle.dumps(list(storages), protocol=2)
-    blobs = b"".join(struct.pack("<q", len(raw) // 4) + raw for raw in storages.values())
-    return head + main_pickle + tail + blobs
 
 
 FLOATS = np.arange(4, dtype="<f4").tobytes()
@@ -188,6 +136,71 @@ def test_only_the_listed_torch_names_are_allowed(tmp_path):
             load_bytes(tmp_path, zip_checkpoint(b"\x80\x02" + op_global(module, name) + b"."))
 
 
+# --------------------------------------------------------------------------- stand-ins the pickle cannot change
+def untyped_record(dtype="float32"):
+    """A ``_rebuild_tensor_v3`` record over an ``UntypedStorage`` (how torch 2.x saves uint16, for one)."""
+    pid = op_tuple(op_str("storage"), op_global("torch.storage", "UntypedStorage"), op_str("0"), op_str("cpu"),
+                   op_int(16))
+    return (op_global("torch._utils", "_rebuild_tensor_v3")
+            + op_tuple(pid + b"Q", op_int(0), op_tuple(op_int(4)), op_tuple(op_int(1)), b"\x89",
+                       op_global("collections", "OrderedDict") + b")R", op_global("torch", dtype))
+            + b"R")
+
+
+ALLOW_LISTED = [("torch.storage", "UntypedStorage"), ("torch", "float32"), ("torch", "FloatStorage"),
+                ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_tensor_v2"), ("builtins", "set"),
+                ("torch", "Size"), ("_codecs", "encode"), ("collections", "OrderedDict"), ("builtins", "range")]
+
+
+@pytest.mark.parametrize("state", ["dict state", "slot state"])
+@pytest.mark.parametrize("module, name", ALLOW_LISTED, ids=[f"{m}.{n}" for m, n in ALLOW_LISTED])
+def test_a_pickle_cannot_modify_an_allow_listed_name(tmp_path, module, name, state):
+    """BUILD on a stand-in (e.g. UntypedStorage's dtype code set to 'U4') must not reach the next load."""
+    changes = b"}(" + op_str("code") + op_str("U4") + op_str("__defaults__") + b")u"
+    build = changes if state == "dict state" else b"N" + changes + b"\x86"
+    evil = b"\x80\x02" + op_global(module, name) + build + b"b0}."
+    is_type = name in ("OrderedDict", "range")
+    with pytest.raises(FileFormatError if is_type else UnsafePickleError,
+                       match=r"corrupt data\.pkl: \w+Error" if is_type else f"refusing to modify [\\w.]*{name} \\(a BUILD"):
+        load_bytes(tmp_path, zip_checkpoint(evil))
+    np.testing.assert_array_equal(load_bytes(tmp_path, zip_checkpoint(state_dict_pickle(w=untyped_record()),
+                                                                        {"0": FLOATS}))["w"], np.arange(4.0))
+    test_hand_made_checkpoints_load(tmp_path, VALID_ZIP)
+
+
+# --------------------------------------------------------------------------- containers of unbounded size
+def unbounded(kind):
+    huge = op_global("builtins", "range") + op_tuple(op_long(10**10)) + b"R"
+    if kind == "frozenset via NEWOBJ":
+        return b"\x80\x02" + op_global("builtins", "frozenset") + op_tuple(huge) + b"\x81."
+    module, name = ("torch", "Size") if kind == "torch.Size" else ("builtins", kind)
+    return b"\x80\x02" + op_global(module, name) + op_tuple(huge) + b"R."
+
+
+def test_sets_of_a_range_are_refused_in_bounded_memory(tmp_path):
+    """A 186-byte .pt with set(range(10**10)) used to grow without bound: now refused at once."""
+    kinds = ["set", "frozenset", "torch.Size", "frozenset via NEWOBJ"]
+    paths = []
+    for kind in kinds:
+        paths.append(tmp_path / f"{kind.replace(' ', '_')}.pt")
+        paths[-1].write_bytes(zip_checkpoint(unbounded(kind)))
+    assert len(paths[0].read_bytes()) < 400
+    lines, seconds = load_in_child(paths, "load_checkpoint", memory=1 << 30)
+    for kind, line in zip(kinds[:3], lines):
+        assert f"unsupported {kind}(range) in a pickle: only a list or tuple of items is allowed" in line, line
+    assert "NEWOBJ class argument must be a type" in lines[3], lines[3]
+    assert seconds < 30
+
+
+def test_sets_and_sizes_of_lists_and_tuples_still_load(tmp_path):
+    items = op_tuple(b"]" + b"(" + op_int(3) + op_int(1) + b"e")  # ([3, 1],)
+    data = b"\x80\x02}(" + b"".join(op_str(k) + op_global(m, n) + items + b"R" for k, (m, n) in {
+        "s": ("builtins", "set"), "f": ("builtins", "frozenset"), "z": ("torch", "Size")}.items()) + b"u."
+    path = tmp_path / "ok.pt"
+    path.write_bytes(zip_checkpoint(data))
+    assert load_checkpoint(path) == {"s": {1, 3}, "f": frozenset({1, 3}), "z": (3, 1)}
+
+
 # --------------------------------------------------------------------------- malformed tensor records
 BAD_RECORDS = {
     "reads past the storage": (tensor_record((3,), (2,)), "reads element 4 of storage '0', which has 4"),
@@ -202,7 +215,9 @@ BAD_RECORDS = {
                                 "unsupported _codecs.encode\\(int"),
     "codecs other than latin1": (op_global("_codecs", "encode") + op_tuple(op_str("x"), op_str("rot13")) + b"R",
                                  "unsupported _codecs.encode\\(str, 'rot13'\\)"),
-    "huge broadcast": (tensor_record((2**20, 2**20, 2**10), (0, 0, 0)), "far more memory than the file"),
+    "huge broadcast": (tensor_record((2**20, 2**20, 2**10), (0, 0, 0)),
+                       r"tensor of size \(1048576, 1048576, 1024\) from storage '0' would take 4503599627370496 "
+                       r"bytes, more than the \d+ bytes left of this load's budget"),
 }
 
 
@@ -211,6 +226,24 @@ def test_malformed_tensor_records_are_refused(tmp_path, case):
     record, message = BAD_RECORDS[case]
     with pytest.raises(FileFormatError, match=message):
         load_bytes(tmp_path, zip_checkpoint(state_dict_pickle(w=record), {"0": FLOATS}))
+
+
+def test_a_pickle_of_64_mib_of_opcodes_is_refused_fast_in_bounded_memory(tmp_path):
+    """A 65 KB file whose data.pkl inflates to 64 MiB of opcodes took 15 s and 640 MB to scan."""
+    opcodes = b"\x80\x02" + b"N" * (64 << 20) + b"."
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", opcodes)
+    (tmp_path / "ops.pt").write_bytes(out.getvalue())
+    (tmp_path / "ops_legacy.pt").write_bytes(legacy_checkpoint(b"\x80\x02" + b"N0" * (1 << 21) + b"N."))
+    assert (tmp_path / "ops.pt").stat().st_size < 100_000
+    (zip_line, legacy_line), seconds = load_in_child([tmp_path / "ops.pt", tmp_path / "ops_legacy.pt"],
+                                                     "load_checkpoint", memory=1 << 30)
+    assert zip_line.endswith("ops.pt: data.pkl has more than 4194304 opcodes; a checkpoint of tensors needs about "
+                             "35 per tensor"), zip_line
+    assert legacy_line.endswith("ops_legacy.pt: checkpoint pickle has more than 4194304 opcodes; a checkpoint of "
+                                "tensors needs about 35 per tensor"), legacy_line
+    assert seconds < 15
 
 
 def test_memo_bomb_is_refused_before_allocating(tmp_path):
@@ -256,7 +289,7 @@ def test_wrong_magic_and_truncated_files(tmp_path, name, data, message):
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "objects.npz"
     np.savez(path, a=np.array([{"x": 1}], dtype=object))
-    with pytest.raises(FileFormatError, match="corrupt .npz archive.*allow_pickle=False"):
+    with pytest.raises(FileFormatError, match=r"objects.npz: array 'a' has dtype object, Python objects \(a pickle\)"):
         load_state_dict_file(path)
 
 

@@ -16,7 +16,6 @@ import minicompress.io as mio
 from io_testing import no_code_execution
 from minicompress import nn, prune
 from minicompress.io import FileFormatError, register_module
-from minicompress.io.registry import _REGISTERED
 from minicompress.nn import Module, Parameter
 
 
@@ -202,15 +201,6 @@ def test_prepared_models_are_refused_at_save(tmp_path):
 
 
 # --------------------------------------------------------------------------- your own classes
-@pytest.fixture
-def registry():
-    """Registrations made by a test are undone after it."""
-    before = dict(_REGISTERED)
-    yield _REGISTERED
-    _REGISTERED.clear()
-    _REGISTERED.update(before)
-
-
 class Net(Module):
     """A user model: children created in __init__, a custom forward."""
 
@@ -371,7 +361,7 @@ def test_pickled_arrays_inside_a_model_file_are_refused(tmp_path):
         np.save(buffer, np.array([print], dtype=object), allow_pickle=True)
         dst.writestr("config/x.npy", buffer.getvalue())
     path.write_bytes(out.getvalue())
-    with no_code_execution(), pytest.raises(FileFormatError, match="allow_pickle=False"):
+    with no_code_execution(), pytest.raises(FileFormatError, match=r"array 'config/x' has dtype object, Python objects"):
         mio.load(path)
 
 

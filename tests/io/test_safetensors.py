@@ -6,7 +6,7 @@ import struct
 import hypothesis.strategies as st
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from minicompress.io import FileFormatError, load_state_dict_file, save_state_dict_file
 from minicompress.io.safetensors import parse_safetensors, read_safetensors, safetensors_bytes
@@ -136,6 +136,10 @@ BAD = {
     "not an object": (raw_header(b"[]"), "does not start with '{'"),
     "unknown dtype": (with_header({"a": {"dtype": "F7", "shape": [1], "data_offsets": [0, 1]}}, b"\0"),
                       "tensor 'a': unsupported dtype 'F7'"),
+    "dtype not a string": (with_header({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4),
+                           "tensor 'a': unsupported dtype \\['F32'\\]"),
+    "dtype an object": (with_header({"a": {"dtype": {"F32": 1}, "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4),
+                        "tensor 'a': unsupported dtype \\{'F32': 1\\}"),
     "fp8 dtype": (with_header({"a": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}, b"\0"),
                   "unsupported dtype 'F8_E4M3'"),
     "negative shape": (with_header({"a": {"dtype": "U8", "shape": [-1], "data_offsets": [0, 1]}}, b"\0"),
@@ -188,3 +192,30 @@ def test_fuzz_mutated_valid_file(mutations, cut):
     except FileFormatError:
         return
     assert all(isinstance(v, np.ndarray) for v in tensors.values())
+
+
+FIELD_VALUES = [None, True, -1, 2**64, 1.5, "F32", "BF16", "BOOL", "U64", [], {}, [1], [2**62, 2**62], ["x"], [[1]],
+                1e300, [0, 2**63], {"dtype": "F32"}]
+
+
+@given(st.sampled_from(["a", "b", "__metadata__"]), st.sampled_from(["dtype", "shape", "data_offsets", "extra", None]),
+       st.sampled_from(FIELD_VALUES), st.sampled_from([None, 0, 1, -8, 8, 2**64 - 1]))
+@settings(max_examples=400)  # cheap: 1,620 combinations in all
+def test_fuzz_header_fields(key, field, value, length_change):
+    """A header with one field (or a whole entry) replaced, and its length field possibly wrong."""
+    header = json.loads(GOOD[8:8 + struct.unpack("<Q", GOOD[:8])[0]])
+    header.setdefault("__metadata__", {"k": "v"})
+    if field is None or key == "__metadata__":
+        header[key] = value
+    else:
+        header[key][field] = value
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    length = len(text) if length_change is None else (len(text) + length_change) % 2**64
+    data = struct.pack("<Q", length) + text + GOOD[8 + struct.unpack("<Q", GOOD[:8])[0]:]
+    try:
+        tensors, _ = parse_safetensors(data, "fuzzed.safetensors")
+    except FileFormatError as e:
+        assert str(e).startswith("fuzzed.safetensors: ")
+        return
+    assert all(isinstance(v, np.ndarray) and v.dtype.kind in "biuf" for v in tensors.values())

@@ -16,7 +16,7 @@ from minicompress.io import (FileFormatError, UnsafePickleError, load_checkpoint
                              save_state_dict_file)
 
 DTYPES = ["float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
-          "complex64"]
+          "complex64", "uint16", "uint32", "uint64"]
 VIEWS = ["contiguous", "transpose", "slice", "step", "expand", "reinterpret"]
 
 
@@ -27,7 +27,7 @@ def make(torch, dtype_name, shape, seed):
         return torch.randn(shape, generator=g).to(dtype)
     if dtype == torch.bool:
         return torch.randint(0, 2, shape, generator=g).bool()
-    low, high = (0, 256) if dtype == torch.uint8 else (-128, 128)
+    low, high = (0, 256) if not dtype.is_signed else (-128, 128)
     return torch.randint(low, high, shape, generator=g).to(dtype)
 
 
@@ -96,6 +96,26 @@ def test_module_state_dict_and_nested_checkpoint(torch, tmp_path, legacy):
     assert obj["epoch"] == 3 and obj["note"] == "run 7" and obj["flags"] == (True, None)
     step = obj["optimizer_state_dict"]["state"][0]["step"]
     np.testing.assert_array_equal(step, opt.state_dict()["state"][0]["step"].numpy())
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_unsigned_16_32_and_64_bit_tensors_load(torch, tmp_path, legacy):
+    """torch 2.3+ has uint16/uint32/uint64 (saved through UntypedStorage): legitimate, not unsafe."""
+    sd = {f"{bits}": torch.tensor([0, 1, 2**bits - 1, 2**(bits - 1)], dtype=getattr(torch, f"uint{bits}"))
+          for bits in (16, 32, 64)}
+    sd["view"] = sd["16"].reshape(2, 2).t()
+    path = save(torch, sd, tmp_path / "u.pt", legacy)
+    loaded = load_state_dict_file(path)
+    for bits in (16, 32, 64):
+        assert loaded[f"{bits}"].dtype == np.dtype(f"uint{bits}")
+        assert loaded[f"{bits}"].tolist() == [0, 1, 2**bits - 1, 2**(bits - 1)]
+    np.testing.assert_array_equal(loaded["view"], np.array([[0, 2**16 - 1], [1, 2**15]], np.uint16))
+
+
+def test_float8_tensors_are_refused_with_a_reason(torch, tmp_path):
+    path = save(torch, {"x": torch.ones(2).to(torch.float8_e4m3fn)}, tmp_path / "f8.pt")
+    with pytest.raises(UnsafePickleError, match="float8 tensors cannot be read: NumPy has no float8 type"):
+        load_state_dict_file(path)
 
 
 def test_plain_values_in_a_checkpoint(torch, tmp_path):
