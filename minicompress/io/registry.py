@@ -20,8 +20,8 @@ How a class becomes a config, first rule that applies:
   arguments with a default and no such attribute (the layers' ``dtype=``, ``rng=``) are left out;
   an argument whose attribute holds a Parameter/array/None and whose default is a bool
   (``bias=True``) is stored as ``attribute is not None``; a Module-valued argument refers to the
-  child of that name. Then ``cls(**config)`` — for the built-in classes without their random
-  initialisation (``reset_parameters`` is skipped: the loader puts the file's array in every
+  child of that name. Then ``cls(**config)`` — for the built-in classes inside
+  ``nn.init.skip_init()`` (no random initialisation: the loader puts the file's array in every
   tensor, and refuses a file that lacks one).
 
 Config values are JSON values, tuples (lists in JSON; every list is read back as a tuple), dicts
@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..nn.init import skip_init
 from ..nn.module import Module, Parameter
 from .quant_configs import ADAPTERS
 
@@ -92,30 +93,12 @@ def _make_spec(cls: type, name: str, to_config: Callable | None, from_config: Ca
     return ModuleSpec(name, cls, to_config, from_config)
 
 
-def _skip_init(self: Module, *args: Any, **kwargs: Any) -> None:
-    """``reset_parameters`` while loading: nothing (the file's arrays replace the tensors)."""
-
-
-_UNINITIALISED: dict[type, type] = {}
-
-
 def _without_init(cls: type) -> Callable[[dict], Module]:
-    """``cls(**config)`` whose constructor skips ``reset_parameters``: Linear(4096, 4096) costs no
-    random draws, and its ``np.empty`` tensors are never touched before the file's arrays replace them.
-
-    The module is built as a private subclass whose ``reset_parameters`` does nothing, then given
-    back its own class.
-    """
-    if not hasattr(cls, "reset_parameters"):
-        return lambda config: cls(**config)
-    if cls not in _UNINITIALISED:  # a '_' name: never listed among the built-in classes
-        _UNINITIALISED[cls] = type(f"_Uninitialised{cls.__name__}", (cls,), {"reset_parameters": _skip_init,
-                                                                             "__module__": cls.__module__})
-
+    """``cls(**config)`` built inside ``nn.init.skip_init()``: Linear(4096, 4096) costs no random draws,
+    and its ``np.empty`` tensors are never touched before the file's arrays replace them."""
     def build(config: dict) -> Module:
-        module = _UNINITIALISED[cls](**config)
-        module.__class__ = cls
-        return module
+        with skip_init():
+            return cls(**config)
     return build
 
 

@@ -3,11 +3,15 @@
 Every function fills a Parameter's ``.data`` (or a plain ndarray) in place and returns it.
 Random draws come from ``rng`` (a Generator or seed), else from the global generator
 (``minicompress.manual_seed``); the distributions are PyTorch's, the random streams are NumPy's.
+Inside ``with skip_init():`` every function leaves its tensor untouched (no draws): for modules whose
+arrays are replaced right after they are built, as when a model file is loaded.
 """
 from __future__ import annotations
 
 import math
-from typing import TypeVar
+import threading
+from contextlib import contextmanager
+from typing import Iterator, TypeVar
 
 import numpy as np
 
@@ -15,6 +19,24 @@ from .module import Parameter
 from .random import get_rng
 
 T = TypeVar("T", Parameter, np.ndarray)
+
+
+_STATE = threading.local()
+
+
+@contextmanager
+def skip_init() -> Iterator[None]:
+    """Within the block (this thread), init functions return their tensor unchanged."""
+    previous = getattr(_STATE, "skip", False)
+    _STATE.skip = True
+    try:
+        yield
+    finally:
+        _STATE.skip = previous
+
+
+def _skipping() -> bool:
+    return getattr(_STATE, "skip", False)
 
 
 def _array(tensor: Parameter | np.ndarray) -> np.ndarray:
@@ -70,6 +92,8 @@ def _fan(tensor: Parameter | np.ndarray, mode: str) -> int:
 
 def uniform_(tensor: T, a: float = 0.0, b: float = 1.0, *, rng=None) -> T:
     """Fill with U(a, b)."""
+    if _skipping():
+        return tensor
     array = _array(tensor)
     array[...] = get_rng(rng).uniform(a, b, size=array.shape)
     return tensor
@@ -77,6 +101,8 @@ def uniform_(tensor: T, a: float = 0.0, b: float = 1.0, *, rng=None) -> T:
 
 def normal_(tensor: T, mean: float = 0.0, std: float = 1.0, *, rng=None) -> T:
     """Fill with N(mean, std^2)."""
+    if _skipping():
+        return tensor
     array = _array(tensor)
     array[...] = get_rng(rng).normal(mean, std, size=array.shape)
     return tensor
@@ -86,6 +112,8 @@ def trunc_normal_(tensor: T, mean: float = 0.0, std: float = 1.0, a: float = -2.
                   rng=None) -> T:
     """Fill with N(mean, std^2) truncated to [a, b] (absolute bounds, as PyTorch's), by redrawing the
     values outside until none is left."""
+    if _skipping():
+        return tensor
     array = _array(tensor)
     generator = get_rng(rng)
     values = generator.normal(mean, std, size=array.shape)
@@ -116,6 +144,8 @@ def kaiming_uniform_(tensor: T, a: float = 0.0, mode: str = "fan_in", nonlineari
 
     Layers use a = sqrt 5, which gives bound = 1 / sqrt(fan_in).
     """
+    if _skipping():
+        return tensor
     if _array(tensor).size == 0:  # as PyTorch: a no-op on zero-element tensors
         return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
@@ -148,6 +178,8 @@ def xavier_normal_(tensor: T, gain: float = 1.0, *, rng=None) -> T:
 def default_weight_and_bias_(weight: Parameter, bias: Parameter | None, *, rng=None) -> None:
     """PyTorch's ``reset_parameters`` of Linear and Conv: W ~ kaiming_uniform_(a=sqrt 5) = U(+-1/sqrt(fan_in)),
     b ~ U(+-1/sqrt(fan_in)) (b = 0 if fan_in = 0)."""
+    if _skipping():
+        return
     rng = get_rng(rng)
     kaiming_uniform_(weight, a=math.sqrt(5), rng=rng)
     if bias is not None:
