@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from ..kernels import erf
+
 
 def softmax_forward(x: np.ndarray, dim: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """y_i = exp(x_i - max(x)) / sum_j exp(x_j - max(x))   along ``dim`` (max shift for stability)."""
@@ -85,7 +87,9 @@ def sigmoid_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:
     return dy * y * (1 - y)
 
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])  # exact to float64 rounding (libm); NumPy has no erf
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf in float64 (libm's, through a Numba ufunc; NumPy has no erf)."""
+    return erf(np.asarray(x, dtype=np.float64))
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_TANH_C = 0.044715
 
