@@ -44,7 +44,7 @@ from ..nn.module import Module, Parameter
 from .quant_configs import ADAPTERS
 
 # Subpackages whose Module classes are known without registration (imported when present).
-KNOWN_SUBPACKAGES = ("nn", "prune", "quant", "distill")
+KNOWN_SUBPACKAGES = ("nn", "prune", "quant", "distill", "models")
 
 
 @dataclass(frozen=True)

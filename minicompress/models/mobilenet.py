@@ -52,7 +52,8 @@ class Conv2dNormActivation(nn.Sequential):
         if activation_layer is not None:
             layers.append(activation_layer() if inplace is None else activation_layer(inplace=inplace))
         super().__init__(*layers)
-        self.out_channels = out_channels
+        self.in_channels, self.out_channels, self.kernel_size, self.stride = in_channels, out_channels, kernel_size, stride
+        self.padding, self.groups, self.dilation, self.inplace = padding, groups, dilation, inplace
 
 
 class InvertedResidual(nn.Module):
@@ -77,7 +78,7 @@ class InvertedResidual(nn.Module):
                    norm_layer(oup)]
         self.conv = nn.Sequential(*layers)
         self.add = nn.Add() if self.use_res_connect else None
-        self.out_channels = oup
+        self.inp, self.oup, self.expand_ratio, self.out_channels = inp, oup, expand_ratio, oup
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self.add(x, self.conv(x)) if self.use_res_connect else self.conv(x)

@@ -66,7 +66,8 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
         self.add = nn.Add()
-        self.stride = stride
+        self.inplanes, self.planes, self.stride = inplanes, planes, stride
+        self.groups, self.base_width, self.dilation = groups, base_width, dilation
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         h = self.relu(self.bn1(self.conv1(x)))
@@ -105,7 +106,8 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.add = nn.Add()
-        self.stride = stride
+        self.inplanes, self.planes, self.stride = inplanes, planes, stride
+        self.groups, self.base_width, self.dilation = groups, base_width, dilation
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         h1 = self.relu(self.bn1(self.conv1(x)))
@@ -143,6 +145,7 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet: {len(layers)} stages need {len(layers)} widths, got {list(widths)}")
         if replace_stride_with_dilation is None:
             replace_stride_with_dilation = [False] * (len(layers) - 1)
+        self.replace_stride_with_dilation = [bool(v) for v in replace_stride_with_dilation]
         if len(replace_stride_with_dilation) != len(layers) - 1:
             raise ValueError(f"replace_stride_with_dilation should be None or a {len(layers) - 1}-element tuple, "
                              f"got {replace_stride_with_dilation}")
@@ -172,6 +175,21 @@ class ResNet(nn.Module):
                     m.bn3.weight.data[...] = 0
                 elif isinstance(m, BasicBlock):
                     m.bn2.weight.data[...] = 0
+
+    def _config(self) -> dict:
+        """Constructor arguments for model files (the block by name; the saved children replace those built)."""
+        return dict(block=self.block.__name__, layers=list(self.layers_config), num_classes=self.num_classes,
+                    groups=self.groups, width_per_group=self.base_width,
+                    replace_stride_with_dilation=list(self.replace_stride_with_dilation),
+                    in_channels=self.in_channels, small_input=self.small_input, widths=list(self.widths))
+
+    @classmethod
+    def _from_config(cls, config: dict) -> "ResNet":
+        blocks = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
+        if config.get("block") not in blocks:
+            raise ValueError(f"ResNet: unknown block {config.get('block')!r}; expected one of {sorted(blocks)}")
+        with init.skip_init():
+            return cls(**{**config, "block": blocks[config["block"]]})
 
     def _make_layer(self, block: type, planes: int, blocks: int, stride: int, dilate: bool, rng: Any) -> nn.Sequential:
         previous_dilation = self.dilation

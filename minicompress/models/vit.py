@@ -78,6 +78,7 @@ class MLPBlock(nn.Sequential):
         rng = get_rng(rng)
         super().__init__(nn.Linear(in_dim, mlp_dim, rng=rng), nn.GELU(), nn.Dropout(dropout, rng=rng),
                          nn.Linear(mlp_dim, in_dim, rng=rng), nn.Dropout(dropout, rng=rng))
+        self.in_dim, self.mlp_dim, self.dropout = in_dim, mlp_dim, dropout
         for m in (self[0], self[3]):
             init.xavier_uniform_(m.weight, rng=rng)
             init.normal_(m.bias, std=1e-6, rng=rng)
@@ -103,6 +104,12 @@ class EncoderBlock(nn.Module):
         self.ln_2 = norm_layer(hidden_dim)
         self.mlp = MLPBlock(hidden_dim, mlp_dim, dropout, rng=rng)
         self.add_mlp = nn.Add()
+        self._args = dict(num_heads=num_heads, hidden_dim=hidden_dim, mlp_dim=mlp_dim, dropout=dropout,
+                          attention_dropout=attention_dropout)
+
+    def _config(self) -> dict:
+        """Constructor arguments for model files (``dropout`` is also the name of a child here)."""
+        return dict(self._args)
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         h = self.ln_1(z)
@@ -134,6 +141,12 @@ class Encoder(nn.Module):
             (f"encoder_layer_{i}", EncoderBlock(num_heads, hidden_dim, mlp_dim, dropout, attention_dropout,
                                                 norm_layer, rng=rng)) for i in range(num_layers)))
         self.ln = norm_layer(hidden_dim)
+        self._args = dict(seq_length=seq_length, num_layers=num_layers, num_heads=num_heads, hidden_dim=hidden_dim,
+                          mlp_dim=mlp_dim, dropout=dropout, attention_dropout=attention_dropout)
+
+    def _config(self) -> dict:
+        """Constructor arguments for model files (``dropout`` is also the name of a child here)."""
+        return dict(self._args)
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         if z.ndim != 3 or z.shape[1:] != self.pos_embedding.shape[1:]:

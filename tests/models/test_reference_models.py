@@ -142,3 +142,36 @@ def test_small_vision_transformer_matches_torch(torch, train):
     assert list(ours.state_dict())[:2] == ["class_token", "conv_proj.weight"]
     assert all(k in ours.state_dict() for k in TORCHVISION_VIT_KEYS)
     _compare(torch, ours, vit_twin(torch, 8, 2, 2, 2, 16, 32, 10, in_channels=1), _x((3, 1, 8, 8)), train)
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda: models.resnet20(in_channels=1, rng=0), (2, 1, 8, 8)),
+    (lambda: models.mobilenet_v2(num_classes=3, width_mult=0.5, in_channels=1, small_input=True, rng=0), (2, 1, 8, 8)),
+    (lambda: models.VisionTransformer(8, 2, 2, 2, 8, 16, num_classes=3, in_channels=1, rng=0), (2, 1, 8, 8)),
+])
+def test_models_save_code_free_and_reload_identical(tmp_path, build, shape):
+    from minicompress import io, nn
+    model = build().eval()
+    io.save(model, tmp_path / "m.npz")
+    loaded = io.load(tmp_path / "m.npz")
+    x = _x(shape)
+    with nn.no_grad():
+        np.testing.assert_array_equal(loaded(x), model(x))
+    assert type(model).__name__ in io.describe(tmp_path / "m.npz")
+
+
+def test_a_tampered_model_architecture_is_refused(tmp_path):
+    import json
+    import zipfile
+    from minicompress import io
+    io.save(models.resnet20(in_channels=1, rng=0), tmp_path / "m.npz")
+    with zipfile.ZipFile(tmp_path / "m.npz") as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    arch = json.loads(members["architecture.json"])
+    arch["model"]["config"]["block"] = "os.system"
+    members["architecture.json"] = json.dumps(arch).encode()
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(io.FileFormatError, match="unknown block 'os.system'"):
+        io.load(tmp_path / "bad.npz")
