@@ -153,3 +153,25 @@ def test_conv_bad_inputs_name_layer_and_shapes():
     with pytest.raises(ValueError, match=r"Conv1d\(2, 4, kernel_size=\(3,\), stride=\(1,\)\): expected input "
                                          r"\(N, 2, L\) or \(2, L\), got \(1, 3, 9\)"):
         nn.Conv1d(2, 4, 3)(np.zeros((1, 3, 9), np.float32))
+
+
+@pytest.mark.parametrize("shape, kernel, stride, pad, dilation", [
+    ((3, 4, 8, 8), (3, 3), (1, 1), 1, (1, 1)), ((2, 3, 7, 5), (3, 2), (2, 1), 1, (1, 2)),
+    ((2, 2, 5, 5), (1, 1), (2, 2), 0, (1, 1)), ((1, 5, 16, 16), (5, 5), (1, 1), 2, (1, 1)),
+])
+def test_col2im_kernel_equals_its_numpy_twin_bit_for_bit(shape, kernel, stride, pad, dilation):
+    """The Numba col2im (small maps) adds each element's terms in the twin's (p, q) order: bit-equal."""
+    from minicompress.nn.functional import conv as C
+    from minicompress.nn.kernels import col2im_add
+    n, c, h, w = shape
+    pads = ((pad, pad), (pad, pad))
+    out = tuple(C.conv_output_size(s, k, st, pads[0], d) for s, k, st, d in zip((h, w), kernel, stride, dilation))
+    dcols = np.random.default_rng(0).standard_normal((n, c * kernel[0] * kernel[1], out[0] * out[1])).astype(np.float32)
+    old, C.SMALL_MAP = C.SMALL_MAP, 0                # the NumPy twin
+    try:
+        twin = C.col2im(dcols, shape, pads, kernel, out, stride, dilation)
+    finally:
+        C.SMALL_MAP = old
+    dxp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), np.float32)
+    col2im_add(dcols.reshape(n, c, *kernel, *out), dxp, *stride, *dilation)
+    np.testing.assert_array_equal(dxp[:, :, pad:pad + h, pad:pad + w], twin)

@@ -18,7 +18,10 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import kernels
+
 Pads = Sequence["int | tuple[int, int]"]
+SMALL_MAP = 256   # output positions per channel up to which col2im runs the Numba kernel (bench/engine.py)
 
 
 def pad_pairs(padding: Pads) -> tuple[tuple[int, int], ...]:
@@ -62,6 +65,9 @@ def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], pads: tuple[tuple[int, i
     KH, KW = kernel
     dcols = dcols.reshape(N, C, KH, KW, out[0], out[1])
     dxp = np.zeros((N, C, H + top + bottom, W + left + right), dtype=dcols.dtype)
+    if out[0] * out[1] <= SMALL_MAP:      # small maps: one Numba pass beats KH*KW strided NumPy adds
+        kernels.col2im_add(np.ascontiguousarray(dcols), dxp, stride[0], stride[1], dilation[0], dilation[1])
+        return dxp[:, :, top:top + H, left:left + W]
     for p in range(KH):
         rows = slice(p * dilation[0], p * dilation[0] + stride[0] * (out[0] - 1) + 1, stride[0])
         for q in range(KW):
