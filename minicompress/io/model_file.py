@@ -27,6 +27,7 @@ import numpy as np
 
 from ..nn.module import Module, Parameter
 from ..prune.base import pruned_tensors
+from ..prune.functional import custom_from_mask
 from .atomic import atomic_write
 from .errors import FileFormatError
 from .layer_shapes import expected_shapes
@@ -268,18 +269,13 @@ def _pruned_tensors(node: dict, where: str, state: dict, name: str) -> list[str]
 
 def _reapply_pruning(module: Module, tensor: str, where: str, state: dict, name: str) -> None:
     """Re-create ``<tensor>_orig`` / ``<tensor>_mask`` (prune.custom_from_mask) from the saved arrays."""
-    try:
-        from .. import prune
-    except ImportError:
-        raise FileFormatError(f"{name}: module {where[:-1]!r} is pruned but minicompress.prune is "
-                              f"unavailable") from None
     orig, mask = state[f"{where}{tensor}_orig"], state[f"{where}{tensor}_mask"]
     param = getattr(module, tensor, None)
     if not isinstance(param, Parameter) or orig.shape != param.shape or orig.dtype.kind != param.data.dtype.kind:
         raise FileFormatError(f"{name}: module {where[:-1]!r} is marked pruned on {tensor!r} but the file lacks "
                               f"matching {tensor}_orig/{tensor}_mask arrays")
     param.data = orig
-    prune.custom_from_mask(module, tensor, mask)
+    custom_from_mask(module, tensor, mask)
 
 
 def _restore_state(model: Module, state: dict, name: str) -> None:
