@@ -169,12 +169,13 @@ class Module:
             raise TypeError(f"{self._name()}: add_module({name!r}) expects a Module, got {type(module).__name__}")
         self._modules[name] = module
 
-    def array(self, name: str) -> np.ndarray | None:
+    def array(self, name: str, before: Any = None) -> np.ndarray | None:
         """The ndarray a layer computes with under attribute ``name``.
 
         A parametrized tensor: ``p_k(...p_1(original.data))``, computed now (each parametrization's
-        forward runs once per call, so a layer calls this once per tensor per forward). Otherwise a
-        Parameter's data, a buffer, a plain array or None.
+        forward runs once per call, so a layer calls this once per tensor per forward); with ``before``,
+        only the parametrizations ahead of that one (e.g. a QAT weight before its fake-quant). Otherwise
+        a Parameter's data, a buffer, a plain array or None.
         """
         entry = self._parametrizations.get(name)
         if entry is None:
@@ -182,6 +183,8 @@ class Module:
             return value.data if isinstance(value, Parameter) else value
         value = self._parameters[entry.original].data
         for parametrization in entry.chain:
+            if parametrization is before:
+                return value
             value = parametrization.value(self, value)
         self._values[name] = value
         return value

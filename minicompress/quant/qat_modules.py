@@ -64,15 +64,7 @@ WEIGHT_FAKE_QUANT = WeightFakeQuant()
 
 def float_weight(mod: nn.Module) -> np.ndarray:
     """The weight before its fake-quant: the Parameter, or ``mask * orig`` if pruned (what ``to_float`` keeps)."""
-    entry = mod.parametrizations().get("weight")
-    if entry is None:
-        return mod.weight.data
-    w = getattr(mod, entry.original).data
-    for parametrization in entry.chain:
-        if parametrization is WEIGHT_FAKE_QUANT:
-            break
-        w = parametrization.value(mod, w)
-    return w
+    return mod.array("weight", before=WEIGHT_FAKE_QUANT)
 
 
 class _QATMixin:
