@@ -20,13 +20,14 @@ the methods in a ``PruningContainer``, whose last method only sees what is still
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from ..nn.module import Module, Parameter
 
-__all__ = ["pruning_hook", "pruned_tensors", "effective_weight", "BasePruningMethod", "PruningContainer"]
+__all__ = ["pruning_hook", "pruned_tensors", "parameters_by_tensor", "effective_weight", "BasePruningMethod",
+           "PruningContainer"]
 
 
 def pruning_hook(module: Module, name: str) -> "BasePruningMethod | None":
@@ -40,6 +41,16 @@ def pruned_tensors(module: Module) -> dict[str, "BasePruningMethod"]:
     """``{tensor name: pruning method or container}`` for every pruned tensor of ``module`` itself."""
     return {name: hook for name in module.parametrizations()
             if (hook := pruning_hook(module, name)) is not None}
+
+
+def parameters_by_tensor(model: Module) -> Iterator[tuple[str, Module, str, Parameter]]:
+    """(key, module, tensor name, Parameter) of every parameter, keyed by the tensor it stands for
+    (``0.weight`` for the Parameter stored as ``0.weight_orig``)."""
+    for prefix, module in model.named_modules():
+        tensor_of = {entry.original: name for name, entry in module.parametrizations().items()}
+        for name, param in module.named_parameters(recurse=False):
+            tensor = tensor_of.get(name, name)
+            yield (f"{prefix}.{tensor}" if prefix else tensor), module, tensor, param
 
 
 def effective_weight(module: Module, name: str) -> np.ndarray:

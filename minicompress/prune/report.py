@@ -16,20 +16,16 @@ from typing import Iterator
 import numpy as np
 
 from ..nn.module import Module
-from .base import pruned_tensors
+from .base import parameters_by_tensor, pruning_hook
 
 __all__ = ["effective_tensors", "sparsity_report", "format_report"]
 
 
 def effective_tensors(model: Module) -> Iterator[tuple[str, np.ndarray]]:
     """``(name, array)`` for every parameter, pruned ones as ``mask * orig`` under their own name."""
-    for prefix, module in model.named_modules():
-        pruned = pruned_tensors(module)
-        tensor_of = {entry.original: name for name, entry in module.parametrizations().items()}
-        for name, param in module.named_parameters(recurse=False):
-            base = tensor_of.get(name, name)
-            array = pruned[base].apply_mask(module) if base in pruned else param.data
-            yield (f"{prefix}.{base}" if prefix else base), array
+    for key, module, tensor, param in parameters_by_tensor(model):
+        hook = pruning_hook(module, tensor)
+        yield key, (param.data if hook is None else hook.apply_mask(module))
 
 
 def _row(name: str, t: np.ndarray) -> dict:

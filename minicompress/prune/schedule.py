@@ -20,7 +20,7 @@ import numpy as np
 
 from ..nn.module import Module, Parameter
 from .functional import global_unstructured, l1_unstructured
-from .base import effective_weight, pruning_hook
+from .base import effective_weight, parameters_by_tensor, pruning_hook
 from .methods import L1Unstructured
 
 __all__ = ["polynomial_sparsity", "prunable_weights", "prune_to_sparsity", "GradualPruning",
@@ -116,18 +116,7 @@ class GradualPruning:
 
 def snapshot_weights(model: Module) -> dict[str, np.ndarray]:
     """Copies of every parameter's values, pruned ones under their plain name (``0.weight``, not ``_orig``)."""
-    return {key: param.data.copy() for key, param in _parameters_by_tensor(model)}
-
-
-def _parameters_by_tensor(model: Module) -> list[tuple[str, Parameter]]:
-    """(key, Parameter) of every parameter, keyed by the tensor it stands for (``0.weight`` for ``0.weight_orig``)."""
-    out = []
-    for prefix, module in model.named_modules():
-        tensor_of = {entry.original: name for name, entry in module.parametrizations().items()}
-        for name, param in module.named_parameters(recurse=False):
-            base = tensor_of.get(name, name)
-            out.append((f"{prefix}.{base}" if prefix else base, param))
-    return out
+    return {key: param.data.copy() for key, _, _, param in parameters_by_tensor(model)}
 
 
 def rewind_weights(model: Module, snapshot: dict[str, np.ndarray]) -> None:
@@ -141,7 +130,7 @@ def rewind_weights(model: Module, snapshot: dict[str, np.ndarray]) -> None:
         raise ValueError("rewind_weights: the snapshot does not match the model's parameters "
                          f"(missing {sorted(set(current) - set(snapshot))}, "
                          f"unexpected {sorted(set(snapshot) - set(current))})")
-    for key, param in _parameters_by_tensor(model):
+    for key, _, _, param in parameters_by_tensor(model):
         param.data[...] = snapshot[key]
     for module in model.modules():  # pruned `weight` reads mask * orig of the rewound values now
         module.refresh_parametrizations()
