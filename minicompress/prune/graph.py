@@ -1,8 +1,8 @@
 """Trace a model once to find which layers share channels (for channel surgery).
 
-``trace(model, x)`` runs ``model`` on ``x`` (eval mode, no gradients, on the model you pass) and
-records every leaf module in call order with its input and output shapes. The surgery follows
-*chains*: each leaf must receive exactly the array the previous leaf returned (checked by object
+``trace(model, x)`` reads the dataflow graph of one call (``nn.trace_graph``: eval mode, no
+gradients, the model left as it was) and keeps every leaf call in order with its input and output
+shapes. The surgery follows *chains*: each leaf must receive exactly the array the previous leaf returned (checked by object
 identity), the first leaf the example input, and the model must return the last leaf's output.
 Models that branch, add, concatenate or reshape outside a leaf module are refused with the name of
 the module where the chain breaks, rather than pruned wrongly.
@@ -17,11 +17,10 @@ not pruned.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from ..nn.grad_mode import no_grad
+from ..nn.graph import Source, trace_graph
 from ..nn.kinds import layer_kind
 from ..nn.module import Module
 
@@ -56,39 +55,22 @@ class Group:
 
 
 def trace(model: Module, example_input: np.ndarray) -> list[Node]:
-    """Leaf calls of ``model(example_input)`` in order; raises ValueError if they do not form a chain."""
-    names = {id(m): name for name, m in model.named_modules()}
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    calls: list[tuple[Module, Any, Any]] = []
-
-    def record(module: Module, inputs: tuple, out: Any) -> None:
-        calls.append((module, inputs, out))
-
-    was_training = [(m, m.training) for m in model.modules()]
-    handles = [leaf.register_forward_hook(record) for leaf in leaves]
+    """Leaf calls of ``model(example_input)`` in order (``nn.trace_graph``); ValueError unless they form a chain."""
     try:
-        model.eval()
-        with no_grad():
-            output = model(example_input)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, mode in was_training:
-            m.training = mode
-
-    nodes, expected = [], example_input
-    for module, inputs, out in calls:
-        name = names[id(module)] or type(module).__name__
-        if len(inputs) != 1 or inputs[0] is not expected:
-            raise ValueError(f"channel_prune: cannot follow the model at {name!r} ({module._name()}): its "
+        graph = trace_graph(model, example_input)
+    except ValueError as e:
+        raise ValueError(f"channel_prune: cannot follow the model: {e}") from None
+    nodes: list[Node] = []
+    for i, node in enumerate(graph.nodes):
+        if node.call > 1:
+            raise ValueError(f"channel_prune: module {node.name.split('#')[0]!r} is called more than once; shared "
+                             f"layers are not supported")
+        if node.inputs != [Source(i - 1) if i else Source(-1)]:
+            raise ValueError(f"channel_prune: cannot follow the model at {node.name!r} ({node.module._name()}): its "
                              f"input is not the output of the layer before it (branches, residual "
                              f"additions and reshapes outside modules are not supported)")
-        if any(node.module is module for node in nodes):
-            raise ValueError(f"channel_prune: module {name!r} is called more than once; shared layers "
-                             f"are not supported")
-        nodes.append(Node(name, module, np.shape(inputs[0]), np.shape(out)))
-        expected = out
-    if output is not expected:
+        nodes.append(Node(node.name, node.module, node.in_shapes[0], node.out_shapes[0]))
+    if graph.outputs != [Source(len(nodes) - 1)]:
         raise ValueError("channel_prune: the model's output is not the last layer's output; only chains of "
                          "layers (Sequential, nested Sequentials) are supported")
     return nodes
