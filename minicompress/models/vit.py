@@ -32,6 +32,8 @@ __all__ = ["PrependToken", "SelectToken", "MLPBlock", "EncoderBlock", "Encoder",
 class PrependToken(nn.Module):
     """y = cat(token broadcast to the batch, x) along dim 1:  token (1, 1, D), x (N, S, D) -> (N, S + 1, D)."""
 
+    declared_kind = "features"      # y[..., c] reads token[..., c] and x[..., c] only (nn.kinds)
+
     def forward(self, token: np.ndarray, x: np.ndarray) -> np.ndarray:
         check_array(self, x)
         if token.shape != (1, 1, x.shape[-1]) or x.ndim != 3:
@@ -48,6 +50,8 @@ class PrependToken(nn.Module):
 
 class SelectToken(nn.Module):
     """y = x[:, index]:  (N, S, D) -> (N, D); backward puts the gradient back at that token."""
+
+    declared_kind = "features"
 
     def __init__(self, index: int = 0) -> None:
         super().__init__()

@@ -10,6 +10,9 @@ counting, quantization's mappings. The kinds::
     'pool'         pooling over spatial axes: keeps the channel axis, changes the spatial ones
     'flatten'      merges axes (a reshape)
     'merge'        several inputs, one output (Add, Mul, Cat)
+    'features'     keeps the last axis feature by feature: output[..., c] reads inputs[..., c] only (a ViT's
+                   class-token concatenation and token selection); declared by a class attribute
+                   ``declared_kind = 'features'``, since such modules live outside ``nn``
     'other'        anything else (a tool that needs to see through it must refuse it by name)
 """
 from __future__ import annotations
@@ -35,7 +38,11 @@ KINDS: tuple[tuple[str, tuple[type, ...]], ...] = (
 
 
 def layer_kind(module: Module) -> str:
-    """The kind of ``module`` (module docstring): the first entry of ``KINDS`` it is an instance of."""
+    """The kind of ``module`` (module docstring): its class's ``declared_kind``, else the first entry of
+    ``KINDS`` it is an instance of."""
+    declared = getattr(type(module), "declared_kind", None)
+    if declared is not None:
+        return declared
     for kind, types in KINDS:
         if isinstance(module, types):
             return kind

@@ -4,7 +4,8 @@
   ``global_unstructured``, ``remove``, ... and the method classes), masks bit-identical to PyTorch's;
 - ``schedule``: gradual (Zhu & Gupta) pruning callback, iterative prune-and-fine-tune, lottery-ticket rewinding;
 - ``report``: per-tensor and total sparsity, dense vs sparse bytes;
-- ``surgery`` / ``graph``: ``channel_prune`` returns a physically smaller dense model;
+- ``dependency`` / ``importance`` / ``surgery``: channel groups on the traced dataflow graph (Torch-Pruning's
+  DepGraph), their importance, and ``channel_prune``, which returns a physically smaller dense model;
 - ``slimming``: the BatchNorm-scale L1 penalty for network slimming;
 - ``sparse`` / ``kernels``: ``SparseLinear``, a Numba CSR kernel for unstructured-sparse inference.
 """
@@ -17,7 +18,9 @@ from .schedule import (GradualPruning, RewindPoint, iterative_pruning, polynomia
                        prune_to_sparsity, rewind_weights, snapshot_weights)
 from .slimming import BNScalePenalty, bn_scale_l1
 from .sparse import SparseLinear
-from .surgery import bake_pruning, channel_prune, plan_channel_prune
+from .dependency import DependencyGraph, Group, dependency_graph
+from .importance import BNScaleImportance, MagnitudeImportance, RandomImportance, TaylorImportance
+from .surgery import bake_pruning, channel_prune, plan_channel_prune, prune_count
 
 __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structured", "ln_structured",
            "global_unstructured", "custom_from_mask", "remove", "is_pruned",
@@ -26,4 +29,6 @@ __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structu
            "sparsity_report", "format_report",
            "polynomial_sparsity", "GradualPruning", "prunable_weights", "prune_to_sparsity",
            "snapshot_weights", "rewind_weights", "RewindPoint", "iterative_pruning",
-           "BNScalePenalty", "bn_scale_l1", "SparseLinear", "channel_prune", "plan_channel_prune", "bake_pruning"]
+           "BNScalePenalty", "bn_scale_l1", "SparseLinear", "channel_prune", "plan_channel_prune", "bake_pruning", "prune_count",
+           "dependency_graph", "DependencyGraph", "Group", "MagnitudeImportance", "BNScaleImportance",
+           "TaylorImportance", "RandomImportance"]

@@ -3,8 +3,8 @@
 Training adds ``strength * sum |gamma|`` over every BatchNorm scale to the loss; its subgradient
 ``strength * sign(gamma)`` is added to each ``gamma.grad`` after backward, before the optimizer step.
 Channels whose ``|gamma|`` is driven towards zero contribute little and are removed with
-``channel_prune(..., importance='bn_scale')`` (usually with ``scope='global'``: one threshold
-for all layers), followed by a short fine-tune.
+``channel_prune(..., importance='bn_scale')`` (usually with ``global_pruning=True``: one
+threshold for all layers), followed by a short fine-tune.
 """
 from __future__ import annotations
 

@@ -1,36 +1,54 @@
 """Channel surgery: remove whole channels so the model is physically smaller, not just sparse.
 
-For every group found by ``graph.channel_groups`` (producer -> channel-wise layers -> consumer),
-with ``keep`` the surviving channel indices (sorted, so channel order is preserved)::
+The model is traced once (``dependency.dependency_graph``); each prunable ``Group`` loses its units of lowest
+importance (``importance.group_importance``), and every member of the group loses the same units::
 
-    producer   weight[keep], bias[keep]                     (Linear rows / conv filters)
-    BatchNorm  weight, bias, running_mean, running_var [idx] (idx = keep expanded, see below)
-    depthwise  weight[keep], bias[keep], groups = len(keep)
-    consumer   weight[:, idx]                               (Linear columns / conv input channels)
+    Conv / Linear 'out'       weight[keep], bias[keep]            out_channels / out_features
+    Conv / Linear 'in'        weight[:, keep]                     in_channels / in_features
+    depthwise conv 'channel'  weight[keep], bias[keep]            in_channels = out_channels = groups
+    BatchNorm 'channel'       weight, bias, running_mean, running_var [keep]
+    PReLU / GroupNorm         weight[keep] (and bias); GroupNorm loses whole groups (num_groups)
+    Embedding 'out'           weight[:, keep]                     embedding_dim
+    parameter 'param'         p[..., keep] along its channel axis (a ViT's class token / position embedding)
 
-After a ``Flatten`` of (C, H, W), channel c owns the consumer's input columns c*HW ... c*HW + HW - 1,
-so ``idx = (keep[:, None] * HW + arange(HW)).ravel()``; without a Flatten ``idx = keep``.
+How many units go, per group of C (Torch-Pruning's rules, so that both give the same widths)::
 
-If the removed channels were already zero where the consumer reads them (their weights, bias and
-BatchNorm shift masked, and ``f(0) = 0`` for the activations on the way), the smaller model
-computes exactly what the masked one did.
+    ratio r (float)   n = C - int(C * (1 - r)),  r = min(r, max_ratio)
+    count k (int)     n = k
+    round_to R        the kept C - n rounded down to a multiple of R; if that is 0, nothing is removed
+    always            C - n >= min_channels (Torch-Pruning instead leaves a group whole when every
+                      channel would go, e.g. at r = 1.0)
+
+Local ranking (default) cuts each group on its own; ``global_pruning=True`` ranks every group's
+(normalised) scores together with ``n = total - int(total * (1 - r))`` and cuts the lowest, within each
+group's ``max_ratio`` and ``min_channels``. Ties go to the lower unit index. Output layers (the model's
+outputs) and ``ignored_layers`` keep their width.
+
+If the removed units were zero where they are read (their consumers' columns masked), the smaller
+model computes exactly what the masked one did: ``tests/prune/test_prune_dependency.py`` checks that on
+ResNets, MobileNetV2 and a ViT.
 """
 from __future__ import annotations
 
 import copy
 import numbers
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from ..nn.graph import trace_graph
 from ..nn.kinds import layer_kind
+from ..nn.layers import Embedding, GroupNorm, PReLU
 from ..nn.module import Module, Parameter
-from .amount import count_to_prune, validate_amount
-from .functional import remove
-from .graph import Group, channel_groups, trace
+from .amount import validate_amount
 from .base import pruned_tensors
+from .dependency import DependencyGraph, Group, Member, dependency_graph
+from .functional import remove
+from .importance import group_importance
 
-__all__ = ["bake_pruning", "channel_importance", "plan_channel_prune", "channel_prune"]
+__all__ = ["bake_pruning", "plan_channel_prune", "channel_prune", "apply_plan", "prune_count"]
+
+Plan = list[tuple[Group, np.ndarray]]          # (group, the units removed from it)
 
 
 def bake_pruning(model: Module) -> Module:
@@ -41,149 +59,229 @@ def bake_pruning(model: Module) -> Module:
     return model
 
 
-def _expand(keep: np.ndarray, block: int) -> np.ndarray:
-    """Indices of the ``block``-wide feature blocks of channels ``keep``."""
-    return (keep[:, None] * block + np.arange(block)).ravel()
-
-
-def _is_bn(module: Module) -> bool:
-    return layer_kind(module) == "batchnorm" and module.weight is not None
-
-
-def channel_importance(group: Group, importance: str | Callable[[Group], np.ndarray]) -> np.ndarray:
-    """Score of each output channel of ``group.producer`` (higher = more important).   -> (C,)
-
-    'l1' / 'l2': norm of the producer's filter (weight[c]); 'bn_scale': |gamma| of the first
-    BatchNorm after it (network slimming; averaged over a channel's block after a Flatten);
-    a callable gets the ``Group`` and returns the scores.
-    """
-    producer = group.producer.module
-    if callable(importance):
-        scores = np.asarray(importance(group), dtype=np.float64)
-    elif importance in ("l1", "l2"):
-        w = np.abs(producer.weight.data.astype(np.float64)).reshape(group.channels, -1)
-        scores = w.sum(axis=1) if importance == "l1" else np.sqrt((w * w).sum(axis=1))
-    elif importance == "bn_scale":
-        bns = [(n, s) for n, s in group.followers if _is_bn(n.module)]
-        if not bns:
-            raise ValueError(f"channel_prune: importance='bn_scale' needs a BatchNorm with a scale after "
-                             f"{group.producer.name!r}; pass layers=[...] to leave it out")
-        node, block = bns[0]
-        scores = np.abs(node.module.weight.data.astype(np.float64)).reshape(group.channels, block).mean(axis=1)
+def prune_count(channels: int, amount: numbers.Real, *, round_to: int | None = None, max_ratio: float = 1.0,
+                min_channels: int = 1) -> int:
+    """Units to remove from a group of ``channels`` (module docstring, Torch-Pruning's arithmetic)."""
+    if isinstance(amount, numbers.Integral):
+        n = int(amount)
     else:
-        raise ValueError(f"channel_prune: unknown importance {importance!r}; expected 'l1', 'l2', 'bn_scale' "
-                         f"or a callable")
-    if scores.shape != (group.channels,):
-        raise ValueError(f"channel_prune: importance of {group.producer.name!r} has shape {scores.shape}, "
-                         f"expected ({group.channels},)")
-    return scores
+        n = channels - int(channels * (1 - min(float(amount), max_ratio)))
+    n = min(n, int(channels * max_ratio)) if max_ratio < 1.0 else n
+    if round_to and n > 0:
+        kept = channels - n
+        kept -= kept % round_to
+        n = channels - kept if kept > 0 else 0     # nothing left: the group keeps its width (Torch-Pruning)
+    return max(0, min(n, channels - min_channels))
 
 
-def _select_groups(groups: list[Group], skipped: dict[str, str], layers: Any) -> list[Group]:
+def _check_options(amount: Any, round_to: Any, max_ratio: float, min_channels: int, ratios: Any) -> None:
+    validate_amount(amount)
+    if round_to is not None and (not isinstance(round_to, numbers.Integral) or round_to < 1):
+        raise ValueError(f"channel_prune: round_to must be a positive int or None, got {round_to!r}")
+    if not 0.0 <= max_ratio <= 1.0:
+        raise ValueError(f"channel_prune: max_ratio must be in [0, 1], got {max_ratio}")
+    if min_channels < 1:
+        raise ValueError(f"channel_prune: min_channels must be >= 1, got {min_channels}")
+    for name, r in (ratios or {}).items():
+        validate_amount(r)
+
+
+def _select(dg: DependencyGraph, layers: Iterable[str] | None) -> list[Group]:
+    groups = dg.prunable()
     if layers is None:
         return groups
-    by_name = {g.producer.name: g for g in groups}
+    by_producer = {n: g for g in dg.groups for n, role in g.members if role == "out"}
     chosen = []
     for name in layers:
-        if name in skipped:
-            raise ValueError(f"channel_prune: cannot prune the outputs of {name!r}: {skipped[name]}")
-        if name not in by_name:
-            raise ValueError(f"channel_prune: {name!r} is not a Linear/conv layer of the model; prunable: "
-                             f"{sorted(by_name)}")
-        chosen.append(by_name[name])
+        if name not in by_producer:
+            raise ValueError(f"channel_prune: {name!r} is not a Linear/conv layer of the traced model; "
+                             f"prunable: {sorted(n for g in groups for n, r in g.members if r == 'out')}")
+        group = by_producer[name]
+        if group.blocked is not None:
+            raise ValueError(f"channel_prune: cannot prune the outputs of {name!r}: {group.blocked}")
+        if group not in chosen:
+            chosen.append(group)
     return chosen
 
 
-def _plan(work: Module, example_input: np.ndarray, amount: numbers.Real, importance: str | Callable,
-          layers: Any, scope: str, min_channels: int) -> tuple[dict[str, np.ndarray], list[Group]]:
-    """Kept channels per producer name, and the groups to cut, for an already baked ``work`` model."""
-    validate_amount(amount)
-    if min_channels < 1:
-        raise ValueError(f"channel_prune: min_channels must be >= 1, got {min_channels}")
-    groups, skipped = channel_groups(trace(work, example_input))
-    if importance == "bn_scale" and layers is None:  # network slimming cuts only BatchNorm-ed layers
-        groups = [g for g in groups if any(_is_bn(n.module) for n, _ in g.followers)]
-    groups = _select_groups(groups, skipped, layers)
-    scores = {g.producer.name: channel_importance(g, importance) for g in groups}
-    removed: dict[str, list[int]] = {name: [] for name in scores}
-    if scope == "layer":
-        for name, s in scores.items():
-            k = min(count_to_prune(amount, s.size), s.size - min_channels)
-            removed[name] = list(np.argsort(s, kind="stable")[:max(k, 0)])
-    elif scope == "global":
-        pool = [(s[c], i, c, name) for i, (name, s) in enumerate(scores.items()) for c in range(s.size)]
-        budget = count_to_prune(amount, len(pool))
-        for _, _, c, name in sorted(pool):
-            if budget == 0:
-                break
-            if scores[name].size - len(removed[name]) > min_channels:
-                removed[name].append(c)
-                budget -= 1
+def _ratio(group: Group, amount: numbers.Real, ratios: Mapping[str, numbers.Real] | None) -> numbers.Real:
+    for name, role in group.members:
+        if role == "out" and ratios and name in ratios:
+            return ratios[name]
+    return amount
+
+
+def plan(dg: DependencyGraph, amount: numbers.Real, importance: Any = "l1", *, layers: Iterable[str] | None = None,
+         ratios: Mapping[str, numbers.Real] | None = None, round_to: int | None = None,
+         global_pruning: bool = False, max_ratio: float = 1.0, min_channels: int = 1) -> Plan:
+    """The units each group loses (module docstring); groups nothing can score are left whole."""
+    _check_options(amount, round_to, max_ratio, min_channels, ratios)
+    scored = []
+    for group in _select(dg, layers):
+        scores = group_importance(group, importance)
+        if scores is not None:
+            scored.append((group, scores))
+        elif layers is not None:
+            raise ValueError(f"channel_prune: importance {importance!r} scores nothing in the group of "
+                             f"{group.root!r} (members {group.members}); 'bn_scale' needs a BatchNorm")
+    if not global_pruning:
+        out = []
+        for group, scores in scored:
+            n = prune_count(group.channels, _ratio(group, amount, ratios), round_to=round_to, max_ratio=max_ratio,
+                            min_channels=min_channels)
+            out.append((group, np.sort(np.argsort(scores, kind="stable")[:n])))
+        return out
+    total = sum(g.channels for g, _ in scored)
+    budget = int(amount) if isinstance(amount, numbers.Integral) else total - int(total * (1 - float(amount)))
+    caps = [prune_count(g.channels, max_ratio, max_ratio=max_ratio, min_channels=min_channels) for g, _ in scored]
+    pool = sorted((s[u], k, u) for k, (_, s) in enumerate(scored) for u in range(s.size))
+    removed: list[list[int]] = [[] for _ in scored]
+    for _, k, u in pool:
+        if budget == 0:
+            break
+        if len(removed[k]) < caps[k]:
+            removed[k].append(u)
+            budget -= 1
+    out = []
+    for (group, scores), units in zip(scored, removed):
+        n = len(units)
+        if round_to and n:
+            n = prune_count(group.channels, n, round_to=round_to, min_channels=min_channels)
+            units = list(np.argsort(scores, kind="stable")[:n])
+        out.append((group, np.sort(np.array(units, np.int64))))
+    return out
+
+
+# -- surgery ------------------------------------------------------------------------------------------------
+def _take(owner: Module, name: str, keep: np.ndarray, axis: int) -> None:
+    value = getattr(owner, name, None)
+    if isinstance(value, Parameter):
+        value.data = np.ascontiguousarray(np.take(value.data, keep, axis=axis))
+        value.grad = None
+    elif value is not None:                  # a buffer (BatchNorm running statistics)
+        setattr(owner, name, np.ascontiguousarray(np.take(value, keep, axis=axis)))
+
+
+def _width(module: Module, role: str) -> int:
+    w = module.weight.data
+    if role == "in":
+        return w.shape[1]
+    return w.shape[1] if isinstance(module, Embedding) else w.shape[0]
+
+
+def _cut_member(module: Module, role: str, keep: np.ndarray) -> None:
+    """Keep indices ``keep`` of one member (table in the module docstring)."""
+    n, kind = len(keep), layer_kind(module)
+    if role == "in":
+        _take(module, "weight", keep, 1)
+        if kind == "linear":
+            module.in_features = n
+        else:
+            module.in_channels = n
+    elif role == "out" and isinstance(module, Embedding):
+        _take(module, "weight", keep, 1)
+        module.embedding_dim = n
+    elif role == "out":
+        _take(module, "weight", keep, 0)
+        _take(module, "bias", keep, 0)
+        if kind == "linear":
+            module.out_features = n
+        else:
+            module.out_channels = n
+    elif kind == "conv":                      # depthwise
+        _take(module, "weight", keep, 0)
+        _take(module, "bias", keep, 0)
+        module.in_channels = module.out_channels = module.groups = n
+    elif kind == "batchnorm":
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            _take(module, name, keep, 0)
+        module.num_features = n
+    elif isinstance(module, PReLU):
+        _take(module, "weight", keep, 0)
+        module.num_parameters = n
+    elif isinstance(module, GroupNorm):
+        size = module.num_channels // module.num_groups
+        for name in ("weight", "bias"):
+            _take(module, name, keep, 0)
+        module.num_channels, module.num_groups = n, n // size
     else:
-        raise ValueError(f"channel_prune: scope must be 'layer' or 'global', got {scope!r}")
-    keep = {name: np.setdiff1d(np.arange(scores[name].size), removed[name]) for name in scores}
-    return keep, groups
+        raise ValueError(f"channel_prune: no surgery for {type(module).__name__} as {role!r}")
 
 
-def plan_channel_prune(model: Module, example_input: np.ndarray, amount: numbers.Real,
-                       importance: str | Callable = "l1", layers: Any = None, scope: str = "layer",
+def apply_plan(model: Module, chosen: Plan) -> Module:
+    """Remove the planned units from ``model`` in place (every member of each group); returns ``model``."""
+    removed: dict[Member, set[int]] = {}
+    owners: dict[Member, tuple[Module, int]] = {}
+    for group, units in chosen:
+        for member in group.members:
+            removed.setdefault(member, set()).update(group.indices(member, units).tolist())
+            if member[1] == "param":
+                owners[member] = (group.modules.get(member[0]), group.param_axes[member[0]])
+    modules = dict(model.named_modules())
+    for (name, role), gone in removed.items():
+        if not gone:
+            continue
+        if role == "param":
+            owner_name, _, attr = name.rpartition(".")
+            owner, axis = modules[owner_name], owners[(name, role)][1]
+            size = getattr(owner, attr).data.shape[axis]
+            _take(owner, attr, np.setdiff1d(np.arange(size), sorted(gone)), axis)
+            continue
+        module = modules[name]
+        _cut_member(module, role, np.setdiff1d(np.arange(_width(module, role)), sorted(gone)))
+    return model
+
+
+def _kept(chosen: Plan) -> dict[str, np.ndarray]:
+    kept = {}
+    for group, units in chosen:
+        for name, role in group.members:
+            if role == "out":
+                width = sum(len(u[(name, role)]) for u in group.units)
+                kept[name] = np.setdiff1d(np.arange(width), group.indices((name, role), units))
+    return kept
+
+
+def plan_channel_prune(model: Module, example_input: Any, amount: numbers.Real, importance: Any = "l1", *,
+                       layers: Iterable[str] | None = None, ignored_layers: Iterable[str] = (),
+                       ratios: Mapping[str, numbers.Real] | None = None, round_to: int | None = None,
+                       global_pruning: bool = False, max_ratio: float = 1.0,
                        min_channels: int = 1) -> dict[str, np.ndarray]:
-    """Which output channels of each prunable layer survive: ``{layer name: sorted kept indices}``.
+    """Which output channels of each pruned producer survive: ``{layer name: sorted kept indices}``.
 
-    ``amount`` is the fraction (float) or number (int) of channels removed from each layer
-    (``scope='layer'``), or from all of them ranked together (``scope='global'``, for comparable
-    scores such as 'bn_scale'); every layer keeps at least ``min_channels``. Channels of lowest
-    importance go first (ties: lower index first). With 'bn_scale' and no ``layers``, only layers
-    followed by a BatchNorm are pruned. ``example_input`` must be batched: (N, C, ...). The model is
-    not changed.
+    Arguments as ``channel_prune``; the model is not changed.
     """
     work = bake_pruning(copy.deepcopy(model))
-    return _plan(work, example_input, amount, importance, layers, scope, min_channels)[0]
+    dg = dependency_graph(work, example_input, ignored_layers=ignored_layers)
+    return _kept(plan(dg, amount, importance, layers=layers, ratios=ratios, round_to=round_to,
+                      global_pruning=global_pruning, max_ratio=max_ratio, min_channels=min_channels))
 
 
-def _slice_params(module: Module, idx: np.ndarray, axis: int, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(module, name, None)
-        if isinstance(value, Parameter):
-            value.data = np.ascontiguousarray(np.take(value.data, idx, axis=axis))
-            value.grad = None
-        elif value is not None:       # a buffer (BatchNorm running statistics)
-            setattr(module, name, np.ascontiguousarray(np.take(value, idx, axis=axis)))
+def channel_prune(model: Module, example_input: Any, amount: numbers.Real, importance: str | Callable | Mapping = "l1",
+                  *, layers: Iterable[str] | None = None, ignored_layers: Iterable[str] = (),
+                  ratios: Mapping[str, numbers.Real] | None = None, round_to: int | None = None,
+                  global_pruning: bool = False, max_ratio: float = 1.0, min_channels: int = 1) -> Module:
+    """A new, physically smaller dense model with ``amount`` of each dependency group's channels removed.
 
-
-def _set(module: Module, **sizes: int) -> None:
-    for attr, value in sizes.items():
-        if hasattr(module, attr):
-            setattr(module, attr, value)
-
-
-def _cut(group: Group, keep: np.ndarray) -> None:
-    producer, n = group.producer.module, len(keep)
-    _slice_params(producer, keep, 0, ("weight", "bias"))
-    _set(producer, out_channels=n, out_features=n)
-    for node, block in group.followers:
-        m, idx = node.module, _expand(keep, block)
-        _slice_params(m, idx, 0, ("weight", "bias", "running_mean", "running_var"))
-        _set(m, num_features=len(idx), in_channels=len(idx), out_channels=len(idx), groups=len(idx))
-    consumer, idx = group.consumer.module, _expand(keep, group.spatial)
-    _slice_params(consumer, idx, 1, ("weight",))
-    _set(consumer, in_channels=len(idx), in_features=len(idx))
-
-
-def channel_prune(model: Module, example_input: np.ndarray, amount: numbers.Real,
-                  importance: str | Callable = "l1", layers: Any = None, scope: str = "layer",
-                  min_channels: int = 1) -> Module:
-    """A new, physically smaller dense model with ``amount`` of each prunable layer's channels removed.
-
-    ``model`` is traced once on ``example_input`` (see ``graph``) and left untouched. Pruning masks
-    already on ``model`` are baked in (the new model has plain Parameters; its remaining zeros stay).
-    The classifier (a layer whose outputs are the model's outputs) keeps its width. Arguments as
-    ``plan_channel_prune``; ``layers`` restricts pruning to those layer names.
+    Parameters
+    ----------
+    model, example_input
+        Traced once (``nn.trace_graph``; a batched input) and left untouched. Pruning masks already on
+        ``model`` are baked in (the new model has plain Parameters; its remaining zeros stay).
+    amount
+        Fraction (float, Torch-Pruning's ``pruning_ratio``) or count (int) of each group's channels.
+    importance
+        'l1', 'l2' (``MagnitudeImportance(p=1 | 2)``, group mean, mean-normalised), 'bn_scale', 'taylor'
+        (needs ``.grad`` from a backward), 'random', an importance object, or ``{layer: scores}``.
+    layers, ignored_layers, ratios
+        Prune only the groups of these producers; keep the width of these layers; per-layer amounts.
+    round_to, global_pruning, max_ratio, min_channels
+        Module docstring.
     """
     new = bake_pruning(copy.deepcopy(model))
-    keep, groups = _plan(new, example_input, amount, importance, layers, scope, min_channels)
-    for group in groups:
-        _cut(group, keep[group.producer.name])
+    dg = dependency_graph(new, example_input, ignored_layers=ignored_layers)
+    apply_plan(new, plan(dg, amount, importance, layers=layers, ratios=ratios, round_to=round_to,
+                         global_pruning=global_pruning, max_ratio=max_ratio, min_channels=min_channels))
     new.clear_caches()
-    trace(new, example_input)  # the smaller model must still run on the same input
+    trace_graph(new, example_input)              # the smaller model must still run on the same input
     return new

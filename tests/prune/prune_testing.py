@@ -69,3 +69,32 @@ def same_bytes(a: np.ndarray, b) -> bool:
     """Equal dtype, shape and bytes (so -0.0 != 0.0 and NaN patterns count)."""
     b = b.detach().numpy() if hasattr(b, "detach") else np.asarray(b)
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def mask_planned(model, x, amount, **options):
+    """Mask, with ``custom_from_mask``, every slice that ``channel_prune(model, x, amount, **options)`` removes:
+    producers' rows and biases, consumers' columns, per-channel scales and shifts, and zero the parameters fed
+    into merges there. Returns the plan ``[(group, removed units)]``. The masked model must then compute what
+    the surgered one does."""
+    from minicompress import prune
+    from minicompress.prune import surgery
+
+    dg = prune.dependency_graph(model, x, ignored_layers=options.pop("ignored_layers", ()))
+    chosen = surgery.plan(dg, amount, options.pop("importance", "l1"), **options)
+    params = dict(model.named_parameters())
+    for group, units in chosen:
+        for (name, role) in group.members:
+            idx = group.indices((name, role), units)
+            if role == "param":
+                params[name].data[(slice(None),) * group.param_axes[name] + (idx,)] = 0
+                continue
+            module = group.modules[name]
+            axis = 1 if role == "in" or (role == "out" and isinstance(module, mnn.Embedding)) else 0
+            names = ("weight",) if role == "in" else ("weight", "bias")
+            for attr in names:
+                if getattr(module, attr, None) is None:
+                    continue
+                mask = np.ones(module.array(attr).shape, np.float32)
+                mask[(slice(None),) * axis + (idx,)] = 0
+                prune.custom_from_mask(module, attr, mask)
+    return chosen

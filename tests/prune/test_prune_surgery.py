@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import minicompress.nn as mnn
 from minicompress import metrics, prune
-from minicompress.prune.graph import channel_groups, trace
+from tests.prune.prune_testing import mask_planned
 
 
 def _randomise_bn(model, rng):
@@ -36,19 +36,8 @@ def _x(seed=1, shape=(4, 1, 8, 8)):
 
 
 def _mask_channels(model, x, amount):
-    """Zero channels with ln_structured(dim=0) and their bias and BatchNorm scale and shift."""
-    groups, _ = channel_groups(trace(model, x))
-    for g in groups:
-        p = g.producer.module
-        prune.ln_structured(p, "weight", amount, n=2, dim=0)
-        alive = (p.weight_mask.reshape(p.weight_mask.shape[0], -1).sum(axis=1) != 0).astype(np.float32)
-        prune.custom_from_mask(p, "bias", alive)
-        for node, block in g.followers:
-            for name in ("weight", "bias"):  # BatchNorm scale/shift, depthwise filters/bias
-                shape = node.module.array(name).shape
-                per_channel = np.repeat(alive, block).reshape((-1,) + (1,) * (len(shape) - 1))
-                prune.custom_from_mask(node.module, name, np.broadcast_to(per_channel, shape))
-    return groups
+    """Zero the channels channel_prune removes (rows, biases, BatchNorm scale and shift, consumer columns)."""
+    return mask_planned(model, x, amount)
 
 
 def _state_bytes(model):
@@ -72,7 +61,7 @@ def test_surgered_model_equals_the_masked_model(amount, seed):
     with mnn.no_grad():
         expected, got = model(x), small(x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    k = lambda c: c - min(amount if isinstance(amount, int) else round(amount * c), c - 1)  # noqa: E731
+    k = lambda c: c - min(amount if isinstance(amount, int) else c - int(c * (1 - amount)), c - 1)  # noqa: E731
     k1, k2, h = k(8), k(12), k(20)
     assert (small[0].out_channels, small[3][0].in_channels, small[3][0].out_channels) == (k1, k1, k2)
     assert (small[5].in_features, small[5].out_features, small[6].num_features, small[8].in_features,
@@ -91,8 +80,9 @@ def test_macs_drop_at_least_3x_at_half_the_channels():
 
 def test_flatten_linear_column_mapping():
     model, x = cnn(3), _x()
-    plan = prune.plan_channel_prune(model, x, 0.5, importance="l2")
-    small = prune.channel_prune(model, x, 0.5, importance="l2")
+    first = prune.MagnitudeImportance(p=2, reduction="first")      # the producer's rows only
+    plan = prune.plan_channel_prune(model, x, 0.5, importance=first)
+    small = prune.channel_prune(model, x, 0.5, importance=first)
     keep2, keep_h = plan["3.0"], plan["5"]
     cols = (keep2[:, None] * 16 + np.arange(16)).ravel()  # channel c owns columns c*16 .. c*16+15
     np.testing.assert_array_equal(small[5].weight.data, model[5].weight.data[keep_h][:, cols])
@@ -105,11 +95,11 @@ def test_flatten_linear_column_mapping():
 
 def test_classifier_kept_and_at_least_one_channel():
     model, x = cnn(), _x()
-    groups, skipped = channel_groups(trace(model, x))
-    assert [g.producer.name for g in groups] == ["0", "3.0", "5"] and "8" in skipped
+    dg = prune.dependency_graph(model, x)
+    assert [g.root for g in dg.prunable()] == ["0", "3.0", "5"] and "8" in dg.refused()
     small = prune.channel_prune(model, x, 1.0)
     assert small[0].out_channels == 1 and small[5].out_features == 1 and small[8].out_features == 10
-    with pytest.raises(ValueError, match="model's outputs"):
+    with pytest.raises(ValueError, match="keeps its width"):
         prune.channel_prune(model, x, 0.5, layers=["8"])
     with pytest.raises(ValueError, match="not a Linear/conv"):
         prune.channel_prune(model, x, 0.5, layers=["1"])
@@ -123,7 +113,7 @@ def test_bn_scale_importance_and_global_scope():
     model[3][1].weight.data[[0, 7, 9]] = [0.03, 0.001, -0.015]
     plan = prune.plan_channel_prune(model, x, 2, importance="bn_scale")
     assert set(range(8)) - set(plan["0"]) == {2, 5} and set(range(12)) - set(plan["3.0"]) == {7, 9}
-    plan = prune.plan_channel_prune(model, x, 5, importance="bn_scale", scope="global", layers=["0", "3.0"])
+    plan = prune.plan_channel_prune(model, x, 5, importance="bn_scale", global_pruning=True, layers=["0", "3.0"])
     assert set(range(8)) - set(plan["0"]) == {2, 5} and set(range(12)) - set(plan["3.0"]) == {0, 7, 9}
     no_bn = mnn.Sequential(mnn.Linear(4, 6), mnn.ReLU(), mnn.Linear(6, 2))
     with pytest.raises(ValueError, match="bn_scale"):
@@ -143,8 +133,8 @@ def test_depthwise_followers_and_grouped_barrier():
     _randomise_bn(model, rng)
     model.eval()
     x = _x(0, (2, 3, 6, 6))
-    groups = _mask_channels(model, x, 0.5)
-    assert [len(g.followers) for g in groups] == [3, 0]
+    chosen = _mask_channels(model, x, 0.5)
+    assert [len(g.members) for g, _ in chosen] == [5, 2]   # conv, BN, depthwise, BN, 1x1 conv in | 1x1 conv, head
     small = prune.channel_prune(model, x, 0.5)
     assert small[3].groups == small[3].in_channels == small[3].out_channels == 3 and small[6].out_channels == 4
     with mnn.no_grad():
@@ -153,7 +143,7 @@ def test_depthwise_followers_and_grouped_barrier():
     grouped = mnn.Sequential(mnn.Conv2d(4, 8, 1), mnn.ReLU(), mnn.Conv2d(8, 8, 3, groups=2), mnn.Flatten(),
                              mnn.Linear(8 * 16, 2))
     xg = _x(0, (2, 4, 6, 6))
-    with pytest.raises(ValueError, match="does not keep channels separate"):
+    with pytest.raises(ValueError, match="grouped convolution"):
         prune.channel_prune(grouped, xg, 0.5, layers=["0"])
     assert prune.plan_channel_prune(grouped, xg, 0.5) == {}  # nothing it can cut safely
 

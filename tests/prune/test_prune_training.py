@@ -51,6 +51,6 @@ def test_network_slimming_then_channel_prune(digits):
     before = prune.bn_scale_l1(model)
     train.fit(model, CrossEntropyLoss(), o, loader, epochs=1, callbacks=[prune.BNScalePenalty(1e-2)], quiet=True)
     assert prune.bn_scale_l1(model) < before  # the penalty shrinks the scales
-    small = prune.channel_prune(model, x[:8], 0.5, importance="bn_scale", scope="global")
+    small = prune.channel_prune(model, x[:8], 0.5, importance="bn_scale", global_pruning=True)
     assert sum(p.size for p in small.parameters()) < sum(p.size for p in model.parameters())
     assert small(x_test).shape == (len(x_test), 10)
