@@ -12,6 +12,7 @@ from .functional import (custom_from_mask, global_unstructured, identity, is_pru
                          ln_structured, random_structured, random_unstructured, remove)
 from .methods import (BasePruningMethod, CustomFromMask, Identity, L1Unstructured, LnStructured,
                       PruningContainer, RandomStructured, RandomUnstructured, effective_weight, pruning_hook)
+from .nm import NMStructured, nm_mask, nm_structured
 from .report import format_report, sparsity_report
 from .schedule import (GradualPruning, RewindPoint, iterative_pruning, polynomial_sparsity, prunable_weights,
                        prune_to_sparsity, rewind_weights, snapshot_weights)
@@ -26,4 +27,5 @@ __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structu
            "sparsity_report", "format_report",
            "polynomial_sparsity", "GradualPruning", "prunable_weights", "prune_to_sparsity",
            "snapshot_weights", "rewind_weights", "RewindPoint", "iterative_pruning",
-           "BNScalePenalty", "bn_scale_l1", "SparseLinear", "channel_prune", "plan_channel_prune", "bake_pruning"]
+           "BNScalePenalty", "bn_scale_l1", "SparseLinear", "channel_prune", "plan_channel_prune", "bake_pruning",
+           "NMStructured", "nm_mask", "nm_structured"]
