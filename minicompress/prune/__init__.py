@@ -18,6 +18,7 @@ from .schedule import (GradualPruning, RewindPoint, iterative_pruning, polynomia
                        prune_to_sparsity, rewind_weights, snapshot_weights)
 from .slimming import BNScalePenalty, bn_scale_l1
 from .sparse import SparseLinear
+from .threshold import GradualThreshold, ThresholdPruning, threshold_pruning
 from .surgery import bake_pruning, channel_prune, plan_channel_prune
 
 __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structured", "ln_structured",
@@ -28,4 +29,5 @@ __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structu
            "polynomial_sparsity", "GradualPruning", "prunable_weights", "prune_to_sparsity",
            "snapshot_weights", "rewind_weights", "RewindPoint", "iterative_pruning",
            "BNScalePenalty", "bn_scale_l1", "SparseLinear", "channel_prune", "plan_channel_prune", "bake_pruning",
-           "NMStructured", "nm_mask", "nm_structured"]
+           "NMStructured", "nm_mask", "nm_structured",
+           "ThresholdPruning", "threshold_pruning", "GradualThreshold"]
