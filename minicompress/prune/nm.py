@@ -60,9 +60,12 @@ def nm_mask(t: np.ndarray, n: int, m: int, block_shape: tuple[int, int] | None =
     tied = (ranked_nan[:, zeros - 1] == ranked_nan[:, zeros]) & (
         ranked_nan[:, zeros - 1] | (ranked[:, zeros - 1] == ranked[:, zeros]))
     np.put_along_axis(pruned, order[:, :zeros], True, axis=-1)          # untied blocks: one answer
-    for b in np.flatnonzero(tied):                                      # tied at the cut: replay topk (2)
-        pruned[b] = False
-        pruned[b, smallest_k(rank_keys(blocks[b]), zeros)] = True
+    if tied.any():                                                      # tied at the cut: replay topk (2)
+        patterns, which = np.unique(rank_keys(blocks[tied]), axis=0, return_inverse=True)
+        chosen = np.zeros(patterns.shape, dtype=bool)                   # once per distinct rank pattern
+        for p, keys in enumerate(patterns):
+            chosen[p, smallest_k(keys, zeros)] = True
+        pruned[tied] = chosen[which.reshape(-1)]
     keep = ~pruned.reshape(hp // r, wp // c, r, c).transpose(0, 2, 1, 3).reshape(hp, wp)
     return keep[:h, :w].reshape(t.shape)
 

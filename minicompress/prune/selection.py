@@ -11,27 +11,29 @@ and returns the first ``k`` pairs. Among equal values neither algorithm is stabl
 picked depends only on the outcome of the comparisons, so it is a function of the row's *ranks*;
 this file replays libstdc++'s algorithms (``bits/stl_algo.h``, ``bits/stl_heap.h``, GCC 4.x to 14)
 step by step on them. ``smallest_k`` is that replay; ``nm`` calls it only for rows whose k-th
-smallest value is tied, all other rows have one answer.
+smallest value is tied (all other rows have one answer), once per distinct rank pattern.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
 __all__ = ["rank_keys", "smallest_k"]
 
 
-def rank_keys(row: np.ndarray) -> list[int]:
-    """Ranks preserving ``<`` with NaN largest: ``rank[i] = #{j : row[j] < row[i]}``; NaN ranks above all."""
-    finite = ~np.isnan(row)
-    keys = np.where(finite, row, np.inf).astype(np.float64)
-    less = (keys[None, :] < keys[:, None]) & finite[None, :]      # (i, j): row[j] < row[i]
-    nan_rank = int(finite.sum())
-    return [nan_rank if not finite[i] else int(less[i].sum()) for i in range(row.size)]
+def rank_keys(rows: np.ndarray) -> np.ndarray:
+    """Ranks preserving ``<`` along the last axis, NaN above every number (NaNs tie):
+    ``rank[..., i] = #{j : rows[..., j] < rows[..., i]}``.  rows: (..., m) -> (..., m) int"""
+    finite = ~np.isnan(rows)
+    keys = np.where(finite, rows, np.inf).astype(np.float64)
+    less = (keys[..., None, :] < keys[..., :, None]) & finite[..., None, :]   # [..., i, j]: rows[j] < rows[i]
+    return np.where(finite, less.sum(axis=-1), finite.sum(axis=-1, keepdims=True))
 
 
-def smallest_k(keys: list[int], k: int) -> list[int]:
+def smallest_k(keys: Sequence[int], k: int) -> list[int]:
     """Indices of the ``k`` entries torch.topk(largest=False) picks from a row with these rank ``keys``."""
-    items = [(key, i) for i, key in enumerate(keys)]
+    items = [(int(key), i) for i, key in enumerate(keys)]
     if k <= 0:
         return []
     if k * 64 <= len(items):
