@@ -27,7 +27,7 @@ import numpy as np
 from ..nn.module import Module, Parameter
 
 __all__ = ["pruning_hook", "pruned_tensors", "parameters_by_tensor", "effective_weight", "BasePruningMethod",
-           "PruningContainer"]
+           "PruningContainer", "torch_result_type"]
 
 
 def pruning_hook(module: Module, name: str) -> "BasePruningMethod | None":
@@ -134,13 +134,18 @@ class BasePruningMethod:
 
     def prune(self, t: np.ndarray, default_mask: np.ndarray | None = None,
               importance_scores: np.ndarray | None = None) -> np.ndarray:
-        """``t * compute_mask(importance_scores or t, default_mask or ones)``, without any module."""
+        """``t * compute_mask(importance_scores or t, default_mask or ones)``, without any module.
+
+        The product has PyTorch's promoted dtype (``torch_result_type``): a float32 ``t`` times an
+        integer or bool mask stays float32, as in PyTorch (NumPy alone would give float64).
+        """
         t = np.asarray(t)
         scores = t if importance_scores is None else np.asarray(importance_scores)
         if scores.shape != t.shape:
             raise ValueError(f"importance_scores should have the shape of t, got {scores.shape} vs {t.shape}")
-        default_mask = np.ones_like(t) if default_mask is None else default_mask
-        return t * self.compute_mask(scores, default_mask=default_mask)
+        default_mask = np.ones_like(t) if default_mask is None else np.asarray(default_mask)
+        mask = self.compute_mask(scores, default_mask=default_mask)
+        return (t * mask).astype(torch_result_type(t.dtype, mask.dtype), copy=False)
 
     def remove(self, module: Module) -> None:
         """Make ``<name>`` a Parameter again (the original object) holding ``mask * orig``. Not undone."""
@@ -208,6 +213,16 @@ class PruningContainer(BasePruningMethod):
 
     def __repr__(self) -> str:
         return f"PruningContainer({', '.join(map(repr, self._pruning_methods))})"
+
+
+def torch_result_type(a: np.dtype, b: np.dtype) -> np.dtype:
+    """The dtype PyTorch gives ``a_tensor * b_tensor``: a float dtype wins over any integer or bool
+    dtype unchanged (float32 * int64 -> float32); two of one kind promote as NumPy does."""
+    a, b = np.dtype(a), np.dtype(b)
+    a_float, b_float = a.kind in "fc", b.kind in "fc"
+    if a_float != b_float:
+        return a if a_float else b
+    return np.result_type(a, b)
 
 
 def _channel_dim(t: np.ndarray, dim: int) -> int:

@@ -88,14 +88,22 @@ class GradualPruning:
     def __init__(self, final_sparsity: float, initial_sparsity: float = 0.0, begin_step: int = 0,
                  frequency: int = 100, n_steps: int = 10, power: float = 3, scope: str = "layer",
                  targets: Targets | None = None) -> None:
-        if not 0.0 <= initial_sparsity <= final_sparsity <= 1.0:
-            raise ValueError(f"GradualPruning: need 0 <= initial_sparsity <= final_sparsity <= 1, got "
-                             f"{initial_sparsity}, {final_sparsity}")
+        self._check_range(initial_sparsity, final_sparsity)
         polynomial_sparsity(0, 0, 0, 0, frequency, n_steps)  # validates frequency, n_steps
         self.final_sparsity, self.initial_sparsity = final_sparsity, initial_sparsity
         self.begin_step, self.frequency, self.n_steps, self.power = begin_step, frequency, n_steps, power
         self.scope, self.targets = scope, targets
         self.history_: list[tuple[int, float]] = []
+
+    @staticmethod
+    def _check_range(initial: float, final: float) -> None:
+        if not 0.0 <= initial <= final <= 1.0:
+            raise ValueError(f"GradualPruning: need 0 <= initial_sparsity <= final_sparsity <= 1, got "
+                             f"{initial}, {final}")
+
+    def prune(self, target: float) -> None:
+        """One pruning event: raise every target's sparsity to ``target`` (by smallest |weight|)."""
+        prune_to_sparsity(self.targets, target, self.scope)
 
     def sparsity_at(self, step: int) -> float:
         return polynomial_sparsity(step, self.initial_sparsity, self.final_sparsity, self.begin_step,
@@ -110,7 +118,7 @@ class GradualPruning:
         if since < 0 or since % self.frequency or since > self.n_steps * self.frequency:
             return
         target = self.sparsity_at(step)
-        prune_to_sparsity(self.targets, target, self.scope)
+        self.prune(target)
         self.history_.append((step, target))
 
 
