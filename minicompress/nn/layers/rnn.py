@@ -236,7 +236,7 @@ class RNNBase(Module):
         d_out, d_hx = grad_output if isinstance(grad_output, tuple) else (grad_output, None)
         if self.mode != "LSTM" or d_hx is None:
             d_hx = (d_hx,) + (None,) * (len(c.state_shapes) - 1)
-        elif not (isinstance(d_hx, tuple) and len(d_hx) == 2):
+        elif not (isinstance(d_hx, (tuple, list)) and len(d_hx) == 2):
             raise ValueError(f"{self._name()}: backward expects (d output, (d h_n, d c_n)), got a "
                              f"{type(d_hx).__name__} for the state")
         dtype = c.layers[0].x.dtype
