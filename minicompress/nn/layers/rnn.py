@@ -27,7 +27,8 @@ from .. import init
 from ..functional.misc import dropout_backward, dropout_forward
 from ..module import Module, Parameter
 from ..random import get_rng
-from ._utils import check_array, check_grad
+from ._utils import check_grad
+from .rnn_inputs import check_arguments, from_seq_first, initial_states, sequence_input, to_seq_first, valid_steps
 from .rnn_steps import (GATES, Weights, previous_hidden, projection_input, read_weights, step_backward,
                         step_forward)
 
@@ -72,7 +73,7 @@ class RNNBase(Module):
         self.mode, self.input_size, self.hidden_size, self.num_layers = mode, input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = bidirectional, proj_size
-        self._check_arguments()
+        check_arguments(self)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and "
@@ -98,22 +99,6 @@ class RNNBase(Module):
                 self._names.append(names)
         self.reset_parameters(rng)
 
-    def _check_arguments(self) -> None:
-        owner = f"{type(self).__name__}({self.input_size}, {self.hidden_size})"
-        if isinstance(self.bias, bool) is False or isinstance(self.batch_first, bool) is False:
-            raise TypeError(f"{owner}: bias and batch_first must be bools, got {self.bias!r}, {self.batch_first!r}")
-        for name in ("input_size", "hidden_size", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{owner}: {name} must be an int greater than zero, got {value!r}")
-        if not 0 <= self.dropout <= 1:
-            raise ValueError(f"{owner}: dropout should be a number in range [0, 1], got {self.dropout}")
-        if self.proj_size < 0 or (self.proj_size and self.proj_size >= self.hidden_size):
-            raise ValueError(f"{owner}: proj_size must be 0 (no projection) or in [1, hidden_size), "
-                             f"got {self.proj_size}")
-        if self.proj_size and self.mode != "LSTM":
-            raise ValueError(f"{owner}: proj_size argument is only supported for LSTM, not RNN or GRU")
-
     def reset_parameters(self, rng=None) -> None:
         init.recurrent_uniform_(list(self.parameters()), self.hidden_size, rng=rng)
 
@@ -129,10 +114,10 @@ class RNNBase(Module):
     def forward(self, input: np.ndarray, hx: Any = None, lengths: Any = None) -> tuple:
         weights = [read_weights(self, names) for names in self._names]
         dtype = weights[0].w_ih.dtype
-        x, layout = self._check_input(input, dtype)                     # (T, N, I)
+        x, layout = sequence_input(self, input, dtype)                     # (T, N, I)
         T, N, _ = x.shape
-        states = self._initial_states(hx, layout, N, dtype)             # per (layer, direction): (h,) or (h, c)
-        valid = self._valid_steps(lengths, layout, T, N)
+        states = initial_states(self, hx, layout, N, dtype)             # per (layer, direction): (h,) or (h, c)
+        valid = valid_steps(self, lengths, layout, T, N)
         D, p = self.num_directions, self.dropout if self.training else 0.0
         layers, finals = [], []
         for layer in range(self.num_layers):
@@ -148,7 +133,7 @@ class RNNBase(Module):
                 finals.append(final)
             layers.append(_Layer(x, keep, sweeps))
             x = outs[0] if D == 1 else np.concatenate(outs, axis=-1)    # (T, N, D * (P or H))
-        output = _from_seq_first(x, layout)
+        output = from_seq_first(x, layout)
         h_n = np.stack([f[0] for f in finals])                          # (L * D, N, P or H)
         hidden = (h_n, np.stack([f[1] for f in finals])) if self.mode == "LSTM" else (h_n,)
         hidden = tuple(s[:, 0] if layout == "unbatched" else s for s in hidden)
@@ -158,8 +143,8 @@ class RNNBase(Module):
     def _sweep(self, x: np.ndarray, state: tuple, w: Weights, names: dict, reverse: bool,
                valid: np.ndarray | None) -> tuple[np.ndarray, tuple, _Sweep]:
         """One direction over the sequence: ``(outputs (T, N, P or H), final state, cache)``."""
-        T = x.shape[0]
-        gi = x @ w.w_ih.T                                               # (T, N, G): eq. (0), one GEMM
+        T, N, _ = x.shape
+        gi = (x.reshape(T * N, -1) @ w.w_ih.T).reshape(T, N, -1)       # (T, N, G): eq. (0), one GEMM
         if w.b_ih is not None:
             gi += w.b_ih
         out = np.empty((T,) + state[0].shape, x.dtype)
@@ -183,7 +168,7 @@ class RNNBase(Module):
         c = self._saved()
         d_out, d_hidden = self._split_grads(grad_output, c)
         D = self.num_directions
-        d_x = _to_seq_first(d_out, c.layout)                            # (T, N, D * (P or H))
+        d_x = to_seq_first(d_out, c.layout)                            # (T, N, D * (P or H))
         d_state0: list = [None] * (self.num_layers * D)
         for layer in reversed(range(self.num_layers)):
             x, keep, sweeps = c.layers[layer]
@@ -193,17 +178,18 @@ class RNNBase(Module):
                 k = layer * D + direction
                 d_final = tuple(d[k] for d in d_hidden)
                 d_dir = d_x[..., direction * width:(direction + 1) * width]
-                dx += self._sweep_backward(d_dir, d_final, x, sweep, c.valid, d_state0, k)
+                dx_dir, d_state0[k] = self._sweep_backward(d_dir, d_final, x, sweep, c.valid)
+                dx += dx_dir
             d_x = dx if keep is None else dropout_backward(dx, keep)
-        d_input = _from_seq_first(d_x, c.layout)
+        d_input = from_seq_first(d_x, c.layout)
         d_hx = tuple(np.stack([s[i] for s in d_state0]) for i in range(len(d_hidden)))
         d_hx = tuple(d[:, 0] if c.layout == "unbatched" else d for d in d_hx)
         return d_input, (d_hx if self.mode == "LSTM" else d_hx[0])
 
     def _sweep_backward(self, d_out: np.ndarray, d_state: tuple, x: np.ndarray, sweep: _Sweep,
-                        valid: np.ndarray | None, d_state0: list, k: int) -> np.ndarray:
-        """Backward through time of one direction; accumulates its weight gradients, stores d state_0 at
-        ``d_state0[k]``, returns d x (T, N, I)."""
+                        valid: np.ndarray | None) -> tuple[np.ndarray, tuple]:
+        """Backward through time of one direction, from d outputs (T, N, P or H) and d final state: accumulates
+        its weight gradients, returns ``(d x (T, N, I), d initial state)``."""
         names, w, steps, caches = sweep
         T, N = d_out.shape[:2]
         G = w.w_ih.shape[0]
@@ -219,17 +205,16 @@ class RNNBase(Module):
                 d_prev = tuple(np.where(v, dp, dn) for dp, dn in zip(d_prev, d_new))
             dgi[t], dgh[t], dh_all[t] = dgi_t, dgh_t, dh
             d_state = d_prev
-        d_state0[k] = d_state
         h_prev = np.stack([previous_hidden(cache) for cache in caches])   # (T, N, P or H)
-        self.accumulate_grad(names["w_ih"], dgi.reshape(-1, G).T @ x.reshape(T * N, -1))
-        self.accumulate_grad(names["w_hh"], dgh.reshape(-1, G).T @ h_prev.reshape(T * N, -1))
+        self.accumulate_grad(names["w_ih"], dgi.reshape(T * N, G).T @ x.reshape(T * N, -1))
+        self.accumulate_grad(names["w_hh"], dgh.reshape(T * N, G).T @ h_prev.reshape(T * N, -1))
         if w.b_ih is not None:
             self.accumulate_grad(names["b_ih"], dgi.sum(axis=(0, 1)))
             self.accumulate_grad(names["b_hh"], dgh.sum(axis=(0, 1)))
         if w.w_hr is not None:
             m = np.stack([projection_input(cache) for cache in caches])  # (T, N, H)
             self.accumulate_grad(names["w_hr"], dh_all.reshape(T * N, -1).T @ m.reshape(T * N, -1))
-        return dgi @ w.w_ih                                             # (T, N, I): one GEMM
+        return (dgi.reshape(T * N, G) @ w.w_ih).reshape(x.shape), d_state   # d x (T, N, I): one GEMM
 
     def _split_grads(self, grad_output: Any, c: _Saved) -> tuple[np.ndarray, tuple]:
         """d output and the tuple of d h_n (, d c_n) in the internal layouts, zeros for every None."""
@@ -249,52 +234,6 @@ class RNNBase(Module):
         hidden = tuple(d[:, None] if c.layout == "unbatched" else d for d in grads[1:])
         return grads[0], hidden
 
-    # ------------------------------------------------------------------ checks
-    def _check_input(self, input: Any, dtype: np.dtype) -> tuple[np.ndarray, str]:
-        check_array(self, input, dtype)
-        I = self.input_size
-        if input.ndim not in (2, 3) or input.shape[-1] != I or input.shape[0] == 0:
-            axes = "(N, L, {})" if self.batch_first else "(L, N, {})"
-            raise ValueError(f"{self._name()}: expected input {axes.format(I)} (batch_first={self.batch_first}) "
-                             f"or unbatched (L, {I}), L >= 1, got {input.shape}")
-        layout = "unbatched" if input.ndim == 2 else "batch_first" if self.batch_first else "seq_first"
-        return _to_seq_first(input, layout), layout
-
-    def _initial_states(self, hx: Any, layout: str, N: int, dtype: np.dtype) -> list[tuple]:
-        """Per (layer, direction) the initial state tuple, from ``hx`` or zeros."""
-        LD, H, out = self.num_layers * self.num_directions, self.hidden_size, self.proj_size or self.hidden_size
-        shapes = [("h0", (LD, N, out))] + ([("c0", (LD, N, H))] if self.mode == "LSTM" else [])
-        if hx is None:
-            arrays = [np.zeros(shape, dtype) for _, shape in shapes]
-        else:
-            if self.mode == "LSTM" and not (isinstance(hx, tuple) and len(hx) == 2):
-                raise ValueError(f"{self._name()}: expected hx = (h0, c0), got {type(hx).__name__}")
-            arrays = list(hx) if self.mode == "LSTM" else [hx]
-            for i, (name, shape) in enumerate(shapes):
-                want = shape if layout != "unbatched" else (LD, shape[2])
-                check_array(self, arrays[i], dtype)
-                if arrays[i].shape != want:
-                    raise ValueError(f"{self._name()}: expected {name} of shape {want} (num_layers * num_directions"
-                                     f"{', N' if layout != 'unbatched' else ''}, "
-                                     f"{'hidden_size' if name == 'c0' or not self.proj_size else 'proj_size'}) "
-                                     f"for input {layout} of N={N}, got {arrays[i].shape}")
-                arrays[i] = arrays[i][:, None] if layout == "unbatched" else arrays[i]
-        return [tuple(a[k] for a in arrays) for k in range(LD)]
-
-    def _valid_steps(self, lengths: Any, layout: str, T: int, N: int) -> np.ndarray | None:
-        """(T, N, 1) True where t < lengths[n], or None without lengths (or when all equal T)."""
-        if lengths is None:
-            return None
-        lengths = np.asarray(lengths)
-        if layout == "unbatched" or lengths.shape != (N,) or lengths.dtype.kind not in "iu":
-            raise ValueError(f"{self._name()}: lengths must be N={N} integers for a batched input, got "
-                             f"{lengths.dtype} of shape {lengths.shape} for a {layout} input")
-        if lengths.min() < 1 or lengths.max() > T:
-            raise ValueError(f"{self._name()}: lengths must be in [1, L] = [1, {T}], got {lengths.tolist()}")
-        if np.all(lengths == T):
-            return None
-        return (np.arange(T)[:, None] < lengths[None, :])[..., None]
-
     def extra_repr(self) -> str:
         """PyTorch's (nonlinearity is not shown, as there)."""
         s = f"{self.input_size}, {self.hidden_size}"
@@ -305,20 +244,6 @@ class RNNBase(Module):
         s += f", dropout={self.dropout}" if self.dropout != 0 else ""
         s += f", bidirectional={self.bidirectional}" if self.bidirectional is not False else ""
         return s
-
-
-def _to_seq_first(x: np.ndarray, layout: str) -> np.ndarray:
-    """(T, N, F) view: unbatched (T, F) -> (T, 1, F); batch-first (N, T, F) -> (T, N, F)."""
-    if layout == "unbatched":
-        return x[:, None]
-    return x.transpose(1, 0, 2) if layout == "batch_first" else x
-
-
-def _from_seq_first(x: np.ndarray, layout: str) -> np.ndarray:
-    """The inverse of ``_to_seq_first``."""
-    if layout == "unbatched":
-        return x[:, 0]
-    return x.transpose(1, 0, 2) if layout == "batch_first" else x
 
 
 class RNN(RNNBase):
