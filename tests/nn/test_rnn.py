@@ -131,7 +131,8 @@ def test_padded_batches_match_pack_padded_sequence(torch, name, kwargs, batch_fi
        st.booleans(), st.sampled_from([None, 1, 3]), st.booleans(), seeds)
 def test_cells_match_torch(torch, name, input_size, hidden_size, bias, batch, with_h, seed):
     name, _, relu = name.partition("_")
-    kwargs = dict(input_size=input_size, hidden_size=hidden_size, bias=bias, **({"nonlinearity": "relu"} if relu else {}))
+    kwargs = dict(input_size=input_size, hidden_size=hidden_size, bias=bias)
+    kwargs.update({"nonlinearity": "relu"} if relu else {})
     rng = np.random.default_rng(seed)
     ours, theirs = getattr(nn, name)(rng=seed, **kwargs), getattr(torch.nn, name)(**kwargs)
     theirs.load_state_dict(to_torch_state(torch, ours.state_dict()), strict=True)
@@ -253,7 +254,8 @@ def test_dropout_is_between_layers_in_training_only(torch):
                                           ("GRU", {"bias": False, "bidirectional": True}),
                                           ("LSTM", {"bias": False, "proj_size": 1})])
 def test_state_dict_keys_are_torchs(torch, name, kwargs):
-    ours, theirs = getattr(nn, name)(3, 4, num_layers=2, **kwargs), getattr(torch.nn, name)(3, 4, num_layers=2, **kwargs)
+    ours = getattr(nn, name)(3, 4, num_layers=2, **kwargs)
+    theirs = getattr(torch.nn, name)(3, 4, num_layers=2, **kwargs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: tuple(v.shape) for k, v in
                                                                    theirs.state_dict().items()}
@@ -336,7 +338,8 @@ def test_two_calls_in_one_forward_keep_their_own_caches(torch):
     packed = torch.nn.utils.rnn.pack_padded_sequence(xbt, torch.tensor([5, 2]), enforce_sorted=False)
     ybt, hbt = theirs(packed)
     ybt, _ = torch.nn.utils.rnn.pad_packed_sequence(ybt, total_length=5)
-    ((yat * torch.from_numpy(da)).sum() + (ybt * torch.from_numpy(db)).sum() + (hbt * torch.from_numpy(dh)).sum()).backward()
+    loss = (yat * torch.from_numpy(da)).sum() + (ybt * torch.from_numpy(db)).sum()
+    (loss + (hbt * torch.from_numpy(dh)).sum()).backward()
     assert_close(dxa, xat.grad.numpy(), "d xa", scale=GRAD_SCALE)
     assert_close(dxb, xbt.grad.numpy(), "d xb", scale=GRAD_SCALE)
     for name, p in theirs.named_parameters():

@@ -33,6 +33,9 @@ from .rnn_steps import (GATES, Weights, previous_hidden, projection_input, read_
                         step_forward)
 
 
+_PREFIXES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh", "w_hr": "weight_hr"}
+
+
 class _Sweep(NamedTuple):
     """One direction of one layer: what its backward needs."""
     names: dict                 # role -> parameter name
@@ -91,9 +94,7 @@ class RNNBase(Module):
                     shapes.update(b_ih=(G,), b_hh=(G,))
                 if proj_size > 0:
                     shapes["w_hr"] = (proj_size, H)
-                prefix = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
-                          "w_hr": "weight_hr"}
-                names = {role: prefix[role] + suffix for role in shapes}
+                names = {role: _PREFIXES[role] + suffix for role in shapes}
                 for role, shape in shapes.items():
                     setattr(self, names[role], Parameter(np.empty(shape, dtype)))
                 self._names.append(names)
@@ -114,7 +115,7 @@ class RNNBase(Module):
     def forward(self, input: np.ndarray, hx: Any = None, lengths: Any = None) -> tuple:
         weights = [read_weights(self, names) for names in self._names]
         dtype = weights[0].w_ih.dtype
-        x, layout = sequence_input(self, input, dtype)                     # (T, N, I)
+        x, layout = sequence_input(self, input, dtype)                  # (T, N, I)
         T, N, _ = x.shape
         states = initial_states(self, hx, layout, N, dtype)             # per (layer, direction): (h,) or (h, c)
         valid = valid_steps(self, lengths, layout, T, N)
@@ -168,7 +169,7 @@ class RNNBase(Module):
         c = self._saved()
         d_out, d_hidden = self._split_grads(grad_output, c)
         D = self.num_directions
-        d_x = to_seq_first(d_out, c.layout)                            # (T, N, D * (P or H))
+        d_x = to_seq_first(d_out, c.layout)                             # (T, N, D * (P or H))
         d_state0: list = [None] * (self.num_layers * D)
         for layer in reversed(range(self.num_layers)):
             x, keep, sweeps = c.layers[layer]
