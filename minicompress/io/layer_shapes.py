@@ -49,12 +49,46 @@ def _quantized(weight_shape: Callable[[dict], tuple[int, ...]], static: bool) ->
     return shapes
 
 
+def _recurrent(gates: int) -> Callable[[dict], Shapes]:
+    """RNN (1 gate), LSTM (4), GRU (3): per layer l and direction, weight_ih_l{l} (G, I_l), weight_hh_l{l}
+    (G, P or H), biases (G,), weight_hr_l{l} (P, H) with proj_size P > 0; G = gates * H."""
+    def shapes(config: dict) -> Shapes:
+        H, P, D = config["hidden_size"], config.get("proj_size", 0), 2 if config.get("bidirectional") else 1
+        G, out = gates * H, P or H
+        result: Shapes = {}
+        for layer in range(config.get("num_layers", 1)):
+            for suffix in [f"_l{layer}", f"_l{layer}_reverse"][:D]:
+                result[f"weight_ih{suffix}"] = (G, config["input_size"] if layer == 0 else D * out)
+                result[f"weight_hh{suffix}"] = (G, out)
+                if config.get("bias", True):
+                    result.update({f"bias_ih{suffix}": (G,), f"bias_hh{suffix}": (G,)})
+                if P:
+                    result[f"weight_hr{suffix}"] = (P, H)
+        return result
+    return shapes
+
+
+def _cell(gates: int) -> Callable[[dict], Shapes]:
+    """RNNCell, LSTMCell, GRUCell: weight_ih (G, input_size), weight_hh (G, H), biases (G,)."""
+    def shapes(config: dict) -> Shapes:
+        G = gates * config["hidden_size"]
+        result = {"weight_ih": (G, config["input_size"]), "weight_hh": (G, config["hidden_size"])}
+        return {**result, "bias_ih": (G,), "bias_hh": (G,)} if config.get("bias", True) else result
+    return shapes
+
+
 SHAPES: dict[str, Callable[[dict], Shapes]] = {
     "minicompress.nn.Linear": lambda c: _with_bias(linear_weight_shape(c), c),
     "minicompress.nn.Conv1d": lambda c: _with_bias(conv_weight_shape(c), c),
     "minicompress.nn.Conv2d": lambda c: _with_bias(conv_weight_shape(c), c),
     "minicompress.nn.BatchNorm1d": _batch_norm,
     "minicompress.nn.BatchNorm2d": _batch_norm,
+    "minicompress.nn.RNN": _recurrent(1),
+    "minicompress.nn.LSTM": _recurrent(4),
+    "minicompress.nn.GRU": _recurrent(3),
+    "minicompress.nn.RNNCell": _cell(1),
+    "minicompress.nn.LSTMCell": _cell(4),
+    "minicompress.nn.GRUCell": _cell(3),
     "minicompress.quant.QuantizedLinear": _quantized(linear_weight_shape, static=True),
     "minicompress.quant.QuantizedLinearReLU": _quantized(linear_weight_shape, static=True),
     "minicompress.quant.QuantizedConv2d": _quantized(conv_weight_shape, static=True),

@@ -5,7 +5,8 @@ from .layers import (GELU, AdaptiveAvgPool1d, AdaptiveAvgPool2d, Add, AvgPool1d,
                      BatchNorm2d, Cat, Conv1d, Conv2d, Dropout, Embedding, Flatten, FloatFunctional, GroupNorm,
                      Hardsigmoid, Hardswish, Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax,
                      MaxPool1d, MaxPool2d, Mul, MultiheadAttention, Permute, PReLU, ReLU, ReLU6, Sigmoid, SiLU,
-                     Softmax, Tanh, TransformerEncoder, TransformerEncoderLayer, Unflatten)
+                     Softmax, Tanh, TransformerEncoder, TransformerEncoderLayer, Unflatten,
+                     RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell)
 from .containers import ModuleDict, ModuleList, Sequential
 from .module import IncompatibleKeys, Module, Parameter, Parametrized, RemovableHandle
 from .graph import Graph, trace_graph

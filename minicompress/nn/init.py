@@ -186,3 +186,13 @@ def default_weight_and_bias_(weight: Parameter, bias: Parameter | None, *, rng=N
         fan_in, _ = calculate_fan_in_and_fan_out(weight)
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         uniform_(bias, -bound, bound, rng=rng)
+
+
+def recurrent_uniform_(tensors: list[Parameter], hidden_size: int, *, rng=None) -> None:
+    """PyTorch's ``reset_parameters`` of RNN, LSTM, GRU and their cells: every tensor ~ U(+-1/sqrt(hidden_size))."""
+    if _skipping():
+        return
+    rng = get_rng(rng)
+    bound = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
+    for tensor in tensors:
+        uniform_(tensor, -bound, bound, rng=rng)

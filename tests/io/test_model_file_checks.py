@@ -130,7 +130,13 @@ def test_loading_skips_the_random_initialisation(tmp_path, monkeypatch):
         nn.Linear(2, 2)  # only the loader skips it
 
 
-@pytest.mark.parametrize("make", [mlp, cnn, cnn1d, int8_model,
+def recurrent():
+    return nn.ModuleList([nn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2), nn.LSTM(2, 3, bias=False),
+                          nn.GRU(3, 4, num_layers=2, bidirectional=True, bias=False), nn.RNN(3, 2, nonlinearity="relu"),
+                          nn.RNNCell(3, 4), nn.LSTMCell(2, 3, bias=False), nn.GRUCell(3, 2)])
+
+
+@pytest.mark.parametrize("make", [mlp, cnn, cnn1d, int8_model, recurrent,
                                   lambda: quant.quantize_dynamic(mlp(), {nn.Linear: quant.per_channel_dynamic_qconfig})])
 def test_the_shape_table_matches_the_real_layers(make):
     model = make()

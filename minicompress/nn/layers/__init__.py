@@ -8,6 +8,8 @@ from .linear import Linear
 from .merge import Add, Cat, FloatFunctional, Mul
 from .misc import Dropout, Flatten, Identity, Permute, Unflatten
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .rnn import GRU, LSTM, RNN, RNNBase
+from .rnn_cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .pool import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 
@@ -16,4 +18,5 @@ __all__ = ["Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNor
            "GELU", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
            "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Flatten", "Unflatten", "Permute", "Dropout", "Identity",
            "Add", "Mul", "Cat", "FloatFunctional", "MultiheadAttention",
-           "TransformerEncoderLayer", "TransformerEncoder"]
+           "TransformerEncoderLayer", "TransformerEncoder",
+           "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
