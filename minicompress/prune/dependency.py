@@ -61,6 +61,7 @@ class Group:
     blocked: str | None = None
     modules: dict[str, Module] = field(default_factory=dict)
     param_axes: dict[str, int] = field(default_factory=dict)
+    taps: dict[str, list[np.ndarray]] = field(default_factory=dict)   # module -> its output channels per unit
 
     @property
     def channels(self) -> int:
@@ -424,6 +425,12 @@ class _Builder:
         for root, members in sets.items():
             if any(role == "out" for _, role in members):
                 by_signature.setdefault(tuple(sorted(members)), []).append(root)
+        outputs: dict[int, dict[str, list[int]]] = {}           # set root -> {module: its output channels there}
+        for key, i in uf.ids.items():
+            if key[0] == "t" and key[1].node >= 0 and key[1].index == 0:
+                node = self.graph.nodes[key[1].node]
+                if node.call == 1:
+                    outputs.setdefault(uf.find(i), {}).setdefault(node.name, []).append(key[2])
         groups = []
         for signature, roots in by_signature.items():
             producers = sorted((self.order.get(n, 1 << 30), n) for n, role in signature if role == "out")
@@ -433,7 +440,11 @@ class _Builder:
             blocked = next((reasons[r] for r in roots if r in reasons), None)
             modules = {n: self.modules[n] for n, role in signature if role != "param"}
             axes = {n: self.param_axes[n] for n, role in signature if role == "param"}
-            groups.append(Group(root_name, units, blocked, modules, axes))
+            taps = {}
+            for name in outputs.get(roots[0], {}):
+                if all(name in outputs.get(r, {}) for r in roots):
+                    taps[name] = [np.array(sorted(outputs[r][name]), np.int64) for r in roots]
+            groups.append(Group(root_name, units, blocked, modules, axes, taps))
         groups.sort(key=lambda g: (self.order.get(g.root, 1 << 30), int(g.units[0][(g.root, "out")][0])))
         return groups
 

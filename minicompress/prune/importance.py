@@ -148,8 +148,9 @@ def group_importance(group: Group, importance: Any) -> np.ndarray | None:
     """Scores of ``group``'s units, shape (channels,), or None when nothing in the group can be scored.
 
     ``importance``: 'l1', 'l2', 'bn_scale', 'taylor', 'random'; an importance object (any callable taking a
-    ``Group``); or ``{layer name: scores (C,)}`` of producers' output channels (e.g. ``activation_importance``),
-    read for the group's first listed producer.
+    ``Group``); or ``{module name: scores (C,)}`` of the output channels of modules whose outputs are the
+    group's channels (a producer, its BatchNorm, its activation: ``activation_importance`` measures those),
+    read for the first such module in call order.
     """
     if isinstance(importance, str):
         if importance not in _NAMED:
@@ -157,14 +158,15 @@ def group_importance(group: Group, importance: Any) -> np.ndarray | None:
                              f"an importance object or {{layer name: scores}}")
         importance = _NAMED[importance]()
     if isinstance(importance, Mapping):
-        named = [n for n, role in group.members if role == "out" and n in importance]
+        named = [n for n in group.taps if n in importance]
         if not named:
             return None
+        per_unit = group.taps[named[0]]
         scores = np.asarray(importance[named[0]], dtype=np.float64)
-        width = sum(len(u[(named[0], "out")]) for u in group.units)
+        width = sum(len(idx) for idx in per_unit)
         if scores.shape != (width,):
             raise ValueError(f"channel_prune: scores of {named[0]!r} have shape {scores.shape}, expected ({width},)")
-        scores = np.array([scores[u[(named[0], "out")]].mean() for u in group.units])
+        scores = np.array([scores[idx].mean() for idx in per_unit])
     else:
         scores = importance(group)
         if scores is None:

@@ -280,3 +280,22 @@ def test_taylor_and_random_importance():
     b = prune.channel_prune(model, x, 0.5, prune.RandomImportance(rng=0))
     assert a.state_dict().keys() == b.state_dict().keys()
     assert all(np.array_equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_activation_importance_drives_channel_prune():
+    """APoZ scores measured at the ReLUs (keyed by the ReLU's name) rank the channels of the group whose
+    outputs they are: channels that never fire go first."""
+    rng = np.random.default_rng(0)
+    model = mnn.Sequential(mnn.Conv2d(1, 6, 3, padding=1, rng=rng), mnn.ReLU(), mnn.Conv2d(6, 4, 3, rng=rng),
+                           mnn.ReLU(), mnn.Flatten(), mnn.Linear(4 * 36, 3, rng=rng))
+    model[0].bias.data[[1, 4]] = -100.0                       # channels 1 and 4 are always 0 after the ReLU
+    x = _x((8, 1, 8, 8))
+    scores = prune.activation_importance(model, [x], criterion="apoz")
+    assert set(scores) == {"1", "3"} and scores["1"][[1, 4]].tolist() == [0.0, 0.0]
+    dg = prune.dependency_graph(model, x)
+    assert sorted(dg.groups[0].taps) == ["0", "1"]            # the conv's and the ReLU's outputs are its channels
+    plan = prune.plan_channel_prune(model, x, 2, scores)
+    assert sorted(set(range(6)) - set(plan["0"])) == [1, 4]
+    small = prune.channel_prune(model, x, 2, scores, layers=["0"])
+    with mnn.no_grad():
+        np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-6)   # dead channels: same outputs
