@@ -9,6 +9,7 @@
 - ``report``: per-tensor and total sparsity, dense vs sparse bytes;
 - ``dependency`` / ``importance`` / ``surgery``: channel groups on the traced dataflow graph (Torch-Pruning's
   DepGraph), their importance, and ``channel_prune``, which returns a physically smaller dense model;
+- ``heads``: ``prune_heads`` removes whole attention heads (weight norm or Michel et al.'s gate gradient);
 - ``slimming``: the BatchNorm-scale L1 penalty for network slimming;
 - ``sparse`` / ``kernels``: ``SparseLinear``, a Numba CSR kernel for unstructured-sparse inference.
 """
@@ -28,6 +29,7 @@ from .threshold import GradualThreshold, ThresholdPruning, threshold_pruning
 from .dependency import DependencyGraph, Group, dependency_graph
 from .importance import BNScaleImportance, MagnitudeImportance, RandomImportance, TaylorImportance
 from .surgery import bake_pruning, channel_prune, plan_channel_prune, prune_count
+from .heads import head_gate_importance, head_importance, plan_head_prune, prune_heads
 
 __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structured", "ln_structured",
            "global_unstructured", "custom_from_mask", "remove", "is_pruned",
@@ -38,7 +40,8 @@ __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structu
            "snapshot_weights", "rewind_weights", "RewindPoint", "iterative_pruning",
            "BNScalePenalty", "bn_scale_l1", "SparseLinear", "channel_prune", "plan_channel_prune", "bake_pruning",
            "prune_count", "dependency_graph", "DependencyGraph", "Group", "MagnitudeImportance", "BNScaleImportance",
-           "TaylorImportance", "RandomImportance",
+           "TaylorImportance", "RandomImportance", "prune_heads", "plan_head_prune", "head_importance",
+           "head_gate_importance",
            "NMStructured", "nm_mask", "nm_structured",
            "ThresholdPruning", "threshold_pruning", "GradualThreshold",
            "activation_importance", "ScoreStructured", "structured_from_scores"]

@@ -6,6 +6,10 @@
 
 with W_q, W_k, W_v the three row blocks of ``in_proj_weight`` (3E, E) -- or ``q_proj_weight``,
 ``k_proj_weight``, ``v_proj_weight`` when kdim or vdim differ from E -- exactly as ``torch.nn.MultiheadAttention``.
+
+Beyond PyTorch, the inner width H * D may be smaller than E: ``head_dim=D`` (keyword only; default E / H)
+is what ``prune.prune_heads`` leaves, ``in_proj_weight`` (3HD, E) and ``out_proj`` (E, HD). PyTorch's
+module cannot hold such weights; at full width everything is PyTorch's.
 """
 from __future__ import annotations
 
@@ -66,16 +70,21 @@ class MultiheadAttention(Module):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
-                 vdim: int | None = None, batch_first: bool = False, *, dtype=None, rng=None) -> None:
+                 vdim: int | None = None, batch_first: bool = False, *, head_dim: int | None = None, dtype=None,
+                 rng=None) -> None:
         super().__init__()
         owner = f"MultiheadAttention(embed_dim={embed_dim}, num_heads={num_heads})"
         if embed_dim <= 0 or num_heads <= 0:
             raise ValueError(f"{owner}: embed_dim and num_heads must be greater than 0")
-        if embed_dim % num_heads:
+        if head_dim is None and embed_dim % num_heads:
             raise ValueError(f"{owner}: embed_dim must be divisible by num_heads")
+        if head_dim is not None and not 0 < head_dim * num_heads <= embed_dim:
+            raise ValueError(f"{owner}: head_dim={head_dim} x num_heads must be in [1, embed_dim]")
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"{owner}: dropout probability has to be between 0 and 1, but got {dropout}")
-        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.head_dim = embed_dim // num_heads if head_dim is None else head_dim
+        inner = self.num_heads * self.head_dim
         self.kdim = embed_dim if kdim is None else kdim
         self.vdim = embed_dim if vdim is None else vdim
         self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
@@ -83,22 +92,22 @@ class MultiheadAttention(Module):
         dtype = np.dtype(np.float32 if dtype is None else dtype)
         rng = get_rng(rng)
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = Parameter(np.empty((3 * embed_dim, embed_dim), dtype))
+            self.in_proj_weight = Parameter(np.empty((3 * inner, embed_dim), dtype))
             for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
                 self.register_parameter(name, None)
         else:
-            self.q_proj_weight = Parameter(np.empty((embed_dim, embed_dim), dtype))
-            self.k_proj_weight = Parameter(np.empty((embed_dim, self.kdim), dtype))
-            self.v_proj_weight = Parameter(np.empty((embed_dim, self.vdim), dtype))
+            self.q_proj_weight = Parameter(np.empty((inner, embed_dim), dtype))
+            self.k_proj_weight = Parameter(np.empty((inner, self.kdim), dtype))
+            self.v_proj_weight = Parameter(np.empty((inner, self.vdim), dtype))
             self.register_parameter("in_proj_weight", None)
         if bias:
-            self.in_proj_bias = Parameter(np.empty(3 * embed_dim, dtype))
+            self.in_proj_bias = Parameter(np.empty(3 * inner, dtype))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, dtype=dtype, rng=rng)
+        self.out_proj = NonDynamicallyQuantizableLinear(inner, embed_dim, bias=bias, dtype=dtype, rng=rng)
         if add_bias_kv:
-            self.bias_k = Parameter(np.empty((1, 1, embed_dim), dtype))
-            self.bias_v = Parameter(np.empty((1, 1, embed_dim), dtype))
+            self.bias_k = Parameter(np.empty((1, 1, inner), dtype))
+            self.bias_v = Parameter(np.empty((1, 1, inner), dtype))
         else:
             self.bias_k = self.bias_v = None
         self._reset_parameters(rng)
@@ -140,15 +149,15 @@ class MultiheadAttention(Module):
                                  xq.dtype)
         (q, cq), (k, ck), (v, cv) = (linear_forward(x, w, b) for x, w, b in zip((xq, xk, xv), weights, biases))
         if self.bias_k is not None:                       # one more key and value: the learned bias_k, bias_v
-            k = np.concatenate([k, np.broadcast_to(self.array("bias_k"), (N, 1, E))], axis=1)
-            v = np.concatenate([v, np.broadcast_to(self.array("bias_v"), (N, 1, E))], axis=1)
+            k = np.concatenate([k, np.broadcast_to(self.array("bias_k"), (N, 1, H * D))], axis=1)
+            v = np.concatenate([v, np.broadcast_to(self.array("bias_v"), (N, 1, H * D))], axis=1)
         qh, kh, vh = (x.reshape(N, -1, H, D).transpose(0, 2, 1, 3) for x in (q, k, v))   # (N, H, L|S, D)
         if self.add_zero_attn:                            # one more key and value of zeros, per head
             kh, vh = (np.concatenate([x, np.zeros((N, H, 1, D), x.dtype)], axis=2) for x in (kh, vh))
         p = self.dropout if self.training else 0.0
         out, a, cache = attention_forward(qh, kh, vh, bias, dropout_p=p, rng=get_rng(),
                                           fully_masked="nan" if need_weights else "zero")
-        y = self.out_proj(out.transpose(0, 2, 1, 3).reshape(N, L, E))             # (N, L, E)
+        y = self.out_proj(out.transpose(0, 2, 1, 3).reshape(N, L, H * D))         # (N, L, E)
         y = _from_batch_first(y, layout)
         w = None
         if need_weights:
@@ -208,7 +217,7 @@ class MultiheadAttention(Module):
         dqh, dkh, dvh = attention_backward(d_heads, dw, c.attention)
         if self.add_zero_attn:
             dkh, dvh = dkh[:, :, :-1], dvh[:, :, :-1]
-        dq, dk, dv = (x.transpose(0, 2, 1, 3).reshape(N, -1, self.embed_dim) for x in (dqh, dkh, dvh))
+        dq, dk, dv = (x.transpose(0, 2, 1, 3).reshape(N, -1, H * self.head_dim) for x in (dqh, dkh, dvh))
         if self.bias_k is not None:
             self.accumulate_grad("bias_k", dk[:, -1:].sum(axis=0, keepdims=True))
             self.accumulate_grad("bias_v", dv[:, -1:].sum(axis=0, keepdims=True))
