@@ -29,6 +29,7 @@ from .threshold import GradualThreshold, ThresholdPruning, threshold_pruning
 from .dependency import DependencyGraph, Group, dependency_graph
 from .importance import BNScaleImportance, MagnitudeImportance, RandomImportance, TaylorImportance
 from .surgery import bake_pruning, channel_prune, plan_channel_prune, prune_count
+from .pruner import ChannelPruner
 from .heads import head_gate_importance, head_importance, plan_head_prune, prune_heads
 
 __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structured", "ln_structured",
@@ -40,7 +41,7 @@ __all__ = ["identity", "random_unstructured", "l1_unstructured", "random_structu
            "snapshot_weights", "rewind_weights", "RewindPoint", "iterative_pruning",
            "BNScalePenalty", "bn_scale_l1", "SparseLinear", "channel_prune", "plan_channel_prune", "bake_pruning",
            "prune_count", "dependency_graph", "DependencyGraph", "Group", "MagnitudeImportance", "BNScaleImportance",
-           "TaylorImportance", "RandomImportance", "prune_heads", "plan_head_prune", "head_importance",
+           "TaylorImportance", "RandomImportance", "ChannelPruner", "prune_heads", "plan_head_prune", "head_importance",
            "head_gate_importance",
            "NMStructured", "nm_mask", "nm_structured",
            "ThresholdPruning", "threshold_pruning", "GradualThreshold",

@@ -299,3 +299,36 @@ def test_activation_importance_drives_channel_prune():
     small = prune.channel_prune(model, x, 2, scores, layers=["0"])
     with mnn.no_grad():
         np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-6)   # dead channels: same outputs
+
+
+def test_channel_pruner_steps_follow_the_initial_widths():
+    model, x = models.resnet20(num_classes=10, in_channels=1), _x((2, 1, 8, 8))
+    one_shot = prune.channel_prune(model, x, 0.5, "l2")
+    pruner = prune.ChannelPruner(model, x, 0.5, "l2", iterative_steps=3)
+    widths = []
+    for _ in range(3):
+        pruner.step()
+        widths.append((model.conv1.out_channels, model.layer3[0].conv1.out_channels))
+    assert widths == [(16 - 3, 64 - 11), (10, 42), (8, 32)]      # int(C0 * (1 - r_s)), r_s = 0.5 s / 3
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in one_shot.state_dict().items()}
+    with pytest.raises(ValueError, match="all 3 steps"):
+        pruner.step()
+    with pytest.raises(ValueError, match="final ratio"):
+        prune.ChannelPruner(model, x, 2)
+
+
+def test_channel_pruner_equals_torch_pruning_iterative(tp_and_torch):
+    torch, tp = tp_and_torch
+    build, shape = CASES["resnet20"]
+    ours, twin = build().eval(), _twin(torch, "resnet20").eval()
+    twin.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()})
+    x = _x(shape)
+    pruner = tp.pruner.MetaPruner(twin, torch.from_numpy(x), importance=tp.importance.MagnitudeImportance(p=1),
+                                  pruning_ratio=0.5, iterative_steps=3, ignored_layers=[twin.fc])
+    mine = prune.ChannelPruner(ours, x, 0.5, "l1", iterative_steps=3)
+    for _ in range(3):
+        pruner.step()
+        mine.step()
+        theirs = {k: v.detach().numpy() for k, v in twin.state_dict().items()}
+        for key, value in ours.state_dict().items():
+            np.testing.assert_array_equal(value, theirs[key], err_msg=key)
