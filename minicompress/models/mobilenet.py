@@ -6,12 +6,19 @@ The inverted residual, written out (Sandler et al. 2018)::
     h = relu6(bn(conv1x1(x)))            expand by t (skipped when t = 1)
     h = relu6(bn(depthwise3x3(h)))       stride s
     y = bn(conv1x1(h))                   linear bottleneck (no activation)
-    y = add(x, y)  when s = 1 and the widths match (the residual; its backward: d x = d y + d main(x))
+    y = skip_add(x, y)  when s = 1 and the widths match (the residual; its backward: d x = d y + d main(x))
 
 ``Conv2dNormActivation`` is torchvision's conv-norm-activation Sequential (children 0, 1, 2). The
 global pooling and the flatten that torchvision calls as functions are children here
 (``avgpool``, ``flatten``: no keys), so that every tool sees them. ``small_input`` makes the stem
 stride 1 (for 8x8 or 28x28 inputs); ``in_channels`` the stem's input channels.
+
+As torchvision's *quantizable* MobileNetV2 (same float computation): the residual is a
+``FloatFunctional`` (``skip_add``), the model starts with a ``QuantStub`` and ends with a ``DeQuantStub``,
+and ``fuse_model()`` fuses each Conv2dNormActivation and the linear bottleneck's conv-bn. torchvision's
+quantizable builder also swaps ReLU6 for ReLU (``replace_relu``) so that conv-bn-relu fuses; here
+``fuse_model`` keeps a ReLU6 as its own op (conv-bn fused, the clamp quantized on its own) unless
+``replace_relu(model)`` was called first, which reproduces torchvision's model.
 """
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ import numpy as np
 from .. import nn
 from ..nn import init
 from ..nn.random import get_rng
+from ..quant.modules import DeQuantStub, QuantStub
+from .fusing import fuse
 
 __all__ = ["make_divisible", "Conv2dNormActivation", "InvertedResidual", "MobileNetV2", "mobilenet_v2"]
 
@@ -55,6 +64,14 @@ class Conv2dNormActivation(nn.Sequential):
         self.in_channels, self.out_channels, self.kernel_size, self.stride = in_channels, out_channels, kernel_size, stride
         self.padding, self.groups, self.dilation, self.inplace = padding, groups, dilation, inplace
 
+    def fuse_model(self, is_qat: bool | None = None) -> None:
+        """conv-norm-ReLU fused (conv-norm when the activation is not a ReLU), in place."""
+        names = [str(i) for i in range(len(self))]
+        if len(names) == 3 and type(self[2]) is not nn.ReLU:
+            names = names[:2]
+        if len(names) >= 2:
+            fuse(self, names, is_qat)
+
 
 class InvertedResidual(nn.Module):
     """torchvision's MobileNetV2 block (module docstring): ``conv`` is the Sequential of its layers."""
@@ -77,17 +94,23 @@ class InvertedResidual(nn.Module):
                    nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False, rng=rng),
                    norm_layer(oup)]
         self.conv = nn.Sequential(*layers)
-        self.add = nn.Add() if self.use_res_connect else None
+        self.skip_add = nn.FloatFunctional()
         self.inp, self.oup, self.expand_ratio, self.out_channels = inp, oup, expand_ratio, oup
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.add(x, self.conv(x)) if self.use_res_connect else self.conv(x)
+        return self.skip_add.add(x, self.conv(x)) if self.use_res_connect else self.conv(x)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if not self.use_res_connect:
             return self.conv.backward(grad_output)
-        d_x, d_main = self.add.backward(grad_output)
+        d_x, d_main = self.skip_add.backward(grad_output)
         return d_x + self.conv.backward(d_main)
+
+    def fuse_model(self, is_qat: bool | None = None) -> None:
+        """The linear bottleneck's conv-bn (torchvision's ``QuantizableInvertedResidual.fuse_model``)."""
+        for idx in range(len(self.conv)):
+            if type(self.conv[idx]) is nn.Conv2d:
+                fuse(self.conv, [str(idx), str(idx + 1)], is_qat)
 
 
 class MobileNetV2(nn.Module):
@@ -128,6 +151,7 @@ class MobileNetV2(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.flatten = nn.Flatten(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout, rng=rng), nn.Linear(self.last_channel, num_classes))
+        self.quant, self.dequant = QuantStub(), DeQuantStub()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 init.kaiming_normal_(m.weight, mode="fan_out", rng=rng)
@@ -138,11 +162,18 @@ class MobileNetV2(nn.Module):
                 m.bias.data[...] = 0
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+        return self.dequant(self.classifier(self.flatten(self.avgpool(self.features(self.quant(x))))))
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        d = self.avgpool.backward(self.flatten.backward(self.classifier.backward(grad_output)))
-        return self.features.backward(d)
+        d = self.classifier.backward(self.dequant.backward(grad_output))
+        return self.quant.backward(self.features.backward(self.avgpool.backward(self.flatten.backward(d))))
+
+    def fuse_model(self, is_qat: bool | None = None) -> None:
+        """Fuse in place as torchvision's ``QuantizableMobileNetV2.fuse_model`` (module docstring on ReLU6);
+        ``is_qat`` (default: ``self.training``) fuses for ``prepare_qat``."""
+        for m in list(self.modules()):
+            if isinstance(m, (Conv2dNormActivation, InvertedResidual)):
+                m.fuse_model(is_qat)
 
 
 def mobilenet_v2(num_classes: int = 1000, **kwargs: Any) -> MobileNetV2:

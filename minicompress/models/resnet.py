@@ -3,13 +3,16 @@
 Each block writes its forward and its backward by hand; the backward is the forward read in
 reverse, and a residual's input gradient is the sum of its two paths::
 
-    BasicBlock:   out = relu(add(bn2(conv2(relu(bn1(conv1(x))))), shortcut(x)))
+    BasicBlock:   out = add_relu(bn2(conv2(relu(bn1(conv1(x))))), shortcut(x))
                   d x = d main-path(x) + d shortcut(x)
 
-``relu`` is one module called twice per block, as in torchvision (the engine keeps one cache per
-call); the residual sum is an ``nn.Add`` leaf, so that tracing, pruning and quantization see the
-merge (it holds no state: the keys stay torchvision's). ``flatten`` is an ``nn.Flatten`` child for
-torchvision's ``torch.flatten(x, 1)`` (no keys either).
+The module tree is that of torchvision's *quantizable* ResNet (``torchvision.models.quantization``),
+whose float computation is the plain ResNet's: the residual sum and its ReLU are one
+``FloatFunctional.add_relu`` (``add_relu`` in BasicBlock, ``skip_add_relu`` in Bottleneck, whose two
+inner ReLUs are ``relu1`` / ``relu2``), the model starts with a ``QuantStub`` and ends with a
+``DeQuantStub`` (identities in float), and ``fuse_model()`` fuses as torchvision's does. None of these
+hold state: the keys stay torchvision's. ``flatten`` is an ``nn.Flatten`` child for torchvision's
+``torch.flatten(x, 1)`` (no keys either).
 
 Beyond torchvision: ``in_channels`` and ``small_input`` (a 3x3 stride-1 stem without max-pool, for
 8x8 or 28x28 inputs), and the CIFAR-style ``resnet20/32/56`` (He et al. 2016, section 4.2: three
@@ -24,6 +27,8 @@ import numpy as np
 from .. import nn
 from ..nn import init
 from ..nn.random import get_rng
+from ..quant.modules import DeQuantStub, QuantStub
+from .fusing import fuse
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50", "resnet20", "resnet32",
            "resnet56"]
@@ -44,7 +49,7 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1, rng: Any = None) -
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers and an identity (or 1x1 conv-BN ``downsample``) shortcut; expansion 1.
 
-    forward:  h = relu(bn1(conv1(x)));  y = relu(add(bn2(conv2(h)), shortcut(x)))
+    forward:  h = relu(bn1(conv1(x)));  y = add_relu(bn2(conv2(h)), shortcut(x))
     backward: the same steps in reverse; d x = d main path + d shortcut.
     """
 
@@ -65,7 +70,7 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes, rng=rng)
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
-        self.add = nn.Add()
+        self.add_relu = nn.FloatFunctional()
         self.inplanes, self.planes, self.stride = inplanes, planes, stride
         self.groups, self.base_width, self.dilation = groups, base_width, dilation
 
@@ -73,20 +78,26 @@ class BasicBlock(nn.Module):
         h = self.relu(self.bn1(self.conv1(x)))
         main = self.bn2(self.conv2(h))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.add(main, shortcut))
+        return self.add_relu.add_relu(main, shortcut)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        d_main, d_shortcut = self.add.backward(self.relu.backward(grad_output))   # relu's second call
+        d_main, d_shortcut = self.add_relu.backward(grad_output)
         d_h = self.conv2.backward(self.bn2.backward(d_main))
-        d_x = self.conv1.backward(self.bn1.backward(self.relu.backward(d_h)))     # relu's first call
+        d_x = self.conv1.backward(self.bn1.backward(self.relu.backward(d_h)))
         return d_x + (d_shortcut if self.downsample is None else self.downsample.backward(d_shortcut))
+
+    def fuse_model(self, is_qat: bool | None = None) -> None:
+        """torchvision's: conv1-bn1-relu, conv2-bn2, and the downsample's conv-bn (in place)."""
+        fuse(self, [["conv1", "bn1", "relu"], ["conv2", "bn2"]], is_qat)
+        if self.downsample is not None:
+            fuse(self.downsample, ["0", "1"], is_qat)
 
 
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (stride, groups, dilation), 1x1 expand (x4), each conv-BN, ReLU after the first
     two and after the residual sum; torchvision's ResNet-50 block (the stride on the 3x3, "v1.5").
 
-    forward:  h1 = relu(bn1(conv1(x)));  h2 = relu(bn2(conv2(h1)));  y = relu(add(bn3(conv3(h2)), shortcut(x)))
+    forward:  h1 = relu1(bn1(conv1(x)));  h2 = relu2(bn2(conv2(h1)));  y = skip_add_relu(bn3(conv3(h2)), shortcut(x))
     """
 
     expansion = 4
@@ -103,25 +114,31 @@ class Bottleneck(nn.Module):
         self.bn2 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion, rng=rng)
         self.bn3 = norm_layer(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
         self.downsample = downsample
-        self.add = nn.Add()
+        self.skip_add_relu = nn.FloatFunctional()
         self.inplanes, self.planes, self.stride = inplanes, planes, stride
         self.groups, self.base_width, self.dilation = groups, base_width, dilation
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        h1 = self.relu(self.bn1(self.conv1(x)))
-        h2 = self.relu(self.bn2(self.conv2(h1)))
+        h1 = self.relu1(self.bn1(self.conv1(x)))
+        h2 = self.relu2(self.bn2(self.conv2(h1)))
         main = self.bn3(self.conv3(h2))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.add(main, shortcut))
+        return self.skip_add_relu.add_relu(main, shortcut)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        d_main, d_shortcut = self.add.backward(self.relu.backward(grad_output))   # relu's third call
+        d_main, d_shortcut = self.skip_add_relu.backward(grad_output)
         d_h2 = self.conv3.backward(self.bn3.backward(d_main))
-        d_h1 = self.conv2.backward(self.bn2.backward(self.relu.backward(d_h2)))  # relu's second call
-        d_x = self.conv1.backward(self.bn1.backward(self.relu.backward(d_h1)))   # relu's first call
+        d_h1 = self.conv2.backward(self.bn2.backward(self.relu2.backward(d_h2)))
+        d_x = self.conv1.backward(self.bn1.backward(self.relu1.backward(d_h1)))
         return d_x + (d_shortcut if self.downsample is None else self.downsample.backward(d_shortcut))
+
+    def fuse_model(self, is_qat: bool | None = None) -> None:
+        """torchvision's: conv1-bn1-relu1, conv2-bn2-relu2, conv3-bn3, and the downsample's conv-bn (in place)."""
+        fuse(self, [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["conv3", "bn3"]], is_qat)
+        if self.downsample is not None:
+            fuse(self.downsample, ["0", "1"], is_qat)
 
 
 class ResNet(nn.Module):
@@ -166,6 +183,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.flatten = nn.Flatten(1)
         self.fc = nn.Linear(widths[-1] * block.expansion, num_classes, rng=rng)
+        self.quant, self.dequant = QuantStub(), DeQuantStub()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", rng=rng)
@@ -212,16 +230,25 @@ class ResNet(nn.Module):
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.layers_config))]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.quant(x)))))
         for stage in self._stages():
             x = stage(x)
-        return self.fc(self.flatten(self.avgpool(x)))
+        return self.dequant(self.fc(self.flatten(self.avgpool(x))))
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        d = self.avgpool.backward(self.flatten.backward(self.fc.backward(grad_output)))
+        d = self.avgpool.backward(self.flatten.backward(self.fc.backward(self.dequant.backward(grad_output))))
         for stage in reversed(self._stages()):
             d = stage.backward(d)
-        return self.conv1.backward(self.bn1.backward(self.relu.backward(self.maxpool.backward(d))))
+        return self.quant.backward(self.conv1.backward(self.bn1.backward(self.relu.backward(self.maxpool.backward(d)))))
+
+    def fuse_model(self, is_qat: bool | None = None) -> None:
+        """Fuse conv-bn(-relu) everywhere, in place, as torchvision's ``QuantizableResNet.fuse_model``: for
+        ``prepare`` (eval: BatchNorm folded into the conv) or, with ``is_qat`` (default: ``self.training``),
+        for ``prepare_qat`` (ConvBn2d / ConvBnReLU2d that keep training their BatchNorm)."""
+        fuse(self, ["conv1", "bn1", "relu"], is_qat)
+        for m in list(self.modules()):
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                m.fuse_model(is_qat)
 
 
 def resnet18(num_classes: int = 1000, **kwargs: Any) -> ResNet:

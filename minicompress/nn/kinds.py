@@ -11,8 +11,10 @@ counting, quantization's mappings. The kinds::
     'flatten'      merges axes (a reshape)
     'merge'        several inputs, one output (Add, Mul, Cat)
     'features'     keeps the last axis feature by feature: output[..., c] reads inputs[..., c] only (a ViT's
-                   class-token concatenation and token selection); declared by a class attribute
-                   ``declared_kind = 'features'``, since such modules live outside ``nn``
+                   class-token concatenation and token selection)
+
+A class outside ``nn`` declares its kind with a class attribute, ``declared_kind = 'features'`` (the ViT's
+token modules) or ``'elementwise'`` (QuantStub / DeQuantStub, identities in float).
     'other'        anything else (a tool that needs to see through it must refuse it by name)
 """
 from __future__ import annotations

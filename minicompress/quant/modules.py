@@ -32,6 +32,8 @@ from .qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_ten
 class QuantStub(Module):
     """Marks where float activations become quantized; identity until ``convert`` swaps it for Quantize."""
 
+    declared_kind = "elementwise"     # nn.kinds: an identity to tracing and pruning
+
     def forward(self, x: Any) -> Any:
         return x
 

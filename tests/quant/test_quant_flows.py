@@ -275,11 +275,11 @@ def test_count_macs_leaves_the_observers_of_a_prepared_model_working():
 def test_trace_leaves_a_models_forward_hooks_in_place():
     """Regression: prune's trace patched and then deleted each leaf's forward."""
     from minicompress import nn as mnn
-    from minicompress.prune.graph import trace
+    from minicompress.prune import dependency_graph
     model = mnn.Sequential(mnn.Linear(3, 4, rng=0), mnn.ReLU(), mnn.Linear(4, 2, rng=0))
     seen = []
     model[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
-    assert [n.name for n in trace(model, np.ones((2, 3), np.float32))] == ["0", "1", "2"]
+    assert [n.name for n in dependency_graph(model, np.ones((2, 3), np.float32)).graph.nodes] == ["0", "1", "2"]
     model(np.ones((5, 3), np.float32))
     assert seen == [(2, 4), (5, 4)] and model[1].forward_hooks()
 
