@@ -22,7 +22,9 @@ from .qtensor import QTensor
 
 
 def _like(q: QTensor, codes: np.ndarray) -> QTensor:
-    return QTensor(np.ascontiguousarray(codes.astype(q.int_repr.dtype)), q.scale, q.zero_point, None, q.dtype)
+    """New codes with q's qparams; an NHWC layout survives ops that keep the 4-D shape (as in PyTorch)."""
+    return QTensor(np.ascontiguousarray(codes.astype(q.int_repr.dtype)), q.scale, q.zero_point, None, q.dtype,
+                   channels_last=q.channels_last and codes.ndim == 4)
 
 
 def _per_tensor(q: QTensor, who: Module) -> QTensor:

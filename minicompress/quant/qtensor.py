@@ -54,11 +54,13 @@ class QTensor:
 
     Attributes: ``int_repr`` (int8/uint8/int32 array), ``scale`` (float, or float64 array of shape
     (C,) when per channel), ``zero_point`` (int, or int64 array (C,)), ``axis`` (None or the channel
-    axis), ``dtype`` ('qint8' | 'quint8' | 'qint32').
+    axis), ``dtype`` ('qint8' | 'quint8' | 'qint32'), ``channels_last`` (bool: the memory layout PyTorch
+    would have -- its quantized conv returns NHWC tensors, and some ops then take another code path
+    with other roundings, ``docs/quantized_ops.md``; ``int_repr`` itself is always a logical NCHW array).
     """
 
     def __init__(self, int_repr: np.ndarray, scale: Any, zero_point: Any, axis: int | None = None,
-                 dtype: str | None = None) -> None:
+                 dtype: str | None = None, channels_last: bool = False) -> None:
         int_repr = np.asarray(int_repr)
         if dtype is None:
             dtype = {np.dtype(v[0]): k for k, v in QDTYPES.items()}.get(int_repr.dtype)
@@ -73,6 +75,7 @@ class QTensor:
             axis = _check_axis(axis, int_repr.ndim)
             scale, zero_point = check_channel_qparams(scale, zero_point, dtype, int_repr.shape[axis])
         self.int_repr, self.scale, self.zero_point, self.axis, self.dtype = int_repr, scale, zero_point, axis, dtype
+        self.channels_last = bool(channels_last) and int_repr.ndim == 4
 
     @property
     def shape(self) -> tuple[int, ...]:
