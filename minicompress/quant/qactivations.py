@@ -66,9 +66,10 @@ def sigmoid(x: QTensor) -> QTensor:
     x = _check(x, "sigmoid")
     scale, zero_point = SIGMOID_QPARAMS[x.dtype]
     d_body = (x.int_repr.astype(f32) - f32(x.zero_point)) * f32(x.scale)
-    e = np.exp(-d_body.astype(np.float64)).astype(f32)
-    body = quantize_body(f32(1) / (f32(1) + e), f32(1.0 / scale), zero_point, x.dtype)
     d_tail = dequantize_tail(x)
-    y_tail = (1.0 / (1.0 + np.exp(-d_tail.astype(np.float64)).astype(f32).astype(np.float64))).astype(f32)
+    with np.errstate(over="ignore"):                     # exp(-d) = inf gives y = 0, as in PyTorch
+        e = np.exp(-d_body.astype(np.float64)).astype(f32)
+        y_tail = (1.0 / (1.0 + np.exp(-d_tail.astype(np.float64)).astype(f32).astype(np.float64))).astype(f32)
+    body = quantize_body(f32(1) / (f32(1) + e), f32(1.0 / scale), zero_point, x.dtype)
     tail = quantize_tail(y_tail, scale, zero_point, x.dtype)
     return _out(x, np.where(body_mask(x), body, tail), scale, zero_point)
