@@ -31,7 +31,8 @@ from .observer import (MinMaxObserver, MovingAverageMinMaxObserver, MovingAverag
                        UniformQuantizationObserverBase)
 from .passthrough import (QuantizedAdaptiveAvgPool2d, QuantizedDropout, QuantizedFlatten, QuantizedHardtanh,
                           QuantizedMaxPool2d, QuantizedReLU, QuantizedReLU6, QuantizedSigmoid)
-from .qmerge import QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul
+from .qmerge import (QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul,
+                     QuantizedPReLU)
 from .qconfig import (QConfig, default_dynamic_qconfig, default_histogram_observer, default_observer,
                       default_per_channel_qconfig, default_per_channel_weight_observer, default_qconfig,
                       default_weight_observer, get_default_qconfig, per_channel_dynamic_qconfig)
@@ -63,7 +64,7 @@ __all__ = [
     "QuantizedConv2d", "QuantizedConvReLU2d", "DynamicQuantizedLinear", "DynamicQuantizedLinearReLU",
     "WeightedQuantized", "QuantizedReLU", "QuantizedMaxPool2d", "QuantizedFlatten", "QuantizedDropout", "quantize_weight",
     "qops", "qactivations", "qpool", "QFunctional", "QuantizedAdd", "QuantizedMul", "QuantizedCat", "QuantizedHardswish",
-    "QuantizedLeakyReLU", "QuantizedReLU6", "QuantizedHardtanh", "QuantizedSigmoid", "QuantizedAdaptiveAvgPool2d",
+    "QuantizedLeakyReLU", "QuantizedPReLU", "QuantizedReLU6", "QuantizedHardtanh", "QuantizedSigmoid", "QuantizedAdaptiveAvgPool2d",
     "LinearReLU", "ConvReLU2d", "fuse_modules", "fuse_conv_bn_eval", "fuse_linear_bn_eval",
     "fuse_conv_bn_weights", "fuse_linear_bn_weights", "prepare", "convert", "quantize_dynamic",
     "propagate_qconfig_", "DEFAULT_STATIC_QUANT_MODULE_MAPPINGS", "DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS",

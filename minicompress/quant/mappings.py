@@ -17,7 +17,8 @@ from .modules import (DeQuantize, DeQuantStub, DynamicQuantizedLinear, DynamicQu
                       QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear, QuantizedLinearReLU, QuantStub)
 from .passthrough import (QuantizedAdaptiveAvgPool2d, QuantizedDropout, QuantizedFlatten, QuantizedHardtanh,
                           QuantizedMaxPool2d, QuantizedReLU, QuantizedReLU6, QuantizedSigmoid)
-from .qmerge import QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul
+from .qmerge import (QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul,
+                     QuantizedPReLU)
 from .qconfig import QConfig
 
 __all__ = ["DEFAULT_QAT_MODULE_MAPPINGS", "QAT_CONVERT_MODULE_MAPPINGS", "DEFAULT_STATIC_QUANT_MODULE_MAPPINGS",
@@ -76,7 +77,7 @@ DEFAULT_STATIC_QUANT_MODULE_MAPPINGS: dict[type, type | FromQAT] = {
     nn.ReLU: QuantizedReLU, nn.MaxPool2d: QuantizedMaxPool2d, nn.Flatten: QuantizedFlatten,
     nn.Dropout: QuantizedDropout,
     nn.FloatFunctional: QFunctional, nn.Add: QuantizedAdd, nn.Mul: QuantizedMul, nn.Cat: QuantizedCat,
-    nn.Hardswish: QuantizedHardswish, nn.LeakyReLU: QuantizedLeakyReLU, nn.ReLU6: QuantizedReLU6,
+    nn.Hardswish: QuantizedHardswish, nn.LeakyReLU: QuantizedLeakyReLU, nn.PReLU: QuantizedPReLU, nn.ReLU6: QuantizedReLU6,
     nn.Hardtanh: QuantizedHardtanh, nn.Sigmoid: QuantizedSigmoid, nn.AdaptiveAvgPool2d: QuantizedAdaptiveAvgPool2d,
     **QAT_CONVERT_MODULE_MAPPINGS,
 }
@@ -89,7 +90,7 @@ DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS: dict[type, type] = {
 # which observes every module of its mapping). Not observed, as in PyTorch: Sigmoid (fixed output qparams),
 # ReLU / Hardtanh / pooling / Flatten (output qparams = input's).
 OBSERVED_TYPES = (QuantStub, nn.Linear, LinearReLU, nn.Conv2d, ConvReLU2d, nn.Add, nn.Mul, nn.Cat, nn.Hardswish,
-                  nn.LeakyReLU, nn.ReLU6)
+                  nn.LeakyReLU, nn.PReLU, nn.ReLU6)
 # modules that call their own ``activation_post_process`` child (prepare replaces it by the observer)
 SELF_OBSERVING_TYPES = (nn.FloatFunctional,)
 # modules that are swapped whole (their children are not entered)

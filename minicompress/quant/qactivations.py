@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .qops import (SIGMOID_QPARAMS, _check, _dequant_quant, _out, dequantize_tail, f32, quantize_body,
-                   quantize_scalar, quantize_tail, body_mask)
+from .qops import (SIGMOID_QPARAMS, _check, _dequant_quant, _out, body_mask, dequantize_tail, f32, quantize_body,
+                   quantize_scalar, quantize_tail, requantize_from_int)
+from .qtensor import check_qparams
 from .qtensor import QTensor
 
 
@@ -73,3 +74,25 @@ def sigmoid(x: QTensor) -> QTensor:
     body = quantize_body(f32(1) / (f32(1) + e), f32(1.0 / scale), zero_point, x.dtype)
     tail = quantize_tail(y_tail, scale, zero_point, x.dtype)
     return _out(x, np.where(body_mask(x), body, tail), scale, zero_point)
+
+
+def prelu(x: QTensor, weight: QTensor, scale: float, zero_point: int) -> QTensor:
+    """``quantized::prelu`` (x: (N, C, ...) or (C,...) with one weight or C weights along dim 1), in integers:
+
+    acc = (max(q, z) - z) * (q_one - z_w) + (min(q, z) - z) * (q_w - z_w)   (int32),
+    q_one = quantize_val(1.0) with the weight's qparams (so slope 1 is exact only if 1.0 is representable),
+    q' = clamp(rint(fl32(fl32(acc) * m)) + Z),  m = fl32(fl32(fl32(s) * fl32(s_w)) * fl32(1 / fl32(S))).
+    """
+    x, w = _check(x, "prelu"), _check(weight, "prelu weight")
+    scale, zero_point = check_qparams(scale, zero_point, x.dtype)
+    if w.dtype != x.dtype:
+        raise TypeError(f"quantized prelu: weight dtype {w.dtype} must equal the input's {x.dtype}")
+    if w.int_repr.ndim != 1 or (w.shape[0] != 1 and (x.ndim < 2 or x.shape[1] != w.shape[0])):
+        raise ValueError(f"quantized prelu: weight of shape {w.shape} does not match input {x.shape} "
+                         f"(1 or C = input.shape[1] parameters)")
+    wq = w.int_repr.astype(np.int32).reshape((1, -1) + (1,) * (x.ndim - 2) if x.ndim > 1 else (-1,))
+    q_one = quantize_scalar(1.0, w.scale, w.zero_point, w.dtype)
+    q, z = x.int_repr.astype(np.int32), x.zero_point
+    acc = (np.maximum(q, z) - z) * (q_one - w.zero_point) + (np.minimum(q, z) - z) * (wq - w.zero_point)
+    m = f32(f32(f32(x.scale) * f32(w.scale)) * (f32(1) / f32(scale)))
+    return _out(x, requantize_from_int(acc, m, zero_point, x.dtype), scale, zero_point)

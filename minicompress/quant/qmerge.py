@@ -8,6 +8,7 @@
     QuantizedAdd / Mul / Cat    our nn.Add / nn.Mul / nn.Cat (PyTorch has no such modules)
     QuantizedHardswish          == nnq.Hardswish
     QuantizedLeakyReLU          == nnq.LeakyReLU
+    QuantizedPReLU              == nnq.PReLU; + weight (codes), weight_scale, weight_zero_point
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..nn.module import Module
 from . import qactivations as QA
 from . import qops
 from .modules import _act_qparams
-from .qtensor import QTensor
+from .qtensor import QTensor, quantize_per_tensor
 
 
 class _OutputQParams(Module):
@@ -155,3 +156,32 @@ class QuantizedLeakyReLU(_OutputQParams):
     def from_float(cls, mod: Module) -> "QuantizedLeakyReLU":
         scale, zero_point, _ = _act_qparams(mod)
         return cls(scale, zero_point, mod.negative_slope)
+
+
+class QuantizedPReLU(_OutputQParams):
+    """``nnq.PReLU``: ``qactivations.prelu`` with the slopes quantized *to the activation dtype* (quint8) with
+    the ``qconfig.weight()`` observer's (scale, zero_point), as PyTorch's ``from_float`` does (with the default
+    symmetric qint8 weight observer, zp = 0: negative slopes then clamp to 0, exactly as in PyTorch)."""
+
+    def __init__(self, weight: QTensor, scale: float = 1.0, zero_point: int = 0) -> None:
+        super().__init__(scale, zero_point)
+        self.num_parameters = weight.shape[0]
+        self.register_buffer("weight", weight.int_repr.copy())
+        self.register_buffer("weight_scale", np.array(weight.scale, np.float64))
+        self.register_buffer("weight_zero_point", np.array(weight.zero_point, np.int64))
+
+    def weight_qtensor(self, dtype: str) -> QTensor:
+        return QTensor(self.weight, float(self.weight_scale), int(self.weight_zero_point), None, dtype)
+
+    def forward(self, x: QTensor) -> QTensor:
+        x = self._inputs([x])[0]
+        return QA.prelu(x, self.weight_qtensor(x.dtype), *self.qparams)
+
+    @classmethod
+    def from_float(cls, mod: Module) -> "QuantizedPReLU":
+        scale, zero_point, dtype = _act_qparams(mod)
+        observer = mod.qconfig.weight()
+        w = np.asarray(mod.weight.data, np.float32)
+        observer(w)
+        w_scale, w_zp = observer.calculate_qparams()
+        return cls(quantize_per_tensor(w, float(w_scale[0]), int(w_zp[0]), dtype), scale, zero_point)

@@ -145,6 +145,49 @@ def test_residual_model_int8_codes_equal_torch(torch, seed, qconfig_name):
     np.testing.assert_array_equal(qm(x), tqm(torch.from_numpy(x)).numpy())     # sigmoid: fixed (1/256, 0)
 
 
+def merges_model(mod, stub, destub, functional):
+    """QuantStub, Conv2d, PReLU / LeakyReLU branches merged by FloatFunctional mul and cat (either library)."""
+
+    class Merges(mod.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant, self.conv = stub(), destub(), mod.Conv2d(1, 4, 3, padding=1)
+            self.prelu, self.leaky = mod.PReLU(4), mod.LeakyReLU(0.125)
+            self.mul, self.cat = functional(), functional()
+
+        def forward(self, x):
+            h = self.conv(self.quant(x))
+            a, b = self.prelu(h), self.leaky(h)
+            return self.dequant(self.cat.cat([self.mul.mul(a, b), a], 1))
+
+    return Merges()
+
+
+def test_prelu_leaky_mul_cat_model_codes_equal_torch(torch):
+    import torch.ao.quantization as tq
+    rng = np.random.default_rng(5)
+    ours = merges_model(nn, Q.QuantStub, Q.DeQuantStub, nn.FloatFunctional).eval()
+    for p in ours.parameters():
+        p.data[...] = halves(rng, p.shape)
+    ours.prelu.weight.data[...] = np.float32([0.25, 0.5, 1.0, 0.75])
+    theirs = merges_model(torch.nn, tq.QuantStub, tq.DeQuantStub, torch.ao.nn.quantized.FloatFunctional).eval()
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
+    ours.qconfig, theirs.qconfig = Q.default_qconfig, tq.default_qconfig
+    # nnq.PReLU quantizes its slopes to quint8: give it a quint8 weight observer (else PyTorch warns)
+    ours.prelu.qconfig = Q.QConfig(activation=Q.default_observer, weight=Q.MinMaxObserver.with_args(dtype="quint8"))
+    theirs.prelu.qconfig = tq.QConfig(activation=tq.default_observer,
+                                      weight=tq.MinMaxObserver.with_args(dtype=torch.quint8))
+    ours, theirs = Q.prepare(ours), tq.prepare(theirs)
+    xb = quarters(rng, (3, 1, 6, 6))
+    with no_grad():
+        ours(xb)
+        theirs(torch.from_numpy(xb))
+    qm, tqm = Q.convert(ours), tq.convert(theirs)
+    assert isinstance(qm.prelu, Q.QuantizedPReLU) and isinstance(qm.cat, Q.QFunctional)
+    x = quarters(rng, (2, 1, 6, 6))
+    np.testing.assert_array_equal(qm(x), tqm(torch.from_numpy(x)).numpy())
+
+
 def test_prepare_observes_merges_like_torch():
     m = Residual().eval()
     m.qconfig = Q.default_qconfig

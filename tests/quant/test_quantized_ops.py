@@ -120,6 +120,31 @@ def test_adaptive_avg_pool2d_both_layouts(torch, x, size):
     assert_same(qpool.adaptive_avg_pool2d(x, size), torch.nn.functional.adaptive_avg_pool2d(to_torch(torch, x), size))
 
 
+@settings(max_examples=60)
+@given(pairs(), st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_prelu_matches_torch(torch, case, per_channel, seed):
+    x, _, scale, zp = case
+    lo, hi, store = RANGES[x.dtype]
+    n = x.shape[1] if per_channel else 1
+    rng = np.random.default_rng(seed)
+    w = QTensor(rng.integers(lo, hi + 1, n).astype(store), float(rng.uniform(0.001, 0.1)), int(rng.integers(lo, hi + 1)),
+                None, x.dtype)
+    assert_same(QA.prelu(x, w, scale, zp), torch.ops.quantized.prelu(to_torch(torch, x), to_torch(torch, w), scale, zp))
+
+
+@settings(max_examples=60)
+@given(qtensors(), st.sampled_from([None, 3, (2, 3), (1, 2, 3), -1]), st.booleans())
+def test_mean_over_innermost_dims_exact(torch, x, dim, keepdim):
+    t = to_torch(torch, x)
+    theirs = torch.mean(t) if dim is None else torch.mean(t, dim, keepdim)
+    ours = qpool.mean(x, dim, keepdim and dim is not None)
+    if x.channels_last and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:      # float path: within one code
+        assert np.abs(ours.int_repr.astype(int) - theirs.int_repr().numpy().astype(int)).max() <= 1
+        assert (ours.scale, ours.zero_point) == (theirs.q_scale(), theirs.q_zero_point())
+    else:
+        assert_same(ours, theirs)
+
+
 def test_ties_split_between_vector_body_and_scalar_tail(torch):
     """Half-way sums: the body adds the zero point after rounding, the tail before -- both as PyTorch."""
     n = 100                                                   # 64 body + 36 tail
