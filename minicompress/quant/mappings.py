@@ -18,7 +18,7 @@ from .modules import (DeQuantize, DeQuantStub, DynamicQuantizedLinear, DynamicQu
 from .passthrough import (QuantizedAdaptiveAvgPool2d, QuantizedDropout, QuantizedFlatten, QuantizedHardtanh,
                           QuantizedMaxPool2d, QuantizedReLU, QuantizedReLU6, QuantizedSigmoid)
 from .qmerge import (QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul,
-                     QuantizedPReLU)
+                     QuantizedLayerNorm, QuantizedPReLU)
 from .qconfig import QConfig
 
 __all__ = ["DEFAULT_QAT_MODULE_MAPPINGS", "QAT_CONVERT_MODULE_MAPPINGS", "DEFAULT_STATIC_QUANT_MODULE_MAPPINGS",
@@ -78,6 +78,7 @@ DEFAULT_STATIC_QUANT_MODULE_MAPPINGS: dict[type, type | FromQAT] = {
     nn.Dropout: QuantizedDropout,
     nn.FloatFunctional: QFunctional, nn.Add: QuantizedAdd, nn.Mul: QuantizedMul, nn.Cat: QuantizedCat,
     nn.Hardswish: QuantizedHardswish, nn.LeakyReLU: QuantizedLeakyReLU, nn.PReLU: QuantizedPReLU, nn.ReLU6: QuantizedReLU6,
+    nn.LayerNorm: QuantizedLayerNorm,
     nn.Hardtanh: QuantizedHardtanh, nn.Sigmoid: QuantizedSigmoid, nn.AdaptiveAvgPool2d: QuantizedAdaptiveAvgPool2d,
     **QAT_CONVERT_MODULE_MAPPINGS,
 }
@@ -90,7 +91,7 @@ DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS: dict[type, type] = {
 # which observes every module of its mapping). Not observed, as in PyTorch: Sigmoid (fixed output qparams),
 # ReLU / Hardtanh / pooling / Flatten (output qparams = input's).
 OBSERVED_TYPES = (QuantStub, nn.Linear, LinearReLU, nn.Conv2d, ConvReLU2d, nn.Add, nn.Mul, nn.Cat, nn.Hardswish,
-                  nn.LeakyReLU, nn.PReLU, nn.ReLU6)
+                  nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.LayerNorm)
 # modules that call their own ``activation_post_process`` child (prepare replaces it by the observer)
 SELF_OBSERVING_TYPES = (nn.FloatFunctional,)
 # modules that are swapped whole (their children are not entered)

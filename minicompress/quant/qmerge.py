@@ -9,6 +9,7 @@
     QuantizedHardswish          == nnq.Hardswish
     QuantizedLeakyReLU          == nnq.LeakyReLU
     QuantizedPReLU              == nnq.PReLU; + weight (codes), weight_scale, weight_zero_point
+    QuantizedLayerNorm          == nnq.LayerNorm; + weight, bias (float32, PyTorch's keys)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from ..nn.module import Module
 from . import qactivations as QA
 from . import qops
+from .qnorm import layer_norm
 from .modules import _act_qparams
 from .qtensor import QTensor, quantize_per_tensor
 
@@ -185,3 +187,24 @@ class QuantizedPReLU(_OutputQParams):
         observer(w)
         w_scale, w_zp = observer.calculate_qparams()
         return cls(quantize_per_tensor(w, float(w_scale[0]), int(w_zp[0]), dtype), scale, zero_point)
+
+
+class QuantizedLayerNorm(_OutputQParams):
+    """``nnq.LayerNorm``: ``qnorm.layer_norm`` with the float weight and bias, into the observed output qparams."""
+
+    def __init__(self, normalized_shape: tuple, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
+                 scale: float = 1.0, zero_point: int = 0) -> None:
+        super().__init__(scale, zero_point)
+        self.normalized_shape, self.eps = tuple(normalized_shape), eps
+        self.register_buffer("weight", None if weight is None else np.array(weight, np.float32))
+        self.register_buffer("bias", None if bias is None else np.array(bias, np.float32))
+
+    def forward(self, x: QTensor) -> QTensor:
+        return layer_norm(self._inputs([x])[0], self.normalized_shape, self.weight, self.bias, self.eps, *self.qparams)
+
+    @classmethod
+    def from_float(cls, mod: Module) -> "QuantizedLayerNorm":
+        scale, zero_point, _ = _act_qparams(mod)
+        weight, bias = (getattr(mod, name, None) for name in ("weight", "bias"))
+        return cls(mod.normalized_shape, None if weight is None else weight.data, None if bias is None else bias.data,
+                   mod.eps, scale, zero_point)

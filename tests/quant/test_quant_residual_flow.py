@@ -188,6 +188,28 @@ def test_prelu_leaky_mul_cat_model_codes_equal_torch(torch):
     np.testing.assert_array_equal(qm(x), tqm(torch.from_numpy(x)).numpy())
 
 
+def test_layer_norm_module_matches_nnq_layer_norm(torch):
+    import torch.ao.quantization as tq
+    rng = np.random.default_rng(2)
+    ours = nn.Sequential(Q.QuantStub(), nn.Linear(6, 40), nn.LayerNorm(40), Q.DeQuantStub()).eval()
+    ours[2].weight.data[...] = rng.normal(size=40)
+    ours[2].bias.data[...] = rng.normal(size=40)
+    theirs = torch.nn.Sequential(tq.QuantStub(), torch.nn.Linear(6, 40), torch.nn.LayerNorm(40), tq.DeQuantStub()).eval()
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
+    ours.qconfig, theirs.qconfig = Q.default_qconfig, tq.default_qconfig
+    ours, theirs = Q.prepare(ours), tq.prepare(theirs)
+    xb = quarters(rng, (8, 6))
+    with no_grad():
+        ours(xb)
+        theirs(torch.from_numpy(xb))
+    qm, tqm = Q.convert(ours), tq.convert(theirs)
+    assert isinstance(qm[2], Q.QuantizedLayerNorm)
+    x = quarters(rng, (5, 6))
+    q_ours, q_torch = qm[:3](x), tqm[:3](torch.from_numpy(x))
+    np.testing.assert_array_equal(q_ours.int_repr, q_torch.int_repr().numpy())
+    assert q_ours.scale == pytest.approx(q_torch.q_scale(), rel=1e-6)      # float LayerNorm calibration: 1-ulp ranges
+
+
 def test_prepare_observes_merges_like_torch():
     m = Residual().eval()
     m.qconfig = Q.default_qconfig

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minicompress.quant import qactivations as QA
-from minicompress.quant import qops, qpool
+from minicompress.quant import qnorm, qops, qpool
 from minicompress.quant.qtensor import QTensor
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -143,6 +143,31 @@ def test_mean_over_innermost_dims_exact(torch, x, dim, keepdim):
         assert (ours.scale, ours.zero_point) == (theirs.q_scale(), theirs.q_zero_point())
     else:
         assert_same(ours, theirs)
+
+
+@settings(max_examples=60)
+@given(pairs(), st.integers(1, 3), st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_layer_norm_matches_torch(torch, case, k, affine, seed):
+    x, _, scale, zp = case
+    shape = x.shape[4 - k:]
+    rng = np.random.default_rng(seed)
+    w, b = (rng.normal(size=shape).astype(np.float32) for _ in range(2)) if affine else (None, None)
+    tw, tb = (None, None) if w is None else (torch.from_numpy(w), torch.from_numpy(b))
+    assert_same(qnorm.layer_norm(x, shape, w, b, 1e-5, scale, zp),
+                torch.ops.quantized.layer_norm(to_torch(torch, x).contiguous(), list(shape), tw, tb, 1e-5, scale, zp))
+
+
+def test_layer_norm_ties_in_body_and_tail(torch):
+    """Rows z +- a: the std is exact (eps = 0), and beta = odd multiples of S/2 puts every y on a half-way point."""
+    n, z, a, scale = 40, 100, 8, 0.125                              # 32 body + 8 tail per row
+    codes = np.where(np.arange(n) % 2 == 0, z + a, z - a).astype(np.uint8)[None].repeat(3, 0)
+    x = QTensor(codes, 0.25, z, None, "quint8")
+    rng = np.random.default_rng(0)
+    w = (rng.integers(-8, 9, n) / 8).astype(np.float32)
+    b = (rng.integers(-16, 17, n) / 16 + scale / 2).astype(np.float32)
+    ours = qnorm.layer_norm(x, (n,), w, b, 0.0, scale, 7)
+    assert_same(ours, torch.ops.quantized.layer_norm(to_torch(torch, x), [n], torch.from_numpy(w), torch.from_numpy(b),
+                                                     0.0, scale, 7))
 
 
 def test_ties_split_between_vector_body_and_scalar_tail(torch):
