@@ -20,6 +20,7 @@ from .passthrough import (QuantizedAdaptiveAvgPool2d, QuantizedDropout, Quantize
 from .qmerge import (QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul,
                      QuantizedLayerNorm, QuantizedPReLU)
 from .qconfig import QConfig
+from .qembedding import QuantizedEmbedding
 
 __all__ = ["DEFAULT_QAT_MODULE_MAPPINGS", "QAT_CONVERT_MODULE_MAPPINGS", "DEFAULT_STATIC_QUANT_MODULE_MAPPINGS",
            "DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS", "OBSERVED_TYPES", "SELF_OBSERVING_TYPES", "FUSED_TYPES", "to_observed_float", "FromQAT"]
@@ -78,7 +79,7 @@ DEFAULT_STATIC_QUANT_MODULE_MAPPINGS: dict[type, type | FromQAT] = {
     nn.Dropout: QuantizedDropout,
     nn.FloatFunctional: QFunctional, nn.Add: QuantizedAdd, nn.Mul: QuantizedMul, nn.Cat: QuantizedCat,
     nn.Hardswish: QuantizedHardswish, nn.LeakyReLU: QuantizedLeakyReLU, nn.PReLU: QuantizedPReLU, nn.ReLU6: QuantizedReLU6,
-    nn.LayerNorm: QuantizedLayerNorm,
+    nn.LayerNorm: QuantizedLayerNorm, nn.Embedding: QuantizedEmbedding,
     nn.Hardtanh: QuantizedHardtanh, nn.Sigmoid: QuantizedSigmoid, nn.AdaptiveAvgPool2d: QuantizedAdaptiveAvgPool2d,
     **QAT_CONVERT_MODULE_MAPPINGS,
 }
@@ -87,11 +88,12 @@ DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS: dict[type, type] = {
     nn.Linear: DynamicQuantizedLinear, LinearReLU: DynamicQuantizedLinearReLU,
 }
 
-# layers whose output prepare() observes (their quantized versions need an output scale; ReLU6 as PyTorch,
-# which observes every module of its mapping). Not observed, as in PyTorch: Sigmoid (fixed output qparams),
+# layers whose output prepare() observes (their quantized versions need an output scale; ReLU6 and Embedding
+# -- a PlaceholderObserver with float_qparams_weight_only_qconfig -- as PyTorch, which observes every module
+# of its mapping). Not observed, as in PyTorch: Sigmoid (fixed output qparams),
 # ReLU / Hardtanh / pooling / Flatten (output qparams = input's).
 OBSERVED_TYPES = (QuantStub, nn.Linear, LinearReLU, nn.Conv2d, ConvReLU2d, nn.Add, nn.Mul, nn.Cat, nn.Hardswish,
-                  nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.LayerNorm)
+                  nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.LayerNorm, nn.Embedding)
 # modules that call their own ``activation_post_process`` child (prepare replaces it by the observer)
 SELF_OBSERVING_TYPES = (nn.FloatFunctional,)
 # modules that are swapped whole (their children are not entered)
