@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .qops import (SIGMOID_QPARAMS, _check, _dequant_quant, _out, body_mask, dequantize_tail, f32, quantize_body,
+from .qops import (SIGMOID_QPARAMS, check_operand, unary_float_op, with_codes, body_mask, dequantize_tail, f32, quantize_body,
                    quantize_scalar, quantize_tail, requantize_from_int)
 from .qtensor import check_qparams
 from .qtensor import QTensor
@@ -16,13 +16,13 @@ from .qtensor import QTensor
 def clamp(x: QTensor, min: float | None = None, max: float | None = None) -> QTensor:
     """``quantized clamp`` (also ``hardtanh``): codes clamped to [quantize(min), quantize(max)] with the
     scalar ``quantize_val`` rule; qparams unchanged."""
-    x = _check(x, "clamp")
+    x = check_operand(x, "clamp")
     codes = x.int_repr
     if min is not None:
         codes = np.maximum(codes, np.array(quantize_scalar(min, x.scale, x.zero_point, x.dtype)).astype(codes.dtype))
     if max is not None:
         codes = np.minimum(codes, np.array(quantize_scalar(max, x.scale, x.zero_point, x.dtype)).astype(codes.dtype))
-    return _out(x, codes.copy(), x.scale, x.zero_point)
+    return with_codes(x, codes.copy(), x.scale, x.zero_point)
 
 
 def hardtanh(x: QTensor, min_val: float = -1.0, max_val: float = 1.0) -> QTensor:
@@ -40,18 +40,18 @@ def hardswish(x: QTensor, scale: float, zero_point: int) -> QTensor:
 
     Body quantize with inv = fl32(1.0 / scale) (a double division), tail with fl32(1 / fl32(scale)).
     """
-    x = _check(x, "hardswish")
+    x = check_operand(x, "hardswish")
     def fn(d: np.ndarray) -> np.ndarray:
         return (d * np.minimum(np.maximum(d + f32(3), f32(0)), f32(6))).astype(f32) / f32(6)
-    return _dequant_quant(x, fn, scale, zero_point, f32(1.0 / scale))
+    return unary_float_op(x, fn, scale, zero_point, f32(1.0 / scale))
 
 
 def leaky_relu(x: QTensor, negative_slope: float, scale: float, zero_point: int) -> QTensor:
     """``quantized::leaky_relu``: y = d if d > 0 else fl32(d * fl32(negative_slope)), requantized
     (inv = fl32(1 / fl32(scale)) in body and tail)."""
-    x = _check(x, "leaky_relu")
+    x = check_operand(x, "leaky_relu")
     a = f32(negative_slope)
-    return _dequant_quant(x, lambda d: np.where(d > 0, d, d * a), scale, zero_point, f32(1) / f32(scale))
+    return unary_float_op(x, lambda d: np.where(d > 0, d, d * a), scale, zero_point, f32(1) / f32(scale))
 
 
 def sigmoid(x: QTensor) -> QTensor:
@@ -64,7 +64,7 @@ def sigmoid(x: QTensor) -> QTensor:
     only change a code when y * 256 lies within an ulp of a half-integer (never in the tests' exhaustive
     sweep of all codes over many input qparams).
     """
-    x = _check(x, "sigmoid")
+    x = check_operand(x, "sigmoid")
     scale, zero_point = SIGMOID_QPARAMS[x.dtype]
     d_body = (x.int_repr.astype(f32) - f32(x.zero_point)) * f32(x.scale)
     d_tail = dequantize_tail(x)
@@ -73,7 +73,7 @@ def sigmoid(x: QTensor) -> QTensor:
         y_tail = (1.0 / (1.0 + np.exp(-d_tail.astype(np.float64)).astype(f32).astype(np.float64))).astype(f32)
     body = quantize_body(f32(1) / (f32(1) + e), f32(1.0 / scale), zero_point, x.dtype)
     tail = quantize_tail(y_tail, scale, zero_point, x.dtype)
-    return _out(x, np.where(body_mask(x), body, tail), scale, zero_point)
+    return with_codes(x, np.where(body_mask(x), body, tail), scale, zero_point)
 
 
 def prelu(x: QTensor, weight: QTensor, scale: float, zero_point: int) -> QTensor:
@@ -83,7 +83,7 @@ def prelu(x: QTensor, weight: QTensor, scale: float, zero_point: int) -> QTensor
     q_one = quantize_val(1.0) with the weight's qparams (so slope 1 is exact only if 1.0 is representable),
     q' = clamp(rint(fl32(fl32(acc) * m)) + Z),  m = fl32(fl32(fl32(s) * fl32(s_w)) * fl32(1 / fl32(S))).
     """
-    x, w = _check(x, "prelu"), _check(weight, "prelu weight")
+    x, w = check_operand(x, "prelu"), check_operand(weight, "prelu weight")
     scale, zero_point = check_qparams(scale, zero_point, x.dtype)
     if w.dtype != x.dtype:
         raise TypeError(f"quantized prelu: weight dtype {w.dtype} must equal the input's {x.dtype}")
@@ -95,4 +95,4 @@ def prelu(x: QTensor, weight: QTensor, scale: float, zero_point: int) -> QTensor
     q, z = x.int_repr.astype(np.int32), x.zero_point
     acc = (np.maximum(q, z) - z) * (q_one - w.zero_point) + (np.minimum(q, z) - z) * (wq - w.zero_point)
     m = f32(f32(f32(x.scale) * f32(w.scale)) * (f32(1) / f32(scale)))
-    return _out(x, requantize_from_int(acc, m, zero_point, x.dtype), scale, zero_point)
+    return with_codes(x, requantize_from_int(acc, m, zero_point, x.dtype), scale, zero_point)

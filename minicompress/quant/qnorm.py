@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .qops import _check, f32, quantize_body, quantize_tail
+from .qops import check_operand, f32, quantize_body, quantize_tail
 from .qtensor import QTensor, check_qparams
 
 ROW_STEP = 32                       # floats per vector step of the normalize kernel (4 x 8)
@@ -28,7 +28,7 @@ def layer_norm(x: QTensor, normalized_shape: Any, weight: np.ndarray | None, bia
     then element k < 32 floor(N / 32) of the row: rint(fl32(y * fl32(1 / fl32(S)))) + Z (vector), the rest
     the scalar quantize (zero point before rounding).
     """
-    x = _check(x, "layer_norm")
+    x = check_operand(x, "layer_norm")
     shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (int(normalized_shape),)
     if x.shape[x.ndim - len(shape):] != shape or x.ndim < len(shape):
         raise ValueError(f"quantized layer_norm: expected input (*, {', '.join(map(str, shape))}), got {x.shape}")

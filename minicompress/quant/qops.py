@@ -30,7 +30,8 @@ SIGMOID_QPARAMS = {"quint8": (1.0 / 256, 0), "qint8": (1.0 / 256, -128)}
 
 
 # ----------------------------------------------------------------------------------- shared pieces
-def _check(x: Any, op: str) -> QTensor:
+def check_operand(x: Any, op: str) -> QTensor:
+    """``x`` if it is a per-tensor quint8 / qint8 QTensor, else a TypeError naming ``op``."""
     if not isinstance(x, QTensor):
         raise TypeError(f"quantized {op}: expected a QTensor, got {type(x).__name__} (quantize it first, "
                         f"e.g. with a QuantStub)")
@@ -39,8 +40,9 @@ def _check(x: Any, op: str) -> QTensor:
     return x
 
 
-def _check_pair(a: Any, b: Any, op: str) -> tuple[QTensor, QTensor]:
-    a, b = _check(a, op), _check(b, op)
+def check_operands(a: Any, b: Any, op: str) -> tuple[QTensor, QTensor]:
+    """Two operands of one shape and dtype (no broadcasting, unlike PyTorch's add / mul)."""
+    a, b = check_operand(a, op), check_operand(b, op)
     if a.shape != b.shape:
         raise ValueError(f"quantized {op}: operands must have the same shape, got {a.shape} and {b.shape}")
     if a.dtype != b.dtype:
@@ -76,7 +78,7 @@ def dequantize_tail(x: QTensor) -> np.ndarray:
     return f32(x.scale) * (x.int_repr.astype(np.int64) - x.zero_point).astype(f32)
 
 
-def _saturate(v: np.ndarray, dtype: str) -> np.ndarray:
+def saturate(v: np.ndarray, dtype: str) -> np.ndarray:
     lo, hi = dtype_range(dtype)
     return np.clip(v, lo, hi).astype(storage_dtype(dtype))
 
@@ -85,7 +87,7 @@ def quantize_body(y: np.ndarray, inv: np.float32, zero_point: int, dtype: str) -
     """q = clamp(rint(fl32(y * inv)) + z): ``QuantizeAvx2`` (zero point after rounding)."""
     with np.errstate(over="ignore", invalid="ignore"):
         t = np.minimum((y.astype(f32) * inv).astype(f32), f32(2.0 ** 31 - 128))
-    return _saturate(np.rint(t).astype(np.float64) + zero_point, dtype)
+    return saturate(np.rint(t).astype(np.float64) + zero_point, dtype)
 
 
 def quantize_tail(y: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
@@ -93,7 +95,7 @@ def quantize_tail(y: np.ndarray, scale: float, zero_point: int, dtype: str) -> n
     (fbgemm's LEGACY rule, zero point before rounding)."""
     inv = f32(1) / f32(scale)
     with np.errstate(over="ignore", invalid="ignore"):
-        return _saturate(np.rint((y.astype(f32) * inv).astype(f32) + f32(zero_point)), dtype)
+        return saturate(np.rint((y.astype(f32) * inv).astype(f32) + f32(zero_point)), dtype)
 
 
 def quantize_scalar(value: float, scale: float, zero_point: int, dtype: str) -> int:
@@ -101,16 +103,17 @@ def quantize_scalar(value: float, scale: float, zero_point: int, dtype: str) -> 
     return int(quantize_tail(np.array([value], f32), scale, zero_point, dtype)[0])
 
 
-def _out(x: QTensor, codes: np.ndarray, scale: float, zero_point: int) -> QTensor:
+def with_codes(x: QTensor, codes: np.ndarray, scale: float, zero_point: int) -> QTensor:
+    """A QTensor of ``codes`` with x's dtype and layout."""
     return QTensor(codes, scale, zero_point, None, x.dtype, channels_last=x.channels_last)
 
 
-def _dequant_quant(x: QTensor, fn: Any, scale: float, zero_point: int, inv_body: np.float32) -> QTensor:
+def unary_float_op(x: QTensor, fn: Any, scale: float, zero_point: int, inv_body: np.float32) -> QTensor:
     """The common shape of a unary op: body and tail each dequantize, apply ``fn`` (float32), quantize."""
     scale, zero_point = check_qparams(scale, zero_point, x.dtype)
     body = quantize_body(fn(dequantize_body(x)), inv_body, zero_point, x.dtype)
     tail = quantize_tail(fn(dequantize_tail(x)), scale, zero_point, x.dtype)
-    return _out(x, np.where(body_mask(x), body, tail), scale, zero_point)
+    return with_codes(x, np.where(body_mask(x), body, tail), scale, zero_point)
 
 
 # ----------------------------------------------------------------------------------- binary ops
@@ -120,7 +123,7 @@ def add(a: QTensor, b: QTensor, scale: float, zero_point: int, relu: bool = Fals
     c = fl32(d_a + d_b) with d the body / tail dequantize, then the body / tail quantize with
     inv = fl32(1 / fl32(scale)). Same shapes and dtypes required.
     """
-    a, b = _check_pair(a, b, "add_relu" if relu else "add")
+    a, b = check_operands(a, b, "add_relu" if relu else "add")
     scale, zero_point = check_qparams(scale, zero_point, a.dtype)
     inv = f32(1) / f32(scale)
     sums = []
@@ -129,26 +132,26 @@ def add(a: QTensor, b: QTensor, scale: float, zero_point: int, relu: bool = Fals
         sums.append(np.maximum(c, f32(0)) if relu else c)
     body = quantize_body(sums[0], inv, zero_point, a.dtype)
     tail = quantize_tail(sums[1], scale, zero_point, a.dtype)
-    return _out(a, np.where(body_mask(a), body, tail), scale, zero_point)
+    return with_codes(a, np.where(body_mask(a), body, tail), scale, zero_point)
 
 
 def requantize_from_int(acc: np.ndarray, multiplier: np.float32, zero_point: int, dtype: str) -> np.ndarray:
     """q = clamp(rint(fl32(fl32(acc) * m)) + z): ``requantize_from_int`` (body and tail alike)."""
-    return _saturate(np.rint((acc.astype(f32) * multiplier).astype(f32)).astype(np.float64) + zero_point, dtype)
+    return saturate(np.rint((acc.astype(f32) * multiplier).astype(f32)).astype(np.float64) + zero_point, dtype)
 
 
 def mul(a: QTensor, b: QTensor, scale: float, zero_point: int, relu: bool = False) -> QTensor:
     """``quantized::mul`` / ``mul_relu``, in integers: acc = (q_a - z_a) * (q_b - z_b) (int32), then
     q = clamp(rint(fl32(fl32(acc) * m)) + z) with m = fl32(fl32(fl32(s_a) * fl32(s_b)) * fl32(1 / fl32(s)));
     relu: max(q, z)."""
-    a, b = _check_pair(a, b, "mul_relu" if relu else "mul")
+    a, b = check_operands(a, b, "mul_relu" if relu else "mul")
     scale, zero_point = check_qparams(scale, zero_point, a.dtype)
     m = f32(f32(f32(a.scale) * f32(b.scale)) * (f32(1) / f32(scale)))
     acc = (a.int_repr.astype(np.int32) - a.zero_point) * (b.int_repr.astype(np.int32) - b.zero_point)
     codes = requantize_from_int(acc, m, zero_point, a.dtype)
     if relu:
         codes = np.maximum(codes, np.array(zero_point).astype(codes.dtype))
-    return _out(a, codes, scale, zero_point)
+    return with_codes(a, codes, scale, zero_point)
 
 
 def add_scalar(x: QTensor, other: float, relu: bool = False) -> QTensor:
@@ -160,7 +163,7 @@ def add_scalar(x: QTensor, other: float, relu: bool = False) -> QTensor:
     z' = qmax (doubles), and q' = requantize_from_int(q - z + c_q, m = fl32(fl32(s) * fl32(1 / fl32(s'))), z').
     relu: max(q', z').
     """
-    x = _check(x, "add_scalar")
+    x = check_operand(x, "add_scalar")
     lo, hi = dtype_range(x.dtype)
     c_q = int(np.rint(float(other) / x.scale))
     z0 = x.zero_point - c_q
@@ -173,7 +176,7 @@ def add_scalar(x: QTensor, other: float, relu: bool = False) -> QTensor:
         codes = requantize_from_int(x.int_repr.astype(np.int32) - x.zero_point + c_q, m, z2, x.dtype)
     if relu:
         codes = np.maximum(codes, np.array(z2).astype(codes.dtype))
-    return _out(x, codes, s2, z2)
+    return with_codes(x, codes, s2, z2)
 
 
 def mul_scalar(x: QTensor, other: float, relu: bool = False) -> QTensor:
@@ -182,7 +185,7 @@ def mul_scalar(x: QTensor, other: float, relu: bool = False) -> QTensor:
     c > 0: codes unchanged, (c * s, z).  c == 0: codes 0, (1.0, 0).  c < 0: q' = qmax + qmin - q,
     (|c| * s, qmax - (z - qmin)) -- the code order flips with the sign. relu: max(q', z').
     """
-    x = _check(x, "mul_scalar")
+    x = check_operand(x, "mul_scalar")
     lo, hi = dtype_range(x.dtype)
     c = float(other)
     if c > 0:
@@ -193,7 +196,7 @@ def mul_scalar(x: QTensor, other: float, relu: bool = False) -> QTensor:
         codes, s2, z2 = (hi + lo - x.int_repr.astype(np.int64)).astype(x.int_repr.dtype), abs(c) * x.scale, hi - (x.zero_point - lo)
     if relu:
         codes = np.maximum(codes, np.array(z2).astype(codes.dtype))
-    return _out(x, codes, s2, z2)
+    return with_codes(x, codes, s2, z2)
 
 
 def cat(xs: Sequence[QTensor], dim: int = 0, scale: float | None = None, zero_point: int | None = None) -> QTensor:
@@ -206,7 +209,7 @@ def cat(xs: Sequence[QTensor], dim: int = 0, scale: float | None = None, zero_po
     body ops with inv = fl32(1.0 / scale) and the rest through the tail ops.
     Default output qparams: the first input's.
     """
-    xs = [_check(x, "cat") for x in xs]
+    xs = [check_operand(x, "cat") for x in xs]
     if not xs:
         raise ValueError("quantized cat: expected at least one QTensor")
     ndim = xs[0].ndim

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..nn.layers._utils import ntuple
 from . import kernels
-from .qops import _check, _saturate, channels_last_contiguous, f32
+from .qops import check_operand, saturate, channels_last_contiguous, f32
 from .qtensor import QTensor, dequantize, quantize_per_tensor
 
 
@@ -35,7 +35,7 @@ def adaptive_avg_pool2d(x: QTensor, output_size: Any) -> QTensor:
     x: (N, C, H, W) or (C, H, W). The channels-last path is taken when ``qops.channels_last_contiguous``;
     for a 1x1 input pooled to a larger output PyTorch writes NHWC bytes into an NCHW tensor (reproduced).
     """
-    x = _check(x, "adaptive_avg_pool2d")
+    x = check_operand(x, "adaptive_avg_pool2d")
     if x.ndim not in (3, 4) or 0 in x.shape:
         raise ValueError(f"quantized adaptive_avg_pool2d: expected a non-empty (N, C, H, W) or (C, H, W) input, "
                          f"got {x.shape}")
@@ -44,7 +44,7 @@ def adaptive_avg_pool2d(x: QTensor, output_size: Any) -> QTensor:
     n, c, h, w = codes.shape
     out = np.empty((n, c, oh, ow), codes.dtype)
     s32, z = f32(x.scale), x.zero_point
-    nhwc = channels_last_contiguous(QTensor(codes, x.scale, z, None, x.dtype, channels_last=x.channels_last))
+    nhwc = channels_last_contiguous(x)                  # 4-D only: a (C, H, W) input is never channels-last
     vector = (np.arange(c) < c // 8 * 8)[None, :]
     for i, (h0, h1) in enumerate(_windows(h, oh)):
         for j, (w0, w1) in enumerate(_windows(w, ow)):
@@ -59,7 +59,7 @@ def adaptive_avg_pool2d(x: QTensor, output_size: Any) -> QTensor:
             acc = (total - z * k).astype(np.int32).astype(f32)
             fused = np.rint(kernels.fma32_elementwise(acc, np.full(acc.shape, inv), np.full(acc.shape, f32(z))))
             scalar = np.rint((acc * inv).astype(f32) + f32(z))
-            out[:, :, i, j] = _saturate(np.where(vector, fused, scalar), x.dtype)
+            out[:, :, i, j] = saturate(np.where(vector, fused, scalar), x.dtype)
     if nhwc and h * w == 1 and c > 1 and oh * ow > 1:
         # PyTorch allocates this output NCHW (1x1 inputs suggest no layout) but writes it in NHWC order
         out = np.ascontiguousarray(out.transpose(0, 2, 3, 1)).reshape(n, c, oh, ow)
@@ -77,7 +77,7 @@ def mean(x: QTensor, dim: Any = None, keepdim: bool = False) -> QTensor:
     rounding of a half-way point (126 of 35 823 codes in a random sweep); bit-exact whenever the float sums
     are exact.
     """
-    x = _check(x, "mean")
+    x = check_operand(x, "mean")
     dims = tuple(range(x.ndim)) if dim is None or dim == () else \
         tuple(sorted(d % x.ndim for d in (dim if isinstance(dim, (tuple, list)) else (dim,))))
     contiguous = not x.channels_last or (x.ndim == 4 and (x.shape[1] == 1 or x.shape[2] * x.shape[3] == 1))

@@ -170,6 +170,13 @@ def test_layer_norm_ties_in_body_and_tail(torch):
                                                      0.0, scale, 7))
 
 
+@settings(max_examples=30)
+@given(qtensors(shape=(1, 5, 6)), st.sampled_from([1, (2, 3)]))
+def test_adaptive_avg_pool2d_unbatched_input(torch, x, size):
+    """A (C, H, W) input is never channels-last in PyTorch, even with C == 1."""
+    assert_same(qpool.adaptive_avg_pool2d(x, size), torch.nn.functional.adaptive_avg_pool2d(to_torch(torch, x), size))
+
+
 def test_ties_split_between_vector_body_and_scalar_tail(torch):
     """Half-way sums: the body adds the zero point after rounding, the tail before -- both as PyTorch."""
     n = 100                                                   # 64 body + 36 tail
