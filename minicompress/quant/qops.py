@@ -5,7 +5,8 @@ result depends on *where* float32 rounds. PyTorch's kernels (``QuantizedOpKernel
 AVX2 even on AVX-512 machines) run a vector body and a scalar tail with different arithmetic:
 
 - the body handles 64 int8 codes per step (two ``Vectorized<quint8>`` of 32): elements whose
-  *memory* index is < 64 * floor(numel / 64) (NHWC order for a channels-last tensor);
+  *memory* index is < 64 * floor(numel / 64) (NHWC order for a channels-last tensor); when the two
+  operands of a binary op have different layouts, none (every element takes the scalar path);
 - body dequantize   d = fma(s, q, fl32(s * -z))      body quantize   q = rint(fl32(y * inv)) + z
   tail dequantize   d = fl32(s) * fl32(q - z)         tail quantize   q = rint(fl32(fl32(y * inv) + z))
   (zero point *after* rounding in the body, *before* it in the tail: they disagree at ties).
@@ -66,6 +67,18 @@ def body_mask(x: QTensor) -> np.ndarray:
     return index.reshape(x.shape) < n // BODY_STEP * BODY_STEP
 
 
+def same_layout(a: QTensor, b: QTensor) -> bool:
+    """Whether a and b have one memory order (then PyTorch's TensorIterator runs both as one flat array)."""
+    ambiguous = a.ndim == 4 and (a.shape[1] == 1 or a.shape[2] * a.shape[3] == 1)
+    return ambiguous or a.channels_last == b.channels_last
+
+
+def pair_body_mask(a: QTensor, b: QTensor) -> np.ndarray:
+    """``body_mask`` of a binary op: operands in different layouts are strided along the innermost loop,
+    so PyTorch computes *every* element with the scalar lambda (measured); the output takes a's layout."""
+    return body_mask(a) if same_layout(a, b) else np.zeros(a.shape, bool)
+
+
 def dequantize_body(x: QTensor) -> np.ndarray:
     """d = fma(s, q, fl32(s * -z)): PyTorch's vectorized dequantize (float32)."""
     s = f32(x.scale)
@@ -121,7 +134,8 @@ def add(a: QTensor, b: QTensor, scale: float, zero_point: int, relu: bool = Fals
     """``quantized::add`` (``add_relu`` with relu=True): y = requant(d_a + d_b [max 0]) to (scale, zero_point).
 
     c = fl32(d_a + d_b) with d the body / tail dequantize, then the body / tail quantize with
-    inv = fl32(1 / fl32(scale)). Same shapes and dtypes required.
+    inv = fl32(1 / fl32(scale)); operands in different layouts (an NHWC conv output plus an NCHW input)
+    take the tail path everywhere. Same shapes and dtypes required; the output has a's layout.
     """
     a, b = check_operands(a, b, "add_relu" if relu else "add")
     scale, zero_point = check_qparams(scale, zero_point, a.dtype)
@@ -132,7 +146,7 @@ def add(a: QTensor, b: QTensor, scale: float, zero_point: int, relu: bool = Fals
         sums.append(np.maximum(c, f32(0)) if relu else c)
     body = quantize_body(sums[0], inv, zero_point, a.dtype)
     tail = quantize_tail(sums[1], scale, zero_point, a.dtype)
-    return with_codes(a, np.where(body_mask(a), body, tail), scale, zero_point)
+    return with_codes(a, np.where(pair_body_mask(a, b), body, tail), scale, zero_point)
 
 
 def requantize_from_int(acc: np.ndarray, multiplier: np.float32, zero_point: int, dtype: str) -> np.ndarray:

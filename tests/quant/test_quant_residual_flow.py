@@ -210,6 +210,53 @@ def test_layer_norm_module_matches_nnq_layer_norm(torch):
     assert q_ours.scale == pytest.approx(q_torch.q_scale(), rel=1e-6)      # float LayerNorm calibration: 1-ulp ranges
 
 
+class AddBlock(nn.Module):
+    """Our merge module nn.Add then ReLU (as models/resnet.py's BasicBlock); PyTorch's twin: FloatFunctional.add."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.dequant = Q.QuantStub(), Q.DeQuantStub()
+        self.conv, self.add, self.relu = nn.Conv2d(2, 2, 3, padding=1), nn.Add(), nn.ReLU()
+
+    def forward(self, x):
+        x = self.quant(x)
+        return self.dequant(self.relu(self.add(self.conv(x), x)))
+
+
+def test_nn_add_converts_to_the_same_codes_as_torch_float_functional_add(torch):
+    import torch.ao.quantization as tq
+
+    class TorchAddBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.conv, self.add, self.relu = (torch.nn.Conv2d(2, 2, 3, padding=1), torch.ao.nn.quantized.FloatFunctional(),
+                                              torch.nn.ReLU())
+
+        def forward(self, x):
+            x = self.quant(x)
+            return self.dequant(self.relu(self.add.add(self.conv(x), x)))
+
+    rng = np.random.default_rng(3)
+    ours = AddBlock().eval()
+    for p in ours.parameters():
+        p.data[...] = halves(rng, p.shape)
+    theirs = TorchAddBlock().eval()
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
+    ours.qconfig, theirs.qconfig = Q.default_qconfig, tq.default_qconfig
+    ours, theirs = Q.prepare(ours), tq.prepare(theirs)
+    for _ in range(2):
+        xb = quarters(rng, (3, 2, 5, 5))                  # 150 codes: a vector body and a scalar tail
+        with no_grad():
+            ours(xb)
+        theirs(torch.from_numpy(xb))
+    qm, tqm = Q.convert(ours), tq.convert(theirs)
+    assert isinstance(qm.add, Q.QuantizedAdd)
+    assert (float(qm.add.scale), int(qm.add.zero_point)) == (tqm.add.scale, tqm.add.zero_point)
+    x = quarters(rng, (3, 2, 5, 5))
+    np.testing.assert_array_equal(qm(x), tqm(torch.from_numpy(x)).numpy())
+
+
 def test_prepare_observes_merges_like_torch():
     m = Residual().eval()
     m.qconfig = Q.default_qconfig

@@ -42,7 +42,7 @@ def qtensors(draw, shape=None, dtype=None, channels_last=None):
 @st.composite
 def pairs(draw):
     a = draw(qtensors())
-    b = draw(qtensors(shape=a.shape, dtype=a.dtype, channels_last=a.channels_last))
+    b = draw(qtensors(shape=a.shape, dtype=a.dtype, channels_last=draw(st.sampled_from([a.channels_last, None]))))
     lo, hi, _ = RANGES[a.dtype]
     return a, b, draw(scales()), draw(st.integers(lo, hi))
 
@@ -187,6 +187,18 @@ def test_ties_split_between_vector_body_and_scalar_tail(torch):
     assert_same(ours, torch.ops.quantized.add(to_torch(torch, a), to_torch(torch, b), 1.0, 3))
     x = QTensor(np.arange(100, dtype=np.uint8), 0.25, 3, None, "quint8")
     assert_same(QA.hardswish(x, 0.5, 7), torch.ops.quantized.hardswish(to_torch(torch, x), 0.5, 7))
+
+
+def test_add_of_mixed_layouts_is_all_scalar_path(torch):
+    """An NHWC conv output plus an NCHW tensor: no vector body at all -- ties round with the zero point first."""
+    shape = (2, 3, 5, 7)                                                     # 210 codes
+    a = QTensor(np.full(shape, 131, np.uint8), 0.5, 128, None, "quint8", channels_last=True)     # 1.5
+    b = QTensor(np.full(shape, 128, np.uint8), 0.5, 128, None, "quint8")                         # 0
+    ours = qops.add(a, b, 1.0, 3)
+    assert (ours.int_repr == 4).all() and ours.channels_last                  # rint(1.5 + 3) = 4 everywhere
+    assert_same(ours, torch.ops.quantized.add(to_torch(torch, a), to_torch(torch, b), 1.0, 3))
+    same = qops.add(a, QTensor(b.int_repr, 0.5, 128, None, "quint8", channels_last=True), 1.0, 3)
+    assert (same.int_repr == 5).sum() == 192                                 # 3 * 64 body codes: rint(1.5) + 3
 
 
 def test_saturation_and_qparam_edge_cases(torch):
