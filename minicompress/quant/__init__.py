@@ -9,11 +9,14 @@ Layers of the package (each file one job):
 - ``kernels``, ``gemm``, ``vnni``  Numba kernels (quantize, im2col; int8 GEMM + fused epilogues; the VNNI
   micro-kernel); ``reference`` their NumPy twins
 - ``functional``  linear_dynamic, linear, conv2d
-- ``modules``, ``passthrough``  quantized Modules; ``fuse``  BatchNorm folding and fused float modules
+- ``qops``, ``qactivations``, ``qpool``, ``qnorm``  add / mul / cat / scalar ops, activations, pooling / mean,
+  layer norm on QTensors; ``qembedding``  weight-only int8 Embedding
+  (PyTorch's vector-body / scalar-tail arithmetic, ``docs/quantized_ops.md``)
+- ``modules``, ``passthrough``, ``qmerge``  quantized Modules; ``fuse``  BatchNorm folding and fused float modules
 - ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert; ``mappings``  every module mapping
 - ``fake_quant_ops``, ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training
 """
-from . import functional
+from . import functional, qactivations, qnorm, qops, qpool
 from .functional import Int32OverflowWarning
 from .flows import convert, prepare, propagate_qconfig_, quantize_dynamic, swap_modules
 from .mappings import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_QAT_MODULE_MAPPINGS,
@@ -27,8 +30,13 @@ from .modules import (DeQuantize, DeQuantStub, WeightedQuantized, DynamicQuantiz
 from .observer import (MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
                        ObserverBase, PerChannelMinMaxObserver, PlaceholderObserver,
                        UniformQuantizationObserverBase)
-from .passthrough import QuantizedDropout, QuantizedFlatten, QuantizedMaxPool2d, QuantizedReLU
-from .qconfig import (QConfig, default_dynamic_qconfig, default_histogram_observer, default_observer,
+from .passthrough import (QuantizedAdaptiveAvgPool2d, QuantizedDropout, QuantizedFlatten, QuantizedHardtanh,
+                          QuantizedMaxPool2d, QuantizedReLU, QuantizedReLU6, QuantizedSigmoid)
+from .qembedding import QuantizedEmbedding
+from .qmerge import (QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul,
+                     QuantizedLayerNorm, QuantizedPReLU)
+from .qconfig import (QConfig, default_dynamic_qconfig, default_float_qparams_observer,
+                      float_qparams_weight_only_qconfig, default_histogram_observer, default_observer,
                       default_per_channel_qconfig, default_per_channel_weight_observer, default_qconfig,
                       default_weight_observer, get_default_qconfig, per_channel_dynamic_qconfig)
 from .qparams import calculate_qmin_qmax, calculate_qparams, choose_quantization_params, quantize_multiplier
@@ -58,6 +66,9 @@ __all__ = [
     "QuantStub", "DeQuantStub", "Quantize", "DeQuantize", "QuantizedLinear", "QuantizedLinearReLU",
     "QuantizedConv2d", "QuantizedConvReLU2d", "DynamicQuantizedLinear", "DynamicQuantizedLinearReLU",
     "WeightedQuantized", "QuantizedReLU", "QuantizedMaxPool2d", "QuantizedFlatten", "QuantizedDropout", "quantize_weight",
+    "qops", "qactivations", "qpool", "QFunctional", "QuantizedAdd", "QuantizedMul", "QuantizedCat", "QuantizedHardswish",
+    "QuantizedLeakyReLU", "QuantizedPReLU", "QuantizedLayerNorm", "qnorm", "QuantizedEmbedding",
+    "float_qparams_weight_only_qconfig", "default_float_qparams_observer", "QuantizedReLU6", "QuantizedHardtanh", "QuantizedSigmoid", "QuantizedAdaptiveAvgPool2d",
     "LinearReLU", "ConvReLU2d", "fuse_modules", "fuse_conv_bn_eval", "fuse_linear_bn_eval",
     "fuse_conv_bn_weights", "fuse_linear_bn_weights", "prepare", "convert", "quantize_dynamic",
     "propagate_qconfig_", "DEFAULT_STATIC_QUANT_MODULE_MAPPINGS", "DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS",

@@ -5,7 +5,7 @@ quantized per call). Static PTQ::
 
     model.eval(); model = fuse_modules(model, [['conv', 'bn', 'relu']])
     model.qconfig = get_default_qconfig('x86')
-    prepared = prepare(model)          # observers on QuantStub and on every Linear / Conv2d (fused or not)
+    prepared = prepare(model)          # observers on QuantStub, Linear / Conv2d (fused or not), merges, ...
     for xb in calibration: prepared(xb)
     qmodel = convert(prepared)         # float layers swapped for quantized ones
 
@@ -26,7 +26,7 @@ import numpy as np
 from ..nn import Linear
 from ..nn.module import Module
 from .mappings import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, FUSED_TYPES,
-                       OBSERVED_TYPES)
+                       OBSERVED_TYPES, SELF_OBSERVING_TYPES)
 from .modules import DeQuantStub
 from .qconfig import QConfig, default_dynamic_qconfig
 
@@ -55,9 +55,11 @@ def observe_output_backward(module: Module, grad_output: np.ndarray) -> np.ndarr
 
 
 def _add_observer(module: Module) -> None:
-    """Attach ``activation_post_process`` and observe the module's output."""
+    """Attach ``activation_post_process`` and observe the module's output (a FloatFunctional calls its own
+    ``activation_post_process`` child in each op, so it only gets the observer, as in PyTorch)."""
     module.add_module("activation_post_process", module.qconfig.activation())
-    module.register_forward_hook(observe_output, backward=observe_output_backward)
+    if not isinstance(module, SELF_OBSERVING_TYPES):
+        module.register_forward_hook(observe_output, backward=observe_output_backward)
 
 
 def _add_observers(module: Module) -> None:
@@ -67,8 +69,8 @@ def _add_observers(module: Module) -> None:
                 _add_observer(child)
         else:
             _add_observers(child)
-    if isinstance(module, OBSERVED_TYPES) and not isinstance(module, (DeQuantStub, *FUSED_TYPES)) \
-            and module.qconfig is not None:
+    if isinstance(module, (*OBSERVED_TYPES, *SELF_OBSERVING_TYPES)) \
+            and not isinstance(module, (DeQuantStub, *FUSED_TYPES)) and module.qconfig is not None:
         _add_observer(module)
 
 

@@ -316,4 +316,4 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
         check_int32_range(a, x.zero_point, (0, 255), wg, "conv2d", overflow)
         out[:, rows] = _qgemm_static(a, x.zero_point, x.scale, wg, b[rows], scale, zero_point, relu, requant)
     codes = np.ascontiguousarray(out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
-    return QTensor(codes, scale, zero_point, None, "quint8")
+    return QTensor(codes, scale, zero_point, None, "quint8", channels_last=True)    # fbgemm's output is NHWC

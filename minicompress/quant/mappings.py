@@ -15,11 +15,15 @@ from . import qat_modules as qat
 from .fuse import ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU
 from .modules import (DeQuantize, DeQuantStub, DynamicQuantizedLinear, DynamicQuantizedLinearReLU, Quantize,
                       QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear, QuantizedLinearReLU, QuantStub)
-from .passthrough import QuantizedDropout, QuantizedFlatten, QuantizedMaxPool2d, QuantizedReLU
+from .passthrough import (QuantizedAdaptiveAvgPool2d, QuantizedDropout, QuantizedFlatten, QuantizedHardtanh,
+                          QuantizedMaxPool2d, QuantizedReLU, QuantizedReLU6, QuantizedSigmoid)
+from .qmerge import (QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul,
+                     QuantizedLayerNorm, QuantizedPReLU)
 from .qconfig import QConfig
+from .qembedding import QuantizedEmbedding
 
 __all__ = ["DEFAULT_QAT_MODULE_MAPPINGS", "QAT_CONVERT_MODULE_MAPPINGS", "DEFAULT_STATIC_QUANT_MODULE_MAPPINGS",
-           "DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS", "OBSERVED_TYPES", "FUSED_TYPES", "to_observed_float", "FromQAT"]
+           "DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS", "OBSERVED_TYPES", "SELF_OBSERVING_TYPES", "FUSED_TYPES", "to_observed_float", "FromQAT"]
 
 
 def to_observed_float(mod: Module) -> Module:
@@ -73,6 +77,10 @@ DEFAULT_STATIC_QUANT_MODULE_MAPPINGS: dict[type, type | FromQAT] = {
     nn.Conv2d: QuantizedConv2d, ConvReLU2d: QuantizedConvReLU2d,
     nn.ReLU: QuantizedReLU, nn.MaxPool2d: QuantizedMaxPool2d, nn.Flatten: QuantizedFlatten,
     nn.Dropout: QuantizedDropout,
+    nn.FloatFunctional: QFunctional, nn.Add: QuantizedAdd, nn.Mul: QuantizedMul, nn.Cat: QuantizedCat,
+    nn.Hardswish: QuantizedHardswish, nn.LeakyReLU: QuantizedLeakyReLU, nn.PReLU: QuantizedPReLU, nn.ReLU6: QuantizedReLU6,
+    nn.LayerNorm: QuantizedLayerNorm, nn.Embedding: QuantizedEmbedding,
+    nn.Hardtanh: QuantizedHardtanh, nn.Sigmoid: QuantizedSigmoid, nn.AdaptiveAvgPool2d: QuantizedAdaptiveAvgPool2d,
     **QAT_CONVERT_MODULE_MAPPINGS,
 }
 
@@ -80,7 +88,13 @@ DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS: dict[type, type] = {
     nn.Linear: DynamicQuantizedLinear, LinearReLU: DynamicQuantizedLinearReLU,
 }
 
-# layers whose output prepare() observes (their quantized versions need an output scale)
-OBSERVED_TYPES = (QuantStub, nn.Linear, LinearReLU, nn.Conv2d, ConvReLU2d)
+# layers whose output prepare() observes (their quantized versions need an output scale; ReLU6 and Embedding
+# -- a PlaceholderObserver with float_qparams_weight_only_qconfig -- as PyTorch, which observes every module
+# of its mapping). Not observed, as in PyTorch: Sigmoid (fixed output qparams),
+# ReLU / Hardtanh / pooling / Flatten (output qparams = input's).
+OBSERVED_TYPES = (QuantStub, nn.Linear, LinearReLU, nn.Conv2d, ConvReLU2d, nn.Add, nn.Mul, nn.Cat, nn.Hardswish,
+                  nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.LayerNorm, nn.Embedding)
+# modules that call their own ``activation_post_process`` child (prepare replaces it by the observer)
+SELF_OBSERVING_TYPES = (nn.FloatFunctional,)
 # modules that are swapped whole (their children are not entered)
 FUSED_TYPES = (LinearReLU, ConvReLU2d)

@@ -7,7 +7,12 @@ QTensor (exact integer op) or a float array (the float layer, unchanged)::
     ReLU:       q' = max(q, z)                  (the code of real 0 is z)
     MaxPool2d:  q' = max over the window of q   (dequantization is monotone since s > 0)
     Flatten:    a reshape of the codes
-    Dropout:    identity (eval)
+    Dropout:    identity (eval); (nn.Identity passes QTensors already)
+    ReLU6, Hardtanh:    codes clamped to quantized bounds (``qactivations.clamp``)
+    AdaptiveAvgPool2d:  ``qpool.adaptive_avg_pool2d`` (input qparams kept)
+    Sigmoid:    ``qactivations.sigmoid``, fixed output qparams (1/256, 0) quint8 -- PyTorch's eager
+                ``convert`` leaves ``nn.Sigmoid`` float and not observed; torch.sigmoid of a quantized
+                tensor then picks these qparams itself
 """
 from __future__ import annotations
 
@@ -15,14 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from ..nn import Dropout, Flatten, MaxPool2d, ReLU
+from ..nn import AdaptiveAvgPool2d, Dropout, Flatten, Hardtanh, MaxPool2d, ReLU, ReLU6, Sigmoid
 from ..nn.grad_mode import no_grad
 from ..nn.module import Module
+from . import qactivations as QA
+from .qpool import adaptive_avg_pool2d
 from .qtensor import QTensor
 
 
 def _like(q: QTensor, codes: np.ndarray) -> QTensor:
-    return QTensor(np.ascontiguousarray(codes.astype(q.int_repr.dtype)), q.scale, q.zero_point, None, q.dtype)
+    """New codes with q's qparams; an NHWC layout survives ops that keep the 4-D shape (as in PyTorch)."""
+    return QTensor(np.ascontiguousarray(codes.astype(q.int_repr.dtype)), q.scale, q.zero_point, None, q.dtype,
+                   channels_last=q.channels_last and codes.ndim == 4)
 
 
 def _per_tensor(q: QTensor, who: Module) -> QTensor:
@@ -92,3 +101,47 @@ class QuantizedDropout(Dropout):
     @classmethod
     def from_float(cls, mod: Dropout) -> "QuantizedDropout":
         return cls(mod.p)
+
+
+class QuantizedHardtanh(Hardtanh):
+    def forward(self, x: Any) -> Any:
+        if isinstance(x, QTensor):
+            return QA.hardtanh(_per_tensor(x, self), self.min_val, self.max_val)
+        return super().forward(x)
+
+    @classmethod
+    def from_float(cls, mod: Hardtanh) -> "QuantizedHardtanh":
+        return cls(mod.min_val, mod.max_val)
+
+
+class QuantizedReLU6(ReLU6):
+    def forward(self, x: Any) -> Any:
+        if isinstance(x, QTensor):
+            return QA.relu6(_per_tensor(x, self))
+        return super().forward(x)
+
+    @classmethod
+    def from_float(cls, mod: ReLU6) -> "QuantizedReLU6":
+        return cls()
+
+
+class QuantizedSigmoid(Sigmoid):
+    def forward(self, x: Any) -> Any:
+        if isinstance(x, QTensor):
+            return QA.sigmoid(_per_tensor(x, self))
+        return super().forward(x)
+
+    @classmethod
+    def from_float(cls, mod: Sigmoid) -> "QuantizedSigmoid":
+        return cls()
+
+
+class QuantizedAdaptiveAvgPool2d(AdaptiveAvgPool2d):
+    def forward(self, x: Any) -> Any:
+        if isinstance(x, QTensor):
+            return adaptive_avg_pool2d(_per_tensor(x, self), self.output_size)
+        return super().forward(x)
+
+    @classmethod
+    def from_float(cls, mod: AdaptiveAvgPool2d) -> "QuantizedAdaptiveAvgPool2d":
+        return cls(mod.output_size)

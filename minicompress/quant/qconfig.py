@@ -47,7 +47,13 @@ default_histogram_observer = HistogramObserver.with_args(quant_min=0, quant_max=
 default_dynamic_quant_observer = PlaceholderObserver.with_args(dtype="quint8", quant_min=0, quant_max=255,
                                                                is_dynamic=True)
 
+default_placeholder_observer = PlaceholderObserver
+default_float_qparams_observer = PerChannelMinMaxObserver.with_args(dtype="quint8",
+                                                                     qscheme="per_channel_affine_float_qparams", ch_axis=0)
+
 default_qconfig = QConfig(activation=default_observer, weight=default_weight_observer)
+# weight-only quantization of nn.Embedding (the only qconfig QuantizedEmbedding accepts, as PyTorch)
+float_qparams_weight_only_qconfig = QConfig(activation=default_placeholder_observer, weight=default_float_qparams_observer)
 default_per_channel_qconfig = QConfig(activation=default_observer, weight=default_per_channel_weight_observer)
 default_dynamic_qconfig = QConfig(activation=default_dynamic_quant_observer, weight=default_weight_observer)
 per_channel_dynamic_qconfig = QConfig(activation=default_dynamic_quant_observer,

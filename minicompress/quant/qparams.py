@@ -28,7 +28,8 @@ import numpy as np
 
 from .qtensor import dtype_range
 
-QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")
+QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric",
+            "per_channel_affine_float_qparams")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 SMALL_SCALE_THRESHOLD = np.float32(6.1e-5)     # FBGEMM: fp16_min, keeps scales out of fp16 subnormals
 
@@ -79,6 +80,10 @@ def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme:
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(scale float32 (C,), zero_point int64 (C,)) from running min/max (0-d per tensor, (C,) per channel).
 
+    ``per_channel_affine_float_qparams`` (weight-only embeddings): the range is *not* widened to include 0,
+    s = fl32((max - min) / (qmax - qmin)), s = s if s > eps else 1.0, and the zero point is a float32,
+    z = fl32(-min / s).
+
     Un-observed statistics (empty, or min = +inf and max = -inf) give the defaults ([1.0], [0]) with
     PyTorch's warning; any other non-finite bound (an infinite range) raises instead of giving an
     infinite or NaN scale.
@@ -96,6 +101,10 @@ def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme:
     if (min_val > max_val).any():
         raise ValueError(f"min {min_val} should be less than or equal to max {max_val}")
     eps32 = np.float32(eps)
+    if qscheme == "per_channel_affine_float_qparams":
+        scale = ((max_val - min_val) / np.float32(quant_max - quant_min)).astype(np.float32)
+        scale = np.where(scale > eps32, scale, np.float32(1))
+        return scale.reshape(-1).astype(np.float32), (-min_val / scale).reshape(-1).astype(np.float32)
     min_neg = np.minimum(min_val, np.float32(0))
     max_pos = np.maximum(max_val, np.float32(0))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

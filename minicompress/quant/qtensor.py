@@ -16,6 +16,7 @@ Exact float steps of PyTorch 2.13.0 (measured, see ``docs/quantization.md``):
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -54,11 +55,13 @@ class QTensor:
 
     Attributes: ``int_repr`` (int8/uint8/int32 array), ``scale`` (float, or float64 array of shape
     (C,) when per channel), ``zero_point`` (int, or int64 array (C,)), ``axis`` (None or the channel
-    axis), ``dtype`` ('qint8' | 'quint8' | 'qint32').
+    axis), ``dtype`` ('qint8' | 'quint8' | 'qint32'), ``channels_last`` (bool: the memory layout PyTorch
+    would have -- its quantized conv returns NHWC tensors, and some ops then take another code path
+    with other roundings, ``docs/quantized_ops.md``; ``int_repr`` itself is always a logical NCHW array).
     """
 
     def __init__(self, int_repr: np.ndarray, scale: Any, zero_point: Any, axis: int | None = None,
-                 dtype: str | None = None) -> None:
+                 dtype: str | None = None, channels_last: bool = False) -> None:
         int_repr = np.asarray(int_repr)
         if dtype is None:
             dtype = {np.dtype(v[0]): k for k, v in QDTYPES.items()}.get(int_repr.dtype)
@@ -73,6 +76,7 @@ class QTensor:
             axis = _check_axis(axis, int_repr.ndim)
             scale, zero_point = check_channel_qparams(scale, zero_point, dtype, int_repr.shape[axis])
         self.int_repr, self.scale, self.zero_point, self.axis, self.dtype = int_repr, scale, zero_point, axis, dtype
+        self.channels_last = bool(channels_last) and int_repr.ndim == 4
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -90,10 +94,42 @@ class QTensor:
         """x_hat = s * (q - z) as float32, eq. (2)."""
         return dequantize(self)
 
+    # ``+``, ``*`` ... on codes would be silently wrong (the result's qparams are unknown): a clear error
+    # instead, naming the module whose forward did it. ``__array_ufunc__ = None`` makes NumPy defer to it.
+    __array_ufunc__ = None
+
+    def _no_arithmetic(self, other: Any, op: str) -> Any:
+        where = _calling_module()
+        raise TypeError(f"{where}'{op}' on a QTensor and a {type(other).__name__}: quantized tensors have no "
+                        f"arithmetic operators (the result's scale and zero point must be observed); do the merge "
+                        f"in a module -- nn.Add / nn.Mul / nn.Cat or nn.FloatFunctional (add, add_relu, mul, cat) -- so "
+                        f"that prepare() observes it and convert() quantizes it")
+
+    def __add__(self, other: Any) -> Any: return self._no_arithmetic(other, "+")
+    def __radd__(self, other: Any) -> Any: return self._no_arithmetic(other, "+")
+    def __sub__(self, other: Any) -> Any: return self._no_arithmetic(other, "-")
+    def __rsub__(self, other: Any) -> Any: return self._no_arithmetic(other, "-")
+    def __mul__(self, other: Any) -> Any: return self._no_arithmetic(other, "*")
+    def __rmul__(self, other: Any) -> Any: return self._no_arithmetic(other, "*")
+    def __truediv__(self, other: Any) -> Any: return self._no_arithmetic(other, "/")
+    def __matmul__(self, other: Any) -> Any: return self._no_arithmetic(other, "@")
+    def __rmatmul__(self, other: Any) -> Any: return self._no_arithmetic(other, "@")
+
     def __repr__(self) -> str:
         qp = (f"scale={self.scale!r}, zero_point={self.zero_point!r}" if self.axis is None else
               f"scales={self.scale!r}, zero_points={self.zero_point!r}, axis={self.axis}")
         return f"QTensor(shape={self.shape}, dtype={self.dtype}, {qp})"
+
+
+def _calling_module() -> str:
+    """'<Module>.forward: ' of the innermost Module whose forward is on the call stack, else ''."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if frame.f_code.co_name == "forward" and hasattr(owner, "named_children") and hasattr(owner, "_name"):
+            return f"{owner._name()}.forward: "
+        frame = frame.f_back
+    return ""
 
 
 # ---------------------------------------------------------------------------------------- validation

@@ -4,8 +4,10 @@
 returns one gradient per input (a tuple). Inputs broadcast as in NumPy; the gradient of a broadcast
 input is summed back to its shape. ``FloatFunctional`` is PyTorch's eager-quantization helper
 (``add``, ``add_relu``, ``mul``, ``cat``, ``add_scalar``, ``mul_scalar``), for code ported from
-torchvision's quantizable models: each call passes its result through ``activation_post_process``
-(Identity; an observer after ``prepare``), and ``backward`` answers the latest call not yet used.
+torchvision's quantizable models: each call but the two scalar ones passes its result through
+``activation_post_process`` (Identity; an observer after ``prepare``; PyTorch does not observe
+``add_scalar`` / ``mul_scalar``, whose quantized forms choose their own output qparams), and ``backward``
+answers the latest call not yet used.
 Its methods go through the module call (``self("add", x, y)``), so hooks and tracing see them.
 """
 from __future__ import annotations
@@ -168,7 +170,7 @@ class FloatFunctional(Module):
                 out, relu_cache = A.relu_forward(out)
                 cache = (cache, relu_cache)
         self._save_for_backward((op, out.shape, cache))
-        return self.activation_post_process(out)
+        return out if op in ("add_scalar", "mul_scalar") else self.activation_post_process(out)
 
     def add(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """x + y."""
@@ -195,8 +197,8 @@ class FloatFunctional(Module):
         return self("mul_scalar", x, y)
 
     def backward(self, grad_output: np.ndarray) -> Any:
-        dy = self.activation_post_process.backward(grad_output)
         op, shape, cache = self._saved()
+        dy = grad_output if op in ("add_scalar", "mul_scalar") else self.activation_post_process.backward(grad_output)
         check_grad(self, dy, shape)
         if op == "add":
             return add_backward(dy, cache)
