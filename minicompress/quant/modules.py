@@ -45,13 +45,21 @@ class DeQuantStub(QuantStub):
     """Marks where quantized activations become float again; ``convert`` swaps it for DeQuantize."""
 
 
+def has_observed(mod: Module) -> bool:
+    """Whether ``mod``'s ``activation_post_process`` observer has seen data (False without an observer)."""
+    obs = getattr(mod, "activation_post_process", None)
+    if obs is None:
+        return False
+    inner = getattr(obs, "activation_post_process", obs)    # a FakeQuantize holds its observer inside
+    return not (np.any(np.isinf(getattr(inner, "min_val", np.zeros(1)))) or np.size(getattr(inner, "min_val", 1)) == 0)
+
+
 def _act_qparams(mod: Module) -> tuple[float, int, str]:
     """(scale, zero_point, dtype) from a calibrated ``activation_post_process`` observer."""
     obs = getattr(mod, "activation_post_process", None)
     if obs is None:
         raise ValueError(f"{mod._name()} has no activation_post_process observer: call prepare() before convert()")
-    inner = getattr(obs, "activation_post_process", obs)    # a FakeQuantize holds its observer inside
-    if np.any(np.isinf(getattr(inner, "min_val", np.zeros(1)))) or np.size(getattr(inner, "min_val", 1)) == 0:
+    if not has_observed(mod):
         raise ValueError(f"{mod._name()}: its observer has not seen any data; run calibration batches through "
                          f"the prepared model before convert()")
     scale, zp = obs.calculate_qparams()

@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +23,7 @@ from ..nn.module import Module
 from . import qactivations as QA
 from . import qops
 from .qnorm import layer_norm
-from .modules import _act_qparams
+from .modules import has_observed, _act_qparams
 from .qtensor import QTensor, quantize_per_tensor
 
 
@@ -39,6 +41,13 @@ class _OutputQParams(Module):
 
     @classmethod
     def from_float(cls, mod: Module) -> "_OutputQParams":
+        """The observed output qparams. A merge never called during calibration (a MobileNetV2 block's
+        ``skip_add`` where the block has no residual) gets PyTorch's defaults, scale 1.0 and zero point 0,
+        with a warning naming it, as ``QFunctional.from_float`` does with an unobserved observer."""
+        if getattr(mod, "activation_post_process", None) is not None and not has_observed(mod):
+            warnings.warn(f"convert: {mod._name()} was not called during calibration; it gets PyTorch's default "
+                          f"qparams (scale 1.0, zero_point 0)", stacklevel=3)
+            return cls()
         scale, zero_point, _ = _act_qparams(mod)
         return cls(scale, zero_point)
 

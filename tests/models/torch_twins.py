@@ -11,8 +11,11 @@ from __future__ import annotations
 
 
 def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, small_input=False,
-                widths=(64, 128, 256, 512)):
+                widths=(64, 128, 256, 512), quantizable=False):
+    """``quantizable``: torchvision's ``models.quantization`` ResNet (FloatFunctional add_relu, relu1/relu2,
+    QuantStub/DeQuantStub, ``fuse_model``), same float function and keys."""
     nn = torch.nn
+    fuse = torch.ao.quantization.fuse_modules
 
     def conv3x3(i, o, stride=1):
         return nn.Conv2d(i, o, 3, stride, 1, bias=False)
@@ -27,11 +30,19 @@ def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, smal
             self.conv2, self.bn2 = conv3x3(planes, planes), nn.BatchNorm2d(planes)
             self.downsample = downsample
 
+            if quantizable:
+                self.add_relu = torch.ao.nn.quantized.FloatFunctional()
+
         def forward(self, x):
             out = self.relu(self.bn1(self.conv1(x)))
             out = self.bn2(self.conv2(out))
             identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
+            return self.add_relu.add_relu(out, identity) if quantizable else self.relu(out + identity)
+
+        def fuse_model(self):
+            fuse(self, [["conv1", "bn1", "relu"], ["conv2", "bn2"]], inplace=True)
+            if self.downsample is not None:
+                fuse(self.downsample, ["0", "1"], inplace=True)
 
     class Bottleneck(nn.Module):
         expansion = 4
@@ -43,13 +54,25 @@ def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, smal
             self.conv3, self.bn3 = nn.Conv2d(planes, planes * 4, 1, bias=False), nn.BatchNorm2d(planes * 4)
             self.relu = nn.ReLU(inplace=True)
             self.downsample = downsample
+            if quantizable:
+                self.skip_add_relu = torch.ao.nn.quantized.FloatFunctional()
+                self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
 
         def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
+            if quantizable:
+                out = self.relu1(self.bn1(self.conv1(x)))
+                out = self.relu2(self.bn2(self.conv2(out)))
+            else:
+                out = self.relu(self.bn1(self.conv1(x)))
+                out = self.relu(self.bn2(self.conv2(out)))
             out = self.bn3(self.conv3(out))
             identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
+            return self.skip_add_relu.add_relu(out, identity) if quantizable else self.relu(out + identity)
+
+        def fuse_model(self):
+            fuse(self, [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["conv3", "bn3"]], inplace=True)
+            if self.downsample is not None:
+                fuse(self.downsample, ["0", "1"], inplace=True)
 
     cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
 
@@ -68,6 +91,8 @@ def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, smal
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.fc = nn.Linear(widths[-1] * cls.expansion, num_classes)
             self.stages = len(layers)
+            if quantizable:
+                self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
 
         def _make_layer(self, planes, blocks, stride):
             downsample = None
@@ -80,16 +105,29 @@ def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, smal
             return nn.Sequential(*out)
 
         def forward(self, x):
+            x = self.quant(x) if quantizable else x
             x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
             for i in range(self.stages):
                 x = getattr(self, f"layer{i + 1}")(x)
-            return self.fc(torch.flatten(self.avgpool(x), 1))
+            x = self.fc(torch.flatten(self.avgpool(x), 1))
+            return self.dequant(x) if quantizable else x
+
+        def fuse_model(self):
+            fuse(self, ["conv1", "bn1", "relu"], inplace=True)
+            for m in self.modules():
+                if type(m) in (BasicBlock, Bottleneck):
+                    m.fuse_model()
 
     return ResNet()
 
 
-def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, small_input=False):
+def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, small_input=False,
+                      quantizable=False):
+    """``quantizable``: torchvision's ``models.quantization.mobilenet_v2`` (FloatFunctional skip_add,
+    QuantStub/DeQuantStub, ReLU6 replaced by ReLU as its ``_replace_relu`` does, ``fuse_model``)."""
     nn = torch.nn
+    fuse = torch.ao.quantization.fuse_modules
+    activation = (lambda: nn.ReLU()) if quantizable else (lambda: nn.ReLU6(inplace=True))
 
     def make_divisible(v, divisor=8):
         new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
@@ -97,7 +135,7 @@ def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, sm
 
     def cna(i, o, k=3, stride=1, groups=1):
         return nn.Sequential(nn.Conv2d(i, o, k, stride, (k - 1) // 2, groups=groups, bias=False),
-                             nn.BatchNorm2d(o), nn.ReLU6(inplace=True))
+                             nn.BatchNorm2d(o), activation())
 
     class InvertedResidual(nn.Module):
         def __init__(self, inp, oup, stride, t):
@@ -108,9 +146,18 @@ def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, sm
             layers += [cna(hidden, hidden, stride=stride, groups=hidden), nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
                        nn.BatchNorm2d(oup)]
             self.conv = nn.Sequential(*layers)
+            if quantizable:
+                self.skip_add = torch.ao.nn.quantized.FloatFunctional()
 
         def forward(self, x):
-            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+            if not self.use_res_connect:
+                return self.conv(x)
+            return self.skip_add.add(x, self.conv(x)) if quantizable else x + self.conv(x)
+
+        def fuse_model(self):
+            for idx in range(len(self.conv)):
+                if type(self.conv[idx]) is nn.Conv2d:
+                    fuse(self.conv, [str(idx), str(idx + 1)], inplace=True)
 
     class MobileNetV2(nn.Module):
         def __init__(self):
@@ -128,10 +175,21 @@ def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, sm
             features.append(cna(c_in, last, 1))
             self.features = nn.Sequential(*features)
             self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
+            if quantizable:
+                self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
 
         def forward(self, x):
+            x = self.quant(x) if quantizable else x
             x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
-            return self.classifier(torch.flatten(x, 1))
+            x = self.classifier(torch.flatten(x, 1))
+            return self.dequant(x) if quantizable else x
+
+        def fuse_model(self):
+            for m in self.modules():
+                if type(m) is nn.Sequential and len(m) == 3 and type(m[0]) is nn.Conv2d:
+                    fuse(m, ["0", "1", "2"], inplace=True)
+                if type(m) is InvertedResidual:
+                    m.fuse_model()
 
     return MobileNetV2()
 
