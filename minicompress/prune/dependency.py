@@ -7,6 +7,9 @@ Every array of one traced call has a *channel axis* (axis 1 of an (N, C, ...) ma
     role 'in'       consumer's input c: Conv/Linear weight[:, c]
     role 'channel'  per-channel parameters [c]: BatchNorm, depthwise conv, PReLU(C), GroupNorm
     role 'param'    a parameter fed into a layer (a ViT's class token, its position embedding) [..., c]
+    role 'hidden'   hidden unit j of an RNN / LSTM / GRU: its gate rows of every weight_ih / weight_hh / bias,
+                    its column of every weight_hh and of the next layer's weight_ih (every layer and direction:
+                    one module has one hidden_size)
 
 Each traced call joins the elements that must be removed together (a union-find):
 
@@ -18,6 +21,8 @@ Each traced call joins the elements that must be removed together (a union-find)
     Cat along the channel axis                         input k's c = output (offset_k + c)
     Flatten over the channel axis                      input c = every output feature whose coordinate there is c
     Permute / Unflatten / Flatten elsewhere            the channel axis moves
+    RNN / LSTM / GRU (no proj_size)                    input feature c = its 'in' c; output feature d H + j,
+                                                       h_n[..., j], c_n[..., j], h0 / c0 [..., j] = its 'hidden' j
 
 A set of joined elements is one prunable *unit*; units with the same members form a ``Group``. A unit
 joined to something that must keep its width is refused, and the reason names the module: the model's
@@ -40,12 +45,14 @@ from ..nn.graph import Graph, Node, Source, trace_graph
 from ..nn.kinds import layer_kind
 from ..nn.layers import (Cat, Embedding, FloatFunctional, GroupNorm, LayerNorm, MultiheadAttention, Permute, PReLU,
                          Unflatten)
+from ..nn.layers.rnn import RNNBase
 from ..nn.layers.activation import _SoftmaxBase
 from ..nn.module import Module
 
-__all__ = ["Group", "DependencyGraph", "dependency_graph"]
+__all__ = ["Group", "DependencyGraph", "dependency_graph", "SOURCES"]
 
 Member = tuple[str, str]          # (module name, role) or (parameter name, 'param')
+SOURCES = ("out", "hidden")       # roles where channels are born: a group needs one
 
 
 @dataclass
@@ -66,6 +73,11 @@ class Group:
     @property
     def channels(self) -> int:
         return len(self.units)
+
+    @property
+    def root_member(self) -> Member:
+        """The root's (name, role): 'out' of a producer, 'hidden' of a recurrent layer."""
+        return next(m for m in self.members if m[0] == self.root and m[1] in SOURCES)
 
     @property
     def members(self) -> list[Member]:
@@ -202,6 +214,9 @@ class _Builder:
         if kind in ("linear", "conv"):
             self._weighted(module, name, label, ins[0], outs[0])
             return
+        if isinstance(module, RNNBase):
+            self._recurrent(module, name, label, node, ins, outs)
+            return
         if isinstance(module, MultiheadAttention):
             why = (f"{label}: its embed_dim is both its input width and its inner width (prune its heads "
                    f"with head_groups instead)")
@@ -274,6 +289,31 @@ class _Builder:
             else:
                 self.block(src, f"{label} reads axis {channel_axis}, the channels are on axis {self.axis[src]}")
         self.member(out, name, "out")
+
+    def _recurrent(self, module: RNNBase, name: str, label: str, node: Node, ins: list[Source],
+                   outs: list[Source]) -> None:
+        """Inputs: x (its last axis: 'in'), then optionally h0 (and c0), each (..., H); lengths (N,) ints are
+        not features. Outputs: output (..., D H), h_n (and c_n) (..., H)."""
+        H, D = module.hidden_size, 2 if module.bidirectional else 1
+        if module.proj_size:
+            self._opaque(ins, outs, f"{label} has proj_size={module.proj_size}: its hidden units and its outputs "
+                                    f"are different widths")
+            return
+        x, states = ins[0], [s for s, shape in zip(ins[1:], node.in_shapes[1:]) if shape and shape[-1] == H
+                             and len(shape) >= 2]
+        if x in self.axis:
+            if self.axis[x] == len(self.shape[x]) - 1:
+                self.member(x, name, "in")
+            else:
+                self.block(x, f"{label} reads the last axis, the channels are on axis {self.axis[x]}")
+        for k, out in enumerate(outs):
+            self._set_axis(out, len(self.shape[out]) - 1)
+            for c in range(self.channels(out)):
+                self.uf.union(("t", out, c), ("m", name, "hidden", c % H))
+        for s in states:
+            if s in self.axis:
+                for c in range(H):
+                    self.uf.union(("t", s, c), ("m", name, "hidden", c))
 
     def _per_channel(self, module: Module, name: str, label: str, src: Source, out: Source) -> None:
         if src not in self.axis or self.axis[src] != 1:
@@ -423,7 +463,7 @@ class _Builder:
             reasons.setdefault(uf.find(i), why)
         by_signature: dict[tuple, list[int]] = {}
         for root, members in sets.items():
-            if any(role == "out" for _, role in members):
+            if any(role in SOURCES for _, role in members):
                 by_signature.setdefault(tuple(sorted(members)), []).append(root)
         outputs: dict[int, dict[str, list[int]]] = {}           # set root -> {module: its output channels there}
         for key, i in uf.ids.items():
@@ -433,9 +473,9 @@ class _Builder:
                     outputs.setdefault(uf.find(i), {}).setdefault(node.name, []).append(key[2])
         groups = []
         for signature, roots in by_signature.items():
-            producers = sorted((self.order.get(n, 1 << 30), n) for n, role in signature if role == "out")
-            root_name = producers[0][1]
-            roots.sort(key=lambda r: min(sets[r][(root_name, "out")]))
+            producers = sorted((self.order.get(n, 1 << 30), n, role) for n, role in signature if role in SOURCES)
+            _, root_name, root_role = producers[0]
+            roots.sort(key=lambda r: min(sets[r][(root_name, root_role)]))
             units = [{m: np.array(sorted(sets[r][m]), np.int64) for m in signature} for r in roots]
             blocked = next((reasons[r] for r in roots if r in reasons), None)
             modules = {n: self.modules[n] for n, role in signature if role != "param"}
@@ -445,7 +485,7 @@ class _Builder:
                 if all(name in outputs.get(r, {}) for r in roots):
                     taps[name] = [np.array(sorted(outputs[r][name]), np.int64) for r in roots]
             groups.append(Group(root_name, units, blocked, modules, axes, taps))
-        groups.sort(key=lambda g: (self.order.get(g.root, 1 << 30), int(g.units[0][(g.root, "out")][0])))
+        groups.sort(key=lambda g: (self.order.get(g.root, 1 << 30), int(g.indices(g.root_member)[0])))
         return groups
 
 

@@ -68,7 +68,7 @@ class _GroupImportance:
                 continue
             if member[1] == "channel" and not self.scores_batchnorm:
                 continue
-            if self.reduction == "first" and member != (group.root, "out"):
+            if self.reduction == "first" and member != group.root_member:
                 continue
             weight, axis = self._arrays(group, member)
             per_index = self.local(group, member, weight, axis)                  # one value per index

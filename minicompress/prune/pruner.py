@@ -19,7 +19,7 @@ import numpy as np
 
 from ..nn.module import Module
 from .amount import validate_amount
-from .dependency import dependency_graph
+from .dependency import SOURCES, dependency_graph
 from .surgery import apply_plan, bake_pruning, plan
 
 __all__ = ["ChannelPruner"]
@@ -76,7 +76,7 @@ class ChannelPruner:
             chosen = plan(dg, max(budget, 0), self.importance, layers=self.layers, global_pruning=True, **options)
         else:
             for root, group in groups.items():
-                if self.layers is not None and not any(n in self.layers for n, r in group.members if r == "out"):
+                if self.layers is not None and not any(n in self.layers for n, r in group.members if r in SOURCES):
                     continue
                 chosen += plan(dg, counts[root], self.importance, layers=[root], **options)
         apply_plan(self.model, chosen)

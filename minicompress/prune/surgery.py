@@ -10,6 +10,9 @@ importance (``importance.group_importance``), and every member of the group lose
     PReLU / GroupNorm         weight[keep] (and bias); GroupNorm loses whole groups (num_groups)
     Embedding 'out'           weight[:, keep]                     embedding_dim
     parameter 'param'         p[..., keep] along its channel axis (a ViT's class token / position embedding)
+    RNN / LSTM / GRU 'hidden' the kept units' gate rows of weight_ih_l* / weight_hh_l* / biases, their columns
+                              of weight_hh_l* and of weight_ih_l{k>0} (each direction's block)   hidden_size
+    RNN / LSTM / GRU 'in'     weight_ih_l0[:, keep] (and _reverse)                               input_size
 
 How many units go, per group of C (Torch-Pruning's rules, so that both give the same widths)::
 
@@ -39,10 +42,12 @@ import numpy as np
 from ..nn.graph import trace_graph
 from ..nn.kinds import layer_kind
 from ..nn.layers import Embedding, GroupNorm, PReLU
+from ..nn.layers.rnn import RNNBase
+from ..nn.layers.rnn_steps import GATES
 from ..nn.module import Module, Parameter
 from .amount import validate_amount
 from .base import pruned_tensors
-from .dependency import DependencyGraph, Group, Member, dependency_graph
+from .dependency import SOURCES, DependencyGraph, Group, Member, dependency_graph
 from .functional import remove
 from .importance import group_importance
 
@@ -90,7 +95,7 @@ def _select(dg: DependencyGraph, layers: Iterable[str] | None) -> list[Group]:
     groups = dg.prunable()
     if layers is None:
         return groups
-    by_producer = {n: g for g in dg.groups for n, role in g.members if role == "out"}
+    by_producer = {n: g for g in dg.groups for n, role in g.members if role in SOURCES}
     chosen = []
     for name in layers:
         if name not in by_producer:
@@ -106,7 +111,7 @@ def _select(dg: DependencyGraph, layers: Iterable[str] | None) -> list[Group]:
 
 def _ratio(group: Group, amount: numbers.Real, ratios: Mapping[str, numbers.Real] | None) -> numbers.Real:
     for name, role in group.members:
-        if role == "out" and ratios and name in ratios:
+        if role in SOURCES and ratios and name in ratios:
             return ratios[name]
     return amount
 
@@ -162,7 +167,32 @@ def _take(owner: Module, name: str, keep: np.ndarray, axis: int) -> None:
         setattr(owner, name, np.ascontiguousarray(np.take(value, keep, axis=axis)))
 
 
+def _cut_recurrent(module: RNNBase, role: str, keep: np.ndarray) -> None:
+    """Hidden units or input features of a recurrent layer (module docstring)."""
+    H, D = module.hidden_size, 2 if module.bidirectional else 1
+    suffixes = [""] + (["_reverse"] if D == 2 else [])
+    if role == "in":
+        for sfx in suffixes:
+            _take(module, f"weight_ih_l0{sfx}", keep, 1)
+        module.input_size = len(keep)
+        return
+    rows = np.concatenate([g * H + keep for g in range(GATES[module.mode])])
+    inputs = np.concatenate([d * H + keep for d in range(D)])
+    for layer in range(module.num_layers):
+        for sfx in suffixes:
+            _take(module, f"weight_ih_l{layer}{sfx}", rows, 0)
+            if layer > 0:
+                _take(module, f"weight_ih_l{layer}{sfx}", inputs, 1)
+            _take(module, f"weight_hh_l{layer}{sfx}", rows, 0)
+            _take(module, f"weight_hh_l{layer}{sfx}", keep, 1)
+            for b in ("bias_ih", "bias_hh"):
+                _take(module, f"{b}_l{layer}{sfx}", rows, 0)
+    module.hidden_size = len(keep)
+
+
 def _width(module: Module, role: str) -> int:
+    if isinstance(module, RNNBase):
+        return module.hidden_size if role == "hidden" else module.input_size
     w = module.weight.data
     if role == "in":
         return w.shape[1]
@@ -172,7 +202,9 @@ def _width(module: Module, role: str) -> int:
 def _cut_member(module: Module, role: str, keep: np.ndarray) -> None:
     """Keep indices ``keep`` of one member (table in the module docstring)."""
     n, kind = len(keep), layer_kind(module)
-    if role == "in":
+    if isinstance(module, RNNBase):
+        _cut_recurrent(module, role, keep)
+    elif role == "in":
         _take(module, "weight", keep, 1)
         if kind == "linear":
             module.in_features = n
@@ -236,7 +268,7 @@ def _kept(chosen: Plan) -> dict[str, np.ndarray]:
     kept = {}
     for group, units in chosen:
         for name, role in group.members:
-            if role == "out":
+            if role in SOURCES:
                 width = sum(len(u[(name, role)]) for u in group.units)
                 kept[name] = np.setdiff1d(np.arange(width), group.indices((name, role), units))
     return kept

@@ -89,6 +89,8 @@ def mask_planned(model, x, amount, **options):
                 params[name].data[(slice(None),) * group.param_axes[name] + (idx,)] = 0
                 continue
             module = group.modules[name]
+            if hasattr(module, "hidden_size"):      # recurrent layers: the caller masks their hidden units
+                continue
             axis = 1 if role == "in" or (role == "out" and isinstance(module, mnn.Embedding)) else 0
             names = ("weight",) if role == "in" else ("weight", "bias")
             for attr in names:

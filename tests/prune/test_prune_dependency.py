@@ -332,3 +332,65 @@ def test_channel_pruner_equals_torch_pruning_iterative(tp_and_torch):
         theirs = {k: v.detach().numpy() for k, v in twin.state_dict().items()}
         for key, value in ours.state_dict().items():
             np.testing.assert_array_equal(value, theirs[key], err_msg=key)
+
+
+class SeqNet(mnn.Module):
+    """Linear embedding -> a 2-layer (bidirectional) recurrent layer -> Linear on the last step's output."""
+
+    def __init__(self, kind, bidirectional, rng):
+        super().__init__()
+        self.embed = mnn.Linear(8, 6, rng=rng)
+        cls = {"lstm": mnn.LSTM, "gru": mnn.GRU, "rnn": mnn.RNN}[kind]
+        self.rnn = cls(6, 10, num_layers=2, batch_first=True, bidirectional=bidirectional)
+        self.last = SelectLast()
+        self.fc = mnn.Linear(10 * (2 if bidirectional else 1), 4, rng=rng)
+
+    def forward(self, x):
+        out, _ = self.rnn(self.embed(x))
+        return self.fc(self.last(out))
+
+    def backward(self, grad_output):
+        d_x, _ = self.rnn.backward((self.last.backward(self.fc.backward(grad_output)), None))
+        return self.embed.backward(d_x)
+
+
+class SelectLast(mnn.Module):
+    declared_kind = "features"
+
+    def forward(self, x):
+        self._save_for_backward(x.shape)
+        return x[:, -1]
+
+    def backward(self, grad_output):
+        dx = np.zeros(self._saved(), grad_output.dtype)
+        dx[:, -1] = grad_output
+        return dx
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recurrent_hidden_units_are_pruned_across_layers_and_directions(kind, bidirectional):
+    model, x = SeqNet(kind, bidirectional, np.random.default_rng(0)).eval(), _x((3, 5, 8))
+    dg = prune.dependency_graph(model, x)
+    roots = {g.root: g for g in dg.prunable()}
+    assert set(roots) == {"embed", "rnn"} and roots["rnn"].channels == 10
+    assert sorted(roots["rnn"].members) == [("fc", "in"), ("rnn", "hidden")]
+    small = prune.channel_prune(model, x, 0.5, "l2")
+    assert (small.rnn.hidden_size, small.rnn.input_size, small.embed.out_features) == (5, 3, 3)
+    assert small.fc.in_features == 5 * (2 if bidirectional else 1)
+    masked = SeqNet(kind, bidirectional, np.random.default_rng(0)).eval()
+    masked.load_state_dict(model.state_dict())
+    chosen = mask_planned(masked, x, 0.5, importance="l2")
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    for group, units in chosen:                 # mask_planned knows Linear members; the hidden units by hand
+        if group.root != "rnn":
+            continue
+        for name, p in masked.rnn.named_parameters():
+            rows = np.concatenate([g * 10 + units for g in range(gates)])
+            p.data[rows] = 0
+            if name.startswith("weight_hh"):
+                p.data[:, units] = 0
+    with mnn.no_grad():
+        np.testing.assert_allclose(small(x), masked(x), rtol=1e-5, atol=1e-6)
+    out = small(x)
+    small.backward(np.ones_like(out))            # the smaller model trains
