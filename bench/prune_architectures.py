@@ -9,7 +9,7 @@ time of inference at batch 64 (fastest of interleaved rounds, dense and pruned i
 - the small ViT (patch 2, 4 layers, 4 heads, width 64): ``prune.prune_heads`` (half the heads, L2) and half of
   each MLP's hidden units (``channel_prune``).
 
-    python bench/prune_architectures.py [--epochs 30] [--finetune 15] [--seeds 0 1 2] [--threads 1]
+    python bench/prune_architectures.py [--epochs 30] [--finetune 15] [--kd] [--seeds 0 1 2] [--threads 1]
 """
 from __future__ import annotations
 
@@ -32,8 +32,15 @@ MODELS = {
 }
 
 
-def fit(model: nn.Module, data: tuple, epochs: int, lr: float, seed: int) -> None:
+def fit(model: nn.Module, data: tuple, epochs: int, lr: float, seed: int, teacher: nn.Module | None = None) -> None:
+    """AdamW + cosine on labels, or with ``teacher`` distillation (KDLoss T=4, alpha=0.7, offline logits)."""
     x_train, y_train = data[0], data[1]
+    if teacher is not None:
+        from minicompress.distill import Distiller, KDLoss
+        Distiller(loss=KDLoss(T=4.0, alpha=0.7), optimizer=lambda p: optim.AdamW(p, lr=lr, weight_decay=0.01),
+                  scheduler=lambda o: optim.lr_scheduler.CosineAnnealingLR(o, T_max=epochs), epochs=epochs,
+                  batch_size=64, quiet=True, rng=seed).fit(model, x_train, y_train, teacher=teacher)
+        return
     opt = optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     loader = DataLoader(x_train, y_train, batch_size=64, shuffle=True, rng=seed)
@@ -76,12 +83,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--kd", action="store_true", help="fine-tune with distillation from the dense model")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))
     data = load_digits()
     x64 = data[2][:64]
-    print(f"digits; dense {args.epochs} epochs, fine-tune {args.finetune}; {args.threads} thread(s); accuracy %")
+    print(f"digits; dense {args.epochs} epochs, fine-tune {args.finetune}{' with KD from the dense model' if args.kd else ''}; "
+          f"{args.threads} thread(s); accuracy %")
     print(f"{'model':<18}{'seed':>5}  {'pruning':<20}{'dense':>7}{'pruned':>8}{'tuned':>7}{'diff':>7}"
           f"{'MACs x':>8}{'params x':>9}{'ms dense':>10}{'ms pruned':>10}{'speed-up':>9}")
     results = {}
@@ -93,7 +102,7 @@ def main() -> None:
             dense_acc = accuracy(model, data)
             small, how = prune_model(name, model.eval(), x64)
             pruned_acc = accuracy(small, data)
-            fit(small, data, args.finetune, 1e-3, seed + 100)
+            fit(small, data, args.finetune, 1e-3, seed + 100, teacher=model.eval() if args.kd else None)
             tuned_acc = accuracy(small, data)
             macs = metrics.count_macs(model, x64.shape[1:]) / metrics.count_macs(small, x64.shape[1:])
             params = metrics.count_params(model) / metrics.count_params(small)
@@ -109,7 +118,7 @@ def main() -> None:
               f"{100 * (mean['tuned'] - mean['dense']):>+7.2f}{mean['macs_ratio']:>8.2f}{'':>9}"
               f"{mean['ms_dense']:>10.2f}{mean['ms_pruned']:>10.2f}{mean['ms_dense'] / mean['ms_pruned']:>9.2f}")
         results[name] = rows
-    print(json.dumps({"bench": "prune_architectures", "epochs": args.epochs, "finetune": args.finetune,
+    print(json.dumps({"bench": "prune_architectures", "epochs": args.epochs, "finetune": args.finetune, "kd": args.kd,
                       "results": results}))
 
 
