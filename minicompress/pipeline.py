@@ -1,7 +1,7 @@
 """The main job: teacher -> distilled student -> pruned student -> int8 student, every stage measured.
 
-``run(recipe, out_dir)`` follows a recipe (``minicompress.recipe``): it trains a teacher CNN on
-labels, distills a smaller CNN from it (``distill.Distiller``, ``KDLoss``), removes channels
+``run(recipe, out_dir)`` follows a recipe (``minicompress.recipe``): it trains a teacher (a CNN, MLP,
+ResNet, MobileNetV2 or ViT: ``models.build``) on labels, distills a smaller student from it (``distill.Distiller``, ``KDLoss``), removes channels
 (``prune.channel_prune``) then prunes weights gradually while fine-tuning with distillation
 (``prune.GradualPruning``), and quantizes to int8 (static PTQ: fuse, prepare, calibrate, convert;
 or QAT). Each stage's model is saved to ``out_dir`` and measured on the test split.
@@ -101,10 +101,20 @@ def _adam(lr: float, epochs: int) -> tuple[Callable, Callable]:
             lambda opt: optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)))
 
 
+def build_model(cfg: dict, stage: str, data: tuple, rng: np.random.Generator) -> nn.Module:
+    """The ``cfg["arch"]`` model of a teacher / student table (``models.build`` with the table's options)."""
+    num_classes = int(max(data[1].max(), data[3].max()) + 1)
+    try:
+        return models.build(cfg["arch"], num_classes, data[0].shape[1:], channels=tuple(cfg["channels"]),
+                            hidden=cfg["hidden"], depth=cfg["resnet"]["depth"],
+                            width_mult=cfg["mobilenet_v2"]["width_mult"], rng=rng, **cfg["vit"])
+    except ValueError as exc:
+        raise ValueError(f"{stage}.arch = {cfg['arch']!r}: {exc}") from None
+
+
 def train_teacher(cfg: dict, data: tuple, batch_size: int, rng: np.random.Generator, quiet: bool) -> nn.Module:
     x_train, y_train = data[0], data[1]
-    model = models.digits_cnn(tuple(cfg["channels"]), cfg["hidden"], int(max(data[1].max(), data[3].max()) + 1),
-                              in_shape=x_train.shape[1:], rng=rng)
+    model = build_model(cfg, "teacher", data, rng)
     make_opt, make_sched = _adam(cfg["lr"], cfg["epochs"])
     opt = make_opt(model.parameters())
     fit(model, nn.CrossEntropyLoss(), opt, DataLoader(x_train, y_train, batch_size, shuffle=True, rng=rng),
@@ -131,8 +141,12 @@ def prune_student(student: nn.Module, teacher: nn.Module, recipe: dict, data: tu
 
     cfg = recipe["prune"]
     model = student
+    if cfg["heads"] > 0 and any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        model = prune.prune_heads(model, cfg["heads"], cfg["importance"] if cfg["importance"] != "bn_scale" else "l1")
     if cfg["channel_amount"] > 0:
-        model = prune.channel_prune(student, data[0][:batch_size], cfg["channel_amount"], importance=cfg["importance"])
+        model = prune.channel_prune(model, data[0][:batch_size], cfg["channel_amount"], importance=cfg["importance"],
+                                    global_pruning=cfg["global_pruning"],
+                                    round_to=cfg["round_to"] if cfg["round_to"] > 1 else None)
     callbacks: tuple = ()
     if cfg["sparsity"] > 0 and cfg["epochs"] == 0:        # no fine-tune: one-shot magnitude pruning
         prune.prune_to_sparsity(prune.prunable_weights(model), cfg["sparsity"])
@@ -177,12 +191,20 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
     float_model = copy.deepcopy(model)
     masks = {id(m): m.weight_mask.copy() for m in float_model.modules() if prune.pruning_hook(m, "weight")}
     prune.bake_pruning(float_model)
-    wrapped = nn.Sequential(quant.QuantStub(), *float_model.children(), quant.DeQuantStub())
-    masks = {name: masks[id(m)] for name, m in wrapped.named_modules() if id(m) in masks}
-    groups = _fusion_groups(wrapped)
+    if cfg["mode"] == "dynamic":
+        return quant.quantize_dynamic(float_model.eval(), {nn.Linear})
+    if hasattr(float_model, "fuse_model"):       # the reference models: their own stubs and fusion
+        wrapped = float_model
+        masks = {name: masks[id(m)] for name, m in wrapped.named_modules() if id(m) in masks}
+        fuse = lambda m: (m.fuse_model(is_qat=m.training), m)[1]   # noqa: E731
+    else:
+        wrapped = nn.Sequential(quant.QuantStub(), *float_model.children(), quant.DeQuantStub())
+        masks = {name: masks[id(m)] for name, m in wrapped.named_modules() if id(m) in masks}
+        groups = _fusion_groups(wrapped)
+        fuse = lambda m: (quant.fuse_modules if not m.training else qat.fuse_modules_qat)(m, groups)  # noqa: E731
     if cfg["mode"] == "ptq":
         wrapped.eval()
-        wrapped = quant.fuse_modules(wrapped, groups)
+        wrapped = fuse(wrapped)
         wrapped.qconfig = quant.get_default_qconfig(cfg["backend"])
         wrapped = quant.prepare(wrapped)
         with nn.no_grad():
@@ -192,7 +214,7 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
                 wrapped(xb)
     else:
         wrapped.train()
-        wrapped = qat.fuse_modules_qat(wrapped, groups)
+        wrapped = fuse(wrapped)
         wrapped.qconfig = qat.get_default_qat_qconfig(cfg["backend"])
         wrapped = qat.prepare_qat(wrapped)
         for name, mask in masks.items():      # the QAT layer sits where its float layer was (fused or not)
@@ -253,8 +275,7 @@ def _run_stages(recipe: dict, data: tuple, out: Path, quiet: bool, log: Callable
     s = recipe["student"]
     if s["enabled"]:
         log(f"student  distilling {s['epochs']} epochs")
-        num_classes = int(data[1].max()) + 1
-        student = models.digits_cnn(tuple(s["channels"]), s["hidden"], num_classes, in_shape=data[0].shape[1:], rng=rng)
+        student = build_model(s, "student", data, rng)
         current = distill_student(student, teacher, s, s["epochs"], s["lr"], data, batch_size, rng, quiet, desc="student")
         record("student", current)
     if recipe["prune"]["enabled"]:

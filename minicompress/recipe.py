@@ -31,6 +31,10 @@ def _width(limit: int) -> tuple:
 
 
 _LR = (lambda v: 0 < v <= 10, "a number in (0, 10]")
+_ARCH = (lambda v: v in ("cnn", "mlp", "resnet", "mobilenet_v2", "vit"),
+         "one of 'cnn', 'mlp', 'resnet', 'mobilenet_v2', 'vit'")
+_DEPTH = (lambda v: v in (18, 20, 32, 34, 50, 56), "one of 18, 20, 32, 34, 50, 56")
+_WIDTH_MULT = (lambda v: 0.05 <= v <= 4, "a number in [0.05, 4]")
 _EPOCHS = (lambda v: 0 <= v <= MAX_EPOCHS, f"an integer in [0, {MAX_EPOCHS}]")
 _POSITIVE_EPOCHS = (lambda v: 1 <= v <= MAX_EPOCHS, f"an integer in [1, {MAX_EPOCHS}]")
 
@@ -48,12 +52,23 @@ _CHECKS = {
     "student.lr": _LR,
     "student.temperature": (lambda v: 0 < v <= 1000, "a number in (0, 1000]"),
     "student.alpha": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "teacher.arch": _ARCH,
+    "student.arch": _ARCH,
+    "teacher.resnet.depth": _DEPTH,
+    "student.resnet.depth": _DEPTH,
+    "teacher.mobilenet_v2.width_mult": _WIDTH_MULT,
+    "student.mobilenet_v2.width_mult": _WIDTH_MULT,
+    **{f"{stage}.vit.{key}": _width(limit) for stage in ("teacher", "student")
+       for key, limit in (("patch_size", 64), ("num_layers", 64), ("num_heads", 64), ("hidden_dim", MAX_WIDTH),
+                          ("mlp_dim", MAX_HIDDEN))},
     "prune.channel_amount": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "prune.round_to": (lambda v: 1 <= v <= MAX_WIDTH, f"an integer in [1, {MAX_WIDTH}]"),
+    "prune.heads": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "prune.sparsity": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "prune.importance": (lambda v: v in ("l1", "l2", "bn_scale"), "one of 'l1', 'l2', 'bn_scale'"),
     "prune.epochs": _EPOCHS,
     "prune.lr": _LR,
-    "quant.mode": (lambda v: v in ("ptq", "qat"), "'ptq' or 'qat'"),
+    "quant.mode": (lambda v: v in ("ptq", "qat", "dynamic"), "'ptq', 'qat' or 'dynamic'"),
     "quant.backend": (lambda v: v in ("fbgemm", "x86", "qnnpack"), "'fbgemm', 'x86' or 'qnnpack'"),
     "quant.calibration_batches": (lambda v: 1 <= v <= 1_000_000, "an integer in [1, 1000000]"),
     "quant.qat_epochs": _POSITIVE_EPOCHS,
@@ -122,10 +137,16 @@ def _merge(defaults: dict, given: dict, prefix: str, where: str) -> dict:
 
 
 def validate_recipe(recipe: dict, where: str = "recipe") -> dict:
-    """``recipe`` (a full or partial recipe dict) checked key by key and merged into the defaults."""
+    """``recipe`` (a full or partial recipe dict) checked key by key and merged into the defaults; then the
+    rules between keys (a ViT student is quantized dynamically; static int8 needs conv / Linear models)."""
     if not isinstance(recipe, dict):
         raise RecipeError(f"{where}: expected a table of recipe keys, got {type(recipe).__name__}")
-    return _merge(default_recipe(), recipe, "", where)
+    merged = _merge(default_recipe(), recipe, "", where)
+    final = merged["student"]["arch"] if merged["student"]["enabled"] else merged["teacher"]["arch"]
+    if merged["quant"]["enabled"] and final == "vit" and merged["quant"]["mode"] != "dynamic":
+        raise RecipeError(f"{where}: quant.mode: a 'vit' model is quantized with mode = 'dynamic' (its attention, "
+                          f"LayerNorm and GELU stay float), got {merged['quant']['mode']!r}")
+    return merged
 
 
 def load_recipe(path: str | Path | None = None) -> dict:
