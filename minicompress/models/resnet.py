@@ -218,10 +218,18 @@ class ResNet(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return self.conv1.backward(self._backward_to_stem(grad_output))
+
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """The input was data: ``conv1`` computes no d input."""
+        self.conv1.backward_params(self._backward_to_stem(grad_output))
+
+    def _backward_to_stem(self, grad_output: np.ndarray) -> np.ndarray:
+        """d loss / d conv1's output: every layer after the stem convolution, in reverse."""
         d = self.avgpool.backward(self.flatten.backward(self.fc.backward(grad_output)))
         for stage in reversed(self._stages()):
             d = stage.backward(d)
-        return self.conv1.backward(self.bn1.backward(self.relu.backward(self.maxpool.backward(d))))
+        return self.bn1.backward(self.relu.backward(self.maxpool.backward(d)))
 
 
 def resnet18(num_classes: int = 1000, **kwargs: Any) -> ResNet:

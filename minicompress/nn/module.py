@@ -8,6 +8,13 @@ There is no autograd: every layer's ``forward`` keeps what its ``backward`` need
 ``no_grad()``), and ``backward(grad_output)`` returns d loss / d input while *accumulating*
 d loss / d parameter into each parameter's ``.grad``. Backward never changes weights; optimizers do.
 
+The data boundary: when the input of a forward pass is data, nobody needs d loss / d input (PyTorch
+does not compute it for a tensor that does not require grad). ``backward_params(grad_output)`` is the
+backward for that case: it accumulates exactly the parameter gradients ``backward`` would, and
+returns None. By default it runs ``backward`` and drops the result; Linear and Conv skip their
+d input GEMM (and col2im), Sequential sends it to its first child, and the reference models to their
+stem, so the work of the first layer's d input is never done. ``train.fit`` calls it.
+
 The seams through which pruning, quantization, tracing and counting extend a layer without the
 layer knowing about them (nothing outside ``nn`` touches a Module's private stores):
 
@@ -75,9 +82,10 @@ class Module:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        backward = cls.__dict__.get("backward")
-        if backward is not None and not getattr(backward, "_through_forward_hooks", False):
-            cls.backward = _through_forward_hooks(backward)
+        for name in ("backward", "backward_params"):
+            backward = cls.__dict__.get(name)
+            if backward is not None and not getattr(backward, "_through_forward_hooks", False):
+                setattr(cls, name, _through_forward_hooks(backward))
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -339,6 +347,15 @@ class Module:
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def backward_params(self, grad_output: Any) -> None:
+        """The backward of a call whose input was data: accumulate every parameter gradient as
+        ``backward`` does, without computing d loss / d input; returns None (module docstring).
+
+        This default runs ``backward`` and drops its result, which is right for any module; modules
+        that can skip the work of d input override it.
+        """
+        self.backward(grad_output)
 
     def _save_for_backward(self, cache: Any) -> None:
         """Push ``cache`` for the backward of this call (nothing inside ``no_grad()``)."""
