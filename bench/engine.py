@@ -199,21 +199,31 @@ def floor_conv3x3_backward(dy: np.ndarray, cols: np.ndarray, w: np.ndarray, need
     return dxp[:, :, 1:-1, 1:-1], dw, db
 
 
+OFFSETS = [(p, q) for p in (0, 1) for q in (0, 1)]   # the 2x2 window's offsets, in the order max-pool scans them
+
+
 def floor_relu_maxpool2(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ReLU in place, then 2x2 max-pool; returns (pooled, mask of the maxima of each window)."""
+    """ReLU in place, then 2x2 max-pool over four strided slices; returns (pooled, first) with first[k]
+    = "offset k holds the first maximum of its window" (where the gradient goes)."""
     np.maximum(y, 0, out=y)
-    N, C, H, W = y.shape
-    win = y.reshape(N, C, H // 2, 2, W // 2, 2)
-    pooled = win.max(axis=(3, 5))
-    mask = win == pooled[:, :, :, None, :, None]
-    return pooled, mask
+    windows = [y[:, :, p::2, q::2] for p, q in OFFSETS]
+    pooled = windows[0].copy()
+    for window in windows[1:]:
+        np.maximum(pooled, window, out=pooled)
+    first = np.empty((4,) + pooled.shape, dtype=bool)
+    free = np.ones(pooled.shape, dtype=bool)
+    for k, window in enumerate(windows):
+        np.equal(window, pooled, out=first[k])
+        first[k] &= free
+        free ^= first[k]
+    return pooled, first
 
 
-def floor_maxpool2_relu_backward(dp: np.ndarray, mask: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Max-pool backward (the gradient to the window's maximum), then ReLU's: dy = scatter(dp) * [y > 0]."""
-    dy = mask * dp[:, :, :, None, :, None]
-    N, C = dp.shape[:2]
-    dy = dy.reshape(N, C, 2 * dp.shape[2], 2 * dp.shape[3])
+def floor_maxpool2_relu_backward(dp: np.ndarray, first: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Max-pool backward (the gradient to each window's first maximum), then ReLU's: dy *= [y > 0]."""
+    dy = np.empty(y.shape, dtype=dp.dtype)
+    for k, (p, q) in enumerate(OFFSETS):
+        np.multiply(dp, first[k], out=dy[:, :, p::2, q::2])
     dy *= y > 0
     return dy
 
