@@ -304,12 +304,18 @@ class Module:
             raise ValueError(f"{self._name()}: a gradient hook for {name!r} is already registered")
         return self._add_hook(self._grad_hooks, name, hook)
 
-    def accumulate_grad(self, name: str, grad: np.ndarray) -> None:
-        """Add ``grad`` (d loss / d ``name``) to the parameter ``name``'s ``.grad``, or hand it to its hook."""
+    def accumulate_grad(self, name: str, grad: np.ndarray, fresh: bool = False) -> None:
+        """Add ``grad`` (d loss / d ``name``) to the parameter ``name``'s ``.grad``, or hand it to its hook.
+
+        ``fresh``: the caller computed ``grad`` for this call and keeps no other reference to it (a
+        layer's dW = dy^T x); the first accumulation then stores that array as ``.grad`` instead of a
+        copy, provided the parametrizations hand it back unchanged and it has the parameter's dtype.
+        """
         hook = self._grad_hooks.get(name)
         if hook is not None:
             hook(grad)
             return
+        given = grad
         entry = self._parametrizations.get(name)
         if entry is not None:                   # d loss / d original through the chain, in reverse
             for parametrization in reversed(entry.chain):
@@ -321,10 +327,12 @@ class Module:
         if np.shape(grad) != param.data.shape:
             raise ValueError(f"{self._name()}: gradient for {name!r} has shape {np.shape(grad)}, "
                              f"the parameter has shape {param.data.shape}")
-        if param.grad is None:
-            param.grad = np.array(grad, dtype=param.data.dtype, copy=True)
-        else:
+        if param.grad is not None:
             param.grad += grad
+        elif fresh and grad is given and grad.dtype == param.data.dtype and grad.flags.writeable:
+            param.grad = grad
+        else:
+            param.grad = np.array(grad, dtype=param.data.dtype, copy=True)
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs: Any) -> Any:

@@ -79,9 +79,9 @@ class _ConvNd(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
         dx, dW, db = self._conv_backward(grad_output)
-        self.accumulate_grad("weight", dW)
+        self.accumulate_grad("weight", dW, fresh=True)
         if db is not None:
-            self.accumulate_grad("bias", db)
+            self.accumulate_grad("bias", db, fresh=True)
         return dx
 
     def backward_params(self, grad_output: np.ndarray) -> None:

@@ -49,9 +49,9 @@ class Linear(Module):
         shape, cache = self._saved()
         check_grad(self, grad_output, shape)
         dx, dW, db = linear_backward(grad_output, cache, self.needs_input_grad)
-        self.accumulate_grad("weight", dW)
+        self.accumulate_grad("weight", dW, fresh=True)
         if self.array("bias") is not None:
-            self.accumulate_grad("bias", db)
+            self.accumulate_grad("bias", db, fresh=True)
         return dx
 
     def backward_params(self, grad_output: np.ndarray) -> None:
