@@ -123,7 +123,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
         y.reshape(N, O, OH * OW)[...] = y_t
     else:
         np.add(y_t, bias.reshape(1, O, 1), out=y.reshape(N, O, OH * OW))  # the transpose and + b in one pass
-    return y, (x.shape, cols, weight, stride, pads, dilation)
+    return y, (x.shape, cols, weight, bias is not None, stride, pads, dilation)
 
 
 def conv2d_backward(dy: np.ndarray, cache: tuple,
@@ -133,15 +133,16 @@ def conv2d_backward(dy: np.ndarray, cache: tuple,
     dW_g = dy_g cols_g^T      dcols_g = W_g^T dy_g      dx = col2im(dcols)
     db[o] = sum_{n, i, j} dy[n, o, i, j]
 
-    dy: (N, O, OH, OW)  ->  dx: (N, C, H, W) (None unless ``needs_input_grad``),  dW: (O, C/G, KH, KW),  db: (O,)
+    dy: (N, O, OH, OW)  ->  dx: (N, C, H, W) (None unless ``needs_input_grad``),  dW: (O, C/G, KH, KW),
+    db: (O,) (None when the forward had no bias)
     """
-    x_shape, cols, weight, stride, pads, dilation = cache
+    x_shape, cols, weight, has_bias, stride, pads, dilation = cache
     N, C, H, W = x_shape
     O, Cg, KH, KW = weight.shape
     G = C // Cg
     OH, OW = dy.shape[2:]
     dy_t = np.ascontiguousarray(dy.reshape(N, O, OH * OW).transpose(1, 0, 2))  # (O, N, OH*OW)
-    db = dy_t.sum(axis=(1, 2))
+    db = dy_t.sum(axis=(1, 2)) if has_bias else None
     dy_g = dy_t.reshape(G, O // G, N * OH * OW)
     cols_g = cols.reshape(G, Cg * KH * KW, N * OH * OW)
     dW = np.matmul(dy_g, cols_g.transpose(0, 2, 1)).reshape(weight.shape)
