@@ -47,8 +47,10 @@ def fit(model: Module, loss_fn: Any, optimizer: Any, loader: Any, epochs: int = 
         scheduler: Any = None, callbacks: Iterable[Any] = (), quiet: bool = False, desc: str | None = None) -> dict:
     """Train ``model`` for ``epochs`` passes over ``loader``; return the history.
 
-    Each step: ``out = model(xb)``; ``loss = loss_fn(out, yb)``; ``model.backward(loss_fn.backward())``;
-    callbacks' ``on_after_backward``; ``optimizer.step()``; ``optimizer.zero_grad()``. The scheduler
+    Each step: ``out = model(xb)``; ``loss = loss_fn(out, yb)``; ``model.backward_params(loss_fn.backward())``
+    (the batch is data: the parameter gradients of ``model.backward``, without d loss / d xb, which the
+    first layer then does not compute); callbacks' ``on_after_backward``; ``optimizer.step()``;
+    ``optimizer.zero_grad()``. The scheduler
     (if any) steps once per epoch. A non-finite loss stops training with a ``FloatingPointError``.
 
     Returns ``{"loss": [...], "accuracy": [...], "lr": [...], "seconds": [...]}``, one entry per epoch
@@ -80,7 +82,7 @@ def fit(model: Module, loss_fn: Any, optimizer: Any, loader: Any, epochs: int = 
                 raise FloatingPointError(f"fit: loss is {loss} at epoch {epoch}, step {step} "
                                          f"(learning rate {lr}); lower the learning rate or check the data")
             optimizer.zero_grad()
-            model.backward(loss_fn.backward())
+            model.backward_params(loss_fn.backward())
             _callbacks(callbacks, "on_after_backward", step, model, optimizer)
             optimizer.step()
             _callbacks(callbacks, "on_batch_end", step, model, optimizer, loss)

@@ -175,6 +175,11 @@ class MobileNetV2(nn.Module):
             if isinstance(m, (Conv2dNormActivation, InvertedResidual)):
                 m.fuse_model(is_qat)
 
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """The input was data: the stem convolution (``features[0][0]``) computes no d input."""
+        d = self.avgpool.backward(self.flatten.backward(self.classifier.backward(self.dequant.backward(grad_output))))
+        self.features.backward_params(d)
+
 
 def mobilenet_v2(num_classes: int = 1000, **kwargs: Any) -> MobileNetV2:
     """MobileNetV2 as torchvision's ``mobilenet_v2(weights=None, ...)``."""

@@ -236,10 +236,18 @@ class ResNet(nn.Module):
         return self.dequant(self.fc(self.flatten(self.avgpool(x))))
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return self.quant.backward(self.conv1.backward(self._backward_to_stem(grad_output)))
+
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """The input was data: ``conv1`` computes no d input."""
+        self.conv1.backward_params(self._backward_to_stem(grad_output))
+
+    def _backward_to_stem(self, grad_output: np.ndarray) -> np.ndarray:
+        """d loss / d conv1's output: every layer after the stem convolution, in reverse."""
         d = self.avgpool.backward(self.flatten.backward(self.fc.backward(self.dequant.backward(grad_output))))
         for stage in reversed(self._stages()):
             d = stage.backward(d)
-        return self.quant.backward(self.conv1.backward(self.bn1.backward(self.relu.backward(self.maxpool.backward(d)))))
+        return self.bn1.backward(self.relu.backward(self.maxpool.backward(d)))
 
     def fuse_model(self, is_qat: bool | None = None) -> None:
         """Fuse conv-bn(-relu) everywhere, in place, as torchvision's ``QuantizableResNet.fuse_model``: for

@@ -218,7 +218,15 @@ class VisionTransformer(nn.Module):
         return self.heads(self.select(z))
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return self.conv_proj.backward(self._backward_to_patches(grad_output))
+
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """The input was data: ``conv_proj`` computes no d input."""
+        self.conv_proj.backward_params(self._backward_to_patches(grad_output))
+
+    def _backward_to_patches(self, grad_output: np.ndarray) -> np.ndarray:
+        """d loss / d conv_proj's output (N, D, H/p, W/p); accumulates the class token's gradient."""
         d_z = self.encoder.backward(self.select.backward(self.heads.backward(grad_output)))
         d_token, d_tokens = self.prepend.backward(d_z)
         self.accumulate_grad("class_token", d_token)
-        return self.conv_proj.backward(self.flatten.backward(self.permute.backward(d_tokens)))
+        return self.flatten.backward(self.permute.backward(d_tokens))

@@ -33,6 +33,16 @@ class Sequential(Module):
             grad_output = module.backward(grad_output)
         return grad_output
 
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """The input was data: the children in reverse, the first through its own ``backward_params``
+        (a Linear or Conv first computes no d input; a parameter-free first child such as Flatten
+        takes its ordinary backward, so the child after it still computes its d input)."""
+        children = list(self.children())
+        for module in reversed(children[1:]):
+            grad_output = module.backward(grad_output)
+        if children:
+            children[0].backward_params(grad_output)
+
     def __len__(self) -> int:
         return len(self._modules)
 

@@ -8,6 +8,13 @@ There is no autograd: every layer's ``forward`` keeps what its ``backward`` need
 ``no_grad()``), and ``backward(grad_output)`` returns d loss / d input while *accumulating*
 d loss / d parameter into each parameter's ``.grad``. Backward never changes weights; optimizers do.
 
+The data boundary: when the input of a forward pass is data, nobody needs d loss / d input (PyTorch
+does not compute it for a tensor that does not require grad). ``backward_params(grad_output)`` is the
+backward for that case: it accumulates exactly the parameter gradients ``backward`` would, and
+returns None. By default it runs ``backward`` and drops the result; Linear and Conv skip their
+d input GEMM (and col2im), Sequential sends it to its first child, and the reference models to their
+stem, so the work of the first layer's d input is never done. ``train.fit`` calls it.
+
 The seams through which pruning, quantization, tracing and counting extend a layer without the
 layer knowing about them (nothing outside ``nn`` touches a Module's private stores):
 
@@ -75,9 +82,10 @@ class Module:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        backward = cls.__dict__.get("backward")
-        if backward is not None and not getattr(backward, "_through_forward_hooks", False):
-            cls.backward = _through_forward_hooks(backward)
+        for name in ("backward", "backward_params"):
+            backward = cls.__dict__.get(name)
+            if backward is not None and not getattr(backward, "_through_forward_hooks", False):
+                setattr(cls, name, _through_forward_hooks(backward))
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -296,12 +304,18 @@ class Module:
             raise ValueError(f"{self._name()}: a gradient hook for {name!r} is already registered")
         return self._add_hook(self._grad_hooks, name, hook)
 
-    def accumulate_grad(self, name: str, grad: np.ndarray) -> None:
-        """Add ``grad`` (d loss / d ``name``) to the parameter ``name``'s ``.grad``, or hand it to its hook."""
+    def accumulate_grad(self, name: str, grad: np.ndarray, fresh: bool = False) -> None:
+        """Add ``grad`` (d loss / d ``name``) to the parameter ``name``'s ``.grad``, or hand it to its hook.
+
+        ``fresh``: the caller computed ``grad`` for this call and keeps no other reference to it (a
+        layer's dW = dy^T x); the first accumulation then stores that array as ``.grad`` instead of a
+        copy, provided the parametrizations hand it back unchanged and it has the parameter's dtype.
+        """
         hook = self._grad_hooks.get(name)
         if hook is not None:
             hook(grad)
             return
+        given = grad
         entry = self._parametrizations.get(name)
         if entry is not None:                   # d loss / d original through the chain, in reverse
             for parametrization in reversed(entry.chain):
@@ -313,10 +327,12 @@ class Module:
         if np.shape(grad) != param.data.shape:
             raise ValueError(f"{self._name()}: gradient for {name!r} has shape {np.shape(grad)}, "
                              f"the parameter has shape {param.data.shape}")
-        if param.grad is None:
-            param.grad = np.array(grad, dtype=param.data.dtype, copy=True)
-        else:
+        if param.grad is not None:
             param.grad += grad
+        elif fresh and grad is given and grad.dtype == param.data.dtype and grad.flags.writeable:
+            param.grad = grad
+        else:
+            param.grad = np.array(grad, dtype=param.data.dtype, copy=True)
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs: Any) -> Any:
@@ -339,6 +355,15 @@ class Module:
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def backward_params(self, grad_output: Any) -> None:
+        """The backward of a call whose input was data: accumulate every parameter gradient as
+        ``backward`` does, without computing d loss / d input; returns None (module docstring).
+
+        This default runs ``backward`` and drops its result, which is right for any module; modules
+        that can skip the work of d input override it.
+        """
+        self.backward(grad_output)
 
     def _save_for_backward(self, cache: Any) -> None:
         """Push ``cache`` for the backward of this call (nothing inside ``no_grad()``)."""

@@ -6,6 +6,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..nn.module import Parameter
+from .kernels import sgd_update
 from .optimizer import Optimizer, check_hyperparameter
 
 
@@ -18,7 +19,8 @@ class SGD(Optimizer):
         p   = p - lr * g
 
     The momentum buffer starts as a copy of the first gradient (no dampening on step 1), as in
-    PyTorch; ``state[p]['momentum_buffer']``.
+    PyTorch; ``state[p]['momentum_buffer']``. The update runs as one pass of ``kernels.sgd_update``
+    over each contiguous parameter (no temporaries), else as its NumPy twin ``_update_numpy``.
     """
 
     def __init__(self, params: Iterable[Parameter] | Iterable[dict], lr: float = 1e-3,
@@ -34,13 +36,30 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, p: Parameter, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]) -> None:
-        momentum = group["momentum"]
         if group["weight_decay"] != 0:
             grad = grad + group["weight_decay"] * p.data
+        momentum = group["momentum"]
+        buf = state.get("momentum_buffer")
+        first = momentum != 0 and buf is None
+        if first:
+            buf = state["momentum_buffer"] = np.empty_like(p.data)
+        arrays = (p.data, grad) if buf is None else (p.data, grad, buf)
+        if p.data.ndim == 0 or not all(a.flags.c_contiguous and a.dtype == p.data.dtype for a in arrays):
+            self._update_numpy(p, grad, buf, group, first)
+            return
+        t = p.data.dtype.type           # the arithmetic of the NumPy form: scalars in the parameter's dtype
+        flat = buf.reshape(-1) if buf is not None else np.empty(0, p.data.dtype)
+        sgd_update(p.data.reshape(-1), grad.reshape(-1), flat, t(group["lr"]), t(momentum),
+                   t(1 - group["dampening"]), bool(group["nesterov"]), first)
+
+    @staticmethod
+    def _update_numpy(p: Parameter, grad: np.ndarray, buf: np.ndarray | None, group: dict[str, Any],
+                      first: bool) -> None:
+        """The update as NumPy array expressions (the kernel's twin; used for 0-d or strided arrays)."""
+        momentum = group["momentum"]
         if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = np.array(grad, dtype=p.data.dtype)   # an array even if 0-d
+            if first:
+                buf[...] = grad
             else:
                 buf *= momentum
                 buf += (1 - group["dampening"]) * grad

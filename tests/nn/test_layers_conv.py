@@ -155,23 +155,27 @@ def test_conv_bad_inputs_name_layer_and_shapes():
         nn.Conv1d(2, 4, 3)(np.zeros((1, 3, 9), np.float32))
 
 
-@pytest.mark.parametrize("shape, kernel, stride, pad, dilation", [
-    ((3, 4, 8, 8), (3, 3), (1, 1), 1, (1, 1)), ((2, 3, 7, 5), (3, 2), (2, 1), 1, (1, 2)),
-    ((2, 2, 5, 5), (1, 1), (2, 2), 0, (1, 1)), ((1, 5, 16, 16), (5, 5), (1, 1), 2, (1, 1)),
+@pytest.mark.parametrize("shape, kernel, stride, pads, dilation", [
+    ((3, 4, 8, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)), ((2, 3, 7, 5), (3, 2), (2, 1), ((1, 1), (1, 1)), (1, 2)),
+    ((2, 2, 5, 5), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1)),
+    ((1, 5, 16, 16), (5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1)),
+    ((2, 3, 4, 6), (2, 3), (3, 2), ((0, 1), (2, 0)), (1, 1)), ((1, 2, 3, 3), (3, 3), (1, 1), ((4, 4), (3, 3)), (2, 2)),
 ])
-def test_col2im_kernel_equals_its_numpy_twin_bit_for_bit(shape, kernel, stride, pad, dilation):
-    """The Numba col2im (small maps) adds each element's terms in the twin's (p, q) order: bit-equal."""
-    from minicompress.nn.functional import conv as C
-    from minicompress.nn.kernels import col2im_add
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_im2col_and_col2im_kernel_equal_per_sample_twins(shape, kernel, stride, pads, dilation, dtype):
+    """im2col_batch holds the per-sample im2col's values (1) with the batch in the columns; kernels.col2im
+    adds each element's terms in the twin's (p, q) order: bit-equal, padding (even lopsided) included."""
+    from minicompress.nn import kernels
     n, c, h, w = shape
-    pads = ((pad, pad), (pad, pad))
-    out = tuple(C.conv_output_size(s, k, st, pads[0], d) for s, k, st, d in zip((h, w), kernel, stride, dilation))
-    dcols = np.random.default_rng(0).standard_normal((n, c * kernel[0] * kernel[1], out[0] * out[1])).astype(np.float32)
-    old, C.SMALL_MAP = C.SMALL_MAP, 0                # the NumPy twin
-    try:
-        twin = C.col2im(dcols, shape, pads, kernel, out, stride, dilation)
-    finally:
-        C.SMALL_MAP = old
-    dxp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), np.float32)
-    col2im_add(dcols.reshape(n, c, *kernel, *out), dxp, *stride, *dilation)
-    np.testing.assert_array_equal(dxp[:, :, pad:pad + h, pad:pad + w], twin)
+    out = tuple(F.conv_output_size(s, k, st, p, d) for s, k, st, p, d in zip((h, w), kernel, stride, pads, dilation))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    k = c * kernel[0] * kernel[1]
+    args = (*kernel, *stride, pads[0][0], pads[1][0], *dilation, *out)
+    twin = F.im2col(np.pad(x, ((0, 0), (0, 0)) + pads), kernel, out, stride, dilation)     # (N, K, OH*OW)
+    np.testing.assert_array_equal(F.im2col_batch(x, kernel, out, pads, stride, dilation),
+                                  twin.transpose(1, 0, 2).reshape(k, -1))
+    dcols = rng.standard_normal((n, k, out[0] * out[1])).astype(dtype)
+    want = F.col2im(dcols, shape, pads, kernel, out, stride, dilation)
+    got = kernels.col2im(np.ascontiguousarray(dcols.transpose(1, 0, 2)).reshape(k, -1), n, c, h, w, *args)
+    np.testing.assert_array_equal(got, want)

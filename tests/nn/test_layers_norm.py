@@ -102,3 +102,38 @@ def test_batchnorm_bad_inputs_name_layer_and_shapes():
         nn.BatchNorm1d(4)(np.zeros((1, 4), np.float32))
     with pytest.raises(TypeError, match=r"BatchNorm1d\(4.*float64"):
         nn.BatchNorm1d(4)(np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 3), (4, 3, 7), (3, 2, 5, 4)])
+def test_batch_norm_kernels_equal_the_numpy_formulas(dtype, shape):
+    """kernels.channel_mean_var sums in float64 (as NumPy's float64 mean / var); batch_norm_apply and
+    batch_norm_grad are the NumPy expressions of functional.norm in the same order (sums in float64)."""
+    from minicompress.nn import kernels
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    x3 = x.reshape(shape[0], shape[1], -1)
+    mean, var = kernels.channel_mean_var(x3)
+    np.testing.assert_allclose(mean, x3.astype(np.float64).mean(axis=(0, 2)), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(var, x3.astype(np.float64).var(axis=(0, 2)), rtol=1e-12)
+    mean, var = mean.astype(dtype), var.astype(dtype)
+    inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
+    w, b = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    xhat, y = kernels.batch_norm_apply(x3, mean, inv_std, w, b)
+    want = (x3 - mean[:, None]) * inv_std[:, None]
+    np.testing.assert_array_equal(xhat, want)
+    np.testing.assert_array_equal(y, want * w[:, None] + b[:, None])
+    dy = rng.standard_normal(x3.shape).astype(dtype)
+    scale = w * inv_std
+    m = x3.size // shape[1]
+    for batch_stats in (True, False):
+        dx, dgamma, dbeta = kernels.batch_norm_grad(dy, xhat, scale, dtype(m), batch_stats)
+        sb = dy.astype(np.float64).sum(axis=(0, 2)).astype(dtype)
+        sg = (dy * xhat).astype(np.float64).sum(axis=(0, 2)).astype(dtype)
+        np.testing.assert_allclose(dbeta, sb, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-12)
+        np.testing.assert_allclose(dgamma, sg, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-12)
+        if batch_stats:
+            want = (dy - (dbeta / dtype(m))[:, None] - xhat * (dgamma / dtype(m))[:, None]) * scale[:, None]
+        else:
+            want = dy * scale[:, None]
+        np.testing.assert_array_equal(dx, want)

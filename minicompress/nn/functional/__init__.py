@@ -9,7 +9,7 @@ from .activation import (gelu_backward, gelu_forward, leaky_relu_backward, leaky
                          log_softmax_backward, log_softmax_forward, relu_backward, relu_forward,
                          sigmoid_backward, sigmoid_forward, softmax_backward, softmax_forward, tanh_backward,
                          tanh_forward)
-from .conv import col2im, conv1d_backward, conv1d_forward, conv2d_backward, conv2d_forward, im2col
+from .conv import col2im, conv1d_backward, conv1d_forward, conv2d_backward, conv2d_forward, im2col, im2col_batch
 from .attention import scaled_dot_product_attention
 from .linear import linear_backward, linear_forward
 from .misc import dropout_backward, dropout_forward, flatten_backward, flatten_forward

@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import kernels
+
 
 class BatchNormCache(NamedTuple):
     xhat: np.ndarray            # normalised input, same shape as x
@@ -32,24 +34,24 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
 
     Batch statistics (training, or no running statistics given):
         mu = (1/M) sum x,   var = (1/M) sum (x - mu)^2   (biased; the caller updates running stats with
-        the unbiased var * M / (M - 1)).
+        the unbiased var * M / (M - 1)); both summed in float64 (``kernels.channel_mean_var``).
     Otherwise (evaluation): mu, var = running_mean, running_var.
+    xhat and y are written in one pass (``kernels.batch_norm_apply``).
 
     x: (N, C) or (N, C, L) or (N, C, H, W)   gamma, beta: (C,) or None   ->   y: same shape as x
     """
-    axes = (0,) + tuple(range(2, x.ndim))
+    x3 = x.reshape(x.shape[0], x.shape[1], -1)                      # (N, C, M)
     batch_stats = running_mean is None
     if batch_stats:
-        mean = x.mean(axis=axes)
-        var = x.var(axis=axes)
+        mean, var = (v.astype(x.dtype) for v in kernels.channel_mean_var(x3))
     else:
         mean, var = running_mean, running_var
-    inv_std = 1.0 / np.sqrt(var + eps)
-    xhat = (x - _per_channel(mean, x.ndim)) * _per_channel(inv_std, x.ndim)
-    y = xhat if weight is None else xhat * _per_channel(weight, x.ndim)
-    if bias is not None:
-        y = y + _per_channel(bias, x.ndim)
-    return y, BatchNormCache(xhat, inv_std, weight, mean, var, batch_stats)
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+    C = x.shape[1]
+    gamma = np.ones(C, x.dtype) if weight is None else weight.astype(x.dtype, copy=False)
+    beta = np.zeros(C, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
+    xhat, y = kernels.batch_norm_apply(x3, mean.astype(x.dtype, copy=False), inv_std, gamma, beta)
+    return y.reshape(x.shape), BatchNormCache(xhat.reshape(x.shape), inv_std, weight, mean, var, batch_stats)
 
 
 def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,20 +59,16 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache) -> tuple[np.ndarr
 
     Batch statistics:  dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M)
     Running statistics (constants):  dx = gamma * inv_std * dy
+    (``kernels.batch_norm_grad``: the sums in float64, dx in one pass.)
 
     dy: shape of x  ->  dx: shape of x,  dgamma: (C,),  dbeta: (C,)
     """
     xhat, inv_std, weight, _, _, batch_stats = cache
-    axes = (0,) + tuple(range(2, dy.ndim))
-    dbeta = dy.sum(axis=axes)
-    dgamma = (dy * xhat).sum(axis=axes)
-    scale = inv_std if weight is None else weight * inv_std
-    if not batch_stats:
-        return dy * _per_channel(scale, dy.ndim), dgamma, dbeta
+    scale = (inv_std if weight is None else weight * inv_std).astype(dy.dtype, copy=False)
     M = dy.size // dy.shape[1]
-    dx = dy - _per_channel(dbeta / M, dy.ndim) - xhat * _per_channel(dgamma / M, dy.ndim)
-    dx *= _per_channel(scale, dy.ndim)
-    return dx, dgamma, dbeta
+    dy3 = dy.reshape(dy.shape[0], dy.shape[1], -1)
+    dx, dgamma, dbeta = kernels.batch_norm_grad(dy3, xhat.reshape(dy3.shape), scale, dy.dtype.type(M), batch_stats)
+    return dx.reshape(dy.shape), dgamma, dbeta
 
 
 def _normalize_forward(x: np.ndarray, axes: tuple[int, ...], eps: float) -> tuple[np.ndarray, tuple]:

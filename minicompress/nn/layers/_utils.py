@@ -49,3 +49,13 @@ def batched(module: Module, x: np.ndarray, spatial: int, channels: int | None = 
     if x.ndim == spatial + 1:
         return x[None], True
     return x, False
+
+
+def backward_without_input_grad(module: Module, grad_output: np.ndarray) -> None:
+    """``module.backward(grad_output)`` with ``needs_input_grad`` False for this one call (Linear, Conv)."""
+    needs = module.needs_input_grad
+    module.needs_input_grad = False
+    try:
+        module.backward(grad_output)
+    finally:
+        module.needs_input_grad = needs

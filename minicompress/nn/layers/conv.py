@@ -8,7 +8,7 @@ import numpy as np
 from .. import init
 from ..functional import conv as F
 from ..module import Module, Parameter
-from ._utils import batched, check_array, check_grad, ntuple
+from ._utils import backward_without_input_grad, batched, check_array, check_grad, ntuple
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -79,10 +79,14 @@ class _ConvNd(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
         dx, dW, db = self._conv_backward(grad_output)
-        self.accumulate_grad("weight", dW)
+        self.accumulate_grad("weight", dW, fresh=True)
         if db is not None:
-            self.accumulate_grad("bias", db)
+            self.accumulate_grad("bias", db, fresh=True)
         return dx
+
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """dW and db of ``backward``, without d input (W^T dy and col2im): the input was data."""
+        backward_without_input_grad(self, grad_output)
 
     def _conv_forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         """conv(x, weight, bias) with this layer's hyper-parameters and input checks; keeps the cache.
@@ -143,7 +147,8 @@ class Conv2d(_ConvNd):
     as ``torch.nn.Conv2d`` (stride, padding incl. 'same'/'valid', dilation, groups; padding_mode 'zeros').
 
     Input (N, C_in, H, W) or (C_in, H, W); weight (out_channels, in_channels/groups, KH, KW);
-    PyTorch's default init. ``needs_input_grad = False`` skips d loss / d input (backward returns None).
+    PyTorch's default init. ``backward_params`` skips d loss / d input for one call (the input was data);
+    ``needs_input_grad = False`` for every call (backward then returns None).
     """
 
     _nd = 2

@@ -6,7 +6,7 @@ import numpy as np
 from .. import init
 from ..functional.linear import linear_backward, linear_forward
 from ..module import Module, Parameter
-from ._utils import check_array, check_grad
+from ._utils import backward_without_input_grad, check_array, check_grad
 
 
 class Linear(Module):
@@ -15,8 +15,8 @@ class Linear(Module):
     Parameters: ``weight`` (out_features, in_features), ``bias`` (out_features,) unless ``bias=False``.
     Initialisation: W, b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)) (PyTorch's default).
     ``rng`` (Generator or seed) draws the initial weights; ``dtype`` defaults to float32.
-    Set ``needs_input_grad = False`` on a first layer to skip d loss / d input (PyTorch skips it for
-    inputs that do not require grad); ``backward`` then returns None.
+    ``backward_params`` (the input was data, as ``train.fit`` knows) skips d loss / d input for one
+    call; ``needs_input_grad = False`` skips it for every call (``backward`` then returns None).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
@@ -49,10 +49,14 @@ class Linear(Module):
         shape, cache = self._saved()
         check_grad(self, grad_output, shape)
         dx, dW, db = linear_backward(grad_output, cache, self.needs_input_grad)
-        self.accumulate_grad("weight", dW)
+        self.accumulate_grad("weight", dW, fresh=True)
         if self.array("bias") is not None:
-            self.accumulate_grad("bias", db)
+            self.accumulate_grad("bias", db, fresh=True)
         return dx
+
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """dW and db of ``backward``, without the d input GEMM dx = dy W (the input was data)."""
+        backward_without_input_grad(self, grad_output)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -99,9 +99,9 @@ class _BatchNorm(Module):
         check_grad(self, grad_output, shape)
         dx, dgamma, dbeta = batch_norm_backward(grad_output, cache)
         if self.array("weight") is not None:
-            self.accumulate_grad("weight", dgamma)
+            self.accumulate_grad("weight", dgamma, fresh=True)
         if self.array("bias") is not None:
-            self.accumulate_grad("bias", dbeta)
+            self.accumulate_grad("bias", dbeta, fresh=True)
         return dx
 
     def extra_repr(self) -> str:
@@ -144,9 +144,9 @@ class _AffineNorm(Module):
 
     def _grads(self, dgamma: np.ndarray | None, dbeta: np.ndarray) -> None:
         if self.weight is not None:
-            self.accumulate_grad("weight", dgamma)
+            self.accumulate_grad("weight", dgamma, fresh=True)
         if self.bias is not None:
-            self.accumulate_grad("bias", dbeta)
+            self.accumulate_grad("bias", dbeta, fresh=True)
 
 
 class LayerNorm(_AffineNorm):
