@@ -129,8 +129,7 @@ class _MutualObjective:
             own = 0.0
             for peer in range(k_all):
                 if peer != k:
-                    value, cache = kd_loss_forward(logits[k], logits[peer], target, kd.T, kd.alpha,
-                                                   kd.label_smoothing, kd.soft)
+                    value, cache = kd_loss_forward(logits[k], logits[peer], target, **kd.kd_args())
                     own += value / (k_all - 1)
                     self._kd_caches.append((k, cache))
             self.tally[k] += (own * len(target), (logits[k].argmax(axis=1) == target).sum(), len(target))
