@@ -45,11 +45,11 @@ from minicompress.train import evaluate, fit
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", action="store_true", help="ResNet teacher to other architectures (distill_arch.py): "
-                   "defaults 3 seeds, all the training split, 15 student and teacher epochs, lr 3e-3")
+                   "defaults 3 seeds, all the training split, 15 student and 30 teacher epochs, lr 3e-3")
     p.add_argument("--seeds", type=int, default=None, help="default 10 (3 with --arch)")
     p.add_argument("--teacher-channels", type=int, nargs=2, default=[8, 16])
     p.add_argument("--teacher-hidden", type=int, default=32)
-    p.add_argument("--teacher-epochs", type=int, default=None, help="default 60 (15 with --arch)")
+    p.add_argument("--teacher-epochs", type=int, default=None, help="default 60 (30 with --arch)")
     p.add_argument("--teacher-lr", type=float, default=3e-3)
     p.add_argument("--student-hidden", type=int, nargs="+", default=[16])
     p.add_argument("--epochs", type=int, default=None, help="student epochs, every method (default 100, 15 with --arch)")
@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--search", action="store_true", help="grid over T, alpha, epochs (KD vs scratch only)")
     args = p.parse_args()
-    defaults = dict(seeds=3, teacher_epochs=15, epochs=15, train_fraction=1.0, lr=3e-3) if args.arch else \
+    defaults = dict(seeds=3, teacher_epochs=30, epochs=15, train_fraction=1.0, lr=3e-3) if args.arch else \
         dict(seeds=10, teacher_epochs=60, epochs=100, train_fraction=0.2, lr=1e-2)
     for name, value in defaults.items():
         if getattr(args, name) is None:
