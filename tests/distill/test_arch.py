@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicompress import io, models
+from minicompress import io, models, nn
 from minicompress.data import load_digits
 from minicompress.distill import ATLoss, Distiller, FeatureTaps, HintLoss, KDLoss, student_from_teacher
 from minicompress.distill.features import at_loss_backward, at_loss_forward
@@ -84,6 +84,32 @@ def test_bad_taps_say_what_is_there():
     with pytest.raises(ValueError, match=r"tapped module 'layer1\.0\.relu' of ResNet ran 2 times in one forward; "
                                          r"tap a module that runs exactly once \(e\.g\. its parent 'layer1\.0'\)"):
         taps.outputs()
+
+
+class SideBranch(nn.Module):
+    """Runs ``side`` in its forward but returns ``main``'s output only: ``side`` leads nowhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.main, self.side = nn.Linear(3, 2, rng=0), nn.Linear(3, 2, rng=1)
+
+    def forward(self, x):
+        self.side(x)
+        return self.main(x)
+
+    def backward(self, grad_output):
+        return self.main.backward(grad_output)
+
+
+def test_a_tap_gradient_that_never_reaches_its_module_is_an_error():
+    model, x = SideBranch(), np.ones((4, 3), np.float32)
+    taps = FeatureTaps(model, ["side"])
+    taps.reset()
+    model(x)
+    taps.add_grads(taps.outputs())
+    model.backward(np.ones((4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"the backward of SideBranch never reached the tapped module\(s\) \['side'\]"):
+        taps.check_consumed()
 
 
 # ---------------------------------------------------------------------------- alignment, against PyTorch
