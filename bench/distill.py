@@ -52,12 +52,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--teacher-epochs", type=int, default=None, help="default 60 (30 with --arch)")
     p.add_argument("--teacher-lr", type=float, default=3e-3)
     p.add_argument("--student-hidden", type=int, nargs="+", default=[16])
-    p.add_argument("--epochs", type=int, default=None, help="student epochs, every method (default 100, 15 with --arch)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="student epochs, every method (default 100, 15 with --arch)")
     p.add_argument("--train-fraction", type=float, default=None,
                    help="use the first fraction of the train split (default 0.2, 1.0 with --arch)")
     p.add_argument("--T", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.9)
-    p.add_argument("--lr", type=float, default=None, help="student learning rate, Adam (default 1e-2, 3e-3 with --arch)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="student learning rate, Adam (default 1e-2, 3e-3 with --arch)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--search", action="store_true", help="grid over T, alpha, epochs (KD vs scratch only)")
     args = p.parse_args()

@@ -39,7 +39,8 @@ def resnet(layers: list[int], widths: tuple[int, ...], seed: int) -> models.ResN
 
 
 def mobilenet(seed: int) -> models.MobileNetV2:
-    return models.mobilenet_v2(10, width_mult=0.5, inverted_residual_setting=[[1, 8, 1, 1], [2, 16, 2, 2], [2, 24, 1, 2]],
+    rows = [[1, 8, 1, 1], [2, 16, 2, 2], [2, 24, 1, 2]]                  # t, c, n, s
+    return models.mobilenet_v2(10, width_mult=0.5, inverted_residual_setting=rows,
                                in_channels=1, small_input=True, rng=np.random.default_rng(seed))
 
 
@@ -159,4 +160,5 @@ def main(args) -> None:
     print(json.dumps({"bench": "distill-arch", "train": n, "seeds": args.seeds, "epochs": args.epochs,
                       "teacher_epochs": args.teacher_epochs, "T": args.T, "alpha": args.alpha, "lr": args.lr,
                       "params": runs[0]["_params"], "accuracy": summary,
-                      "trusted_fraction": [r["_trusted_fraction"] for r in runs], "curves": [r["_curves"] for r in runs]}))
+                      "trusted_fraction": [r["_trusted_fraction"] for r in runs],
+                      "curves": [r["_curves"] for r in runs]}))

@@ -24,7 +24,8 @@ def vit(layers=4, seed=0):
 
 
 def mobilenet(seed=0):
-    return models.mobilenet_v2(10, width_mult=0.25, inverted_residual_setting=[[1, 8, 1, 1], [2, 8, 3, 2], [2, 16, 2, 2]],
+    rows = [[1, 8, 1, 1], [2, 8, 3, 2], [2, 16, 2, 2]]                   # t, c, n, s
+    return models.mobilenet_v2(10, width_mult=0.25, inverted_residual_setting=rows,
                                in_channels=1, small_input=True, rng=np.random.default_rng(seed))
 
 
