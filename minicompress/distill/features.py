@@ -2,13 +2,14 @@
 
 - FitNets hint (Romero et al., 2015): a learned regressor r maps a student feature to the teacher's
   shape, L = mean((r(f_s) - f_t)^2).
-- Attention transfer, AT (Zagoruyko & Komodakis, 2017): a(f) = normalize(mean_c f^p) per sample,
-  L = mean((a(f_s) - a(f_t))^2).
+- Attention transfer, AT (Zagoruyko & Komodakis, 2017): z(f) = normalize(sum_c |f_c|^p) per sample,
+  L = mean((z(f_s) - z(f_t))^2).
 - Relational KD, RKD (Park et al., 2019): distance term on pairwise distances normalised by their
   mean, angle term on the cosines of the angles each triplet of samples forms; smooth-L1 each.
 
-Formulas and defaults follow HobbitLong/RepDistiller (``distiller_zoo/{FitNet,AT,RKD}.py``). Teacher
-features are constants: every backward returns d loss / d f_s only.
+Formulas and defaults follow HobbitLong/RepDistiller (``distiller_zoo/{FitNet,AT,RKD}.py``). Student and
+teacher features of different widths, spatial sizes or kinds (maps, ViT tokens) are aligned by
+``align.py``. Teacher features are constants: every backward returns d loss / d f_s only.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from ..nn.functional.losses import mse_loss_backward, mse_loss_forward
 from ..nn.layers import Conv2d, Linear
 from ..nn.module import Module
+from .align import channels_last, common_maps, common_maps_backward
 
 EPS = 1e-12   # F.normalize's and RepDistiller's pdist clamp
 
@@ -39,18 +41,13 @@ def smooth_l1_backward(dloss: float, cache: tuple) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- attention transfer
-def _block_mean(f: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:
-    """Average-pool (N, C, H, W) to (N, C, *size) in equal blocks (= adaptive_avg_pool2d when H, W divide)."""
-    n, c, h, w = f.shape
-    if h % size[0] or w % size[1]:
-        raise ValueError(f"{name}: cannot pool spatial size {(h, w)} to {size} in equal blocks")
-    kh, kw = h // size[0], w // size[1]
-    return f.reshape(n, c, size[0], kh, size[1], kw).mean(axis=(3, 5))
-
-
 def attention_map_forward(f: np.ndarray, p: float = 2.0) -> tuple[np.ndarray, tuple]:
-    """z = a / max(||a||_2, eps),  a = mean_c f^p.    f: (N, C, H, W)  ->  z: (N, H*W)."""
-    a = (f ** p).mean(axis=1).reshape(len(f), -1)                     # (N, H*W)
+    """z = Q / max(||Q||_2, eps),  Q = sum_c |f_c|^p   per sample.    f: (N, C, H, W)  ->  z: (N, H*W).
+
+    (RepDistiller and the authors' code take mean_c f^p: for p = 2, or f >= 0 after a ReLU, that is
+    Q / C, and the normalisation cancels the 1 / C except inside the eps clamp.)
+    """
+    a = (np.abs(f) ** p).sum(axis=1).reshape(len(f), -1)              # (N, H*W)
     norm = np.sqrt((a * a).sum(axis=1, keepdims=True))                # (N, 1)
     denom = np.maximum(norm, EPS).astype(a.dtype)
     z = a / denom
@@ -58,43 +55,34 @@ def attention_map_forward(f: np.ndarray, p: float = 2.0) -> tuple[np.ndarray, tu
 
 
 def attention_map_backward(dz: np.ndarray, cache: tuple) -> np.ndarray:
-    """da = (dz - z (z . dz)) / ||a||  (or dz / eps when ||a|| < eps);  df = da p f^(p-1) / C."""
+    """dQ = (dz - z (z . dz)) / ||Q||  (or dz / eps when ||Q|| < eps);  df = dQ p |f|^(p-1) sign(f)."""
     f, p, z, norm, denom = cache
     projected = (dz - z * (z * dz).sum(axis=1, keepdims=True)) / denom
     da = np.where(norm >= EPS, projected, dz / denom)                  # (N, H*W)
     n, c, h, w = f.shape
-    return da.reshape(n, 1, h, w) * (p * f ** (p - 1)) / f.dtype.type(c)
+    return da.reshape(n, 1, h, w) * (p * np.abs(f) ** (p - 1) * np.sign(f))
 
 
-def at_loss_forward(f_s: np.ndarray, f_t: np.ndarray, p: float = 2.0) -> tuple[float, tuple]:
-    """L = mean((z(f_s) - z(f_t))^2) over N * H * W.
+def at_loss_forward(f_s: np.ndarray, f_t: np.ndarray, p: float = 2.0,
+                    class_token: bool = True) -> tuple[float, tuple]:
+    """L = mean((z(f_s) - z(f_t))^2) over N * H * W    (Zagoruyko & Komodakis, 2017, eq. 2 squared).
 
-    f_s: (N, C_s, H_s, W_s), f_t: (N, C_t, H_t, W_t); channel counts may differ; the larger map is
-    average-pooled to the smaller when its sides are multiples of the smaller's (as RepDistiller).
+    f_s: (N, C_s, H_s, W_s), f_t: (N, C_t, H_t, W_t): channel counts may differ (each map sums its own);
+    a larger map is adaptive-average-pooled to the common (min H, min W) first, and tokens (N, S, D)
+    are laid on their patch grid (``align.common_maps``).
     """
-    if f_s.ndim != 4 or f_t.ndim != 4 or len(f_s) != len(f_t):
-        raise ValueError(f"at_loss: expected features (N, C, H, W) with the same N, got student "
-                         f"{f_s.shape} and teacher {f_t.shape}")
-    s_size, t_size = f_s.shape[2:], f_t.shape[2:]
-    pooled = s_size != t_size and s_size[0] >= t_size[0]
-    if pooled:
-        f_s = _block_mean(f_s, t_size, "at_loss")
-    elif s_size != t_size:
-        f_t = _block_mean(f_t, s_size, "at_loss")
-    z_s, map_cache = attention_map_forward(f_s, p)
-    z_t, _ = attention_map_forward(f_t, p)
+    m_s, m_t, align_cache = common_maps(f_s, f_t, class_token, "at_loss")
+    z_s, map_cache = attention_map_forward(m_s, p)
+    z_t, _ = attention_map_forward(m_t, p)
     diff = z_s - z_t
-    return float((diff * diff).mean()), (diff, map_cache, s_size if pooled else None)
+    return float((diff * diff).mean()), (diff, map_cache, align_cache)
 
 
 def at_loss_backward(dloss: float, cache: tuple) -> np.ndarray:
-    """dz_s = 2 (z_s - z_t) / (N H W), then through the attention map (and the pooling, if any)."""
-    diff, map_cache, pooled_from = cache
-    df = attention_map_backward(diff * diff.dtype.type(2.0 * dloss / diff.size), map_cache)
-    if pooled_from is not None:                                        # undo the block mean
-        kh, kw = pooled_from[0] // df.shape[2], pooled_from[1] // df.shape[3]
-        df = np.repeat(np.repeat(df, kh, axis=2), kw, axis=3) / df.dtype.type(kh * kw)
-    return df
+    """dz_s = 2 (z_s - z_t) / (N H W), then through the attention map and the alignment."""
+    diff, map_cache, align_cache = cache
+    dm = attention_map_backward(diff * diff.dtype.type(2.0 * dloss / diff.size), map_cache)
+    return common_maps_backward(dm, align_cache)
 
 
 # ---------------------------------------------------------------------------- relational KD
@@ -180,48 +168,69 @@ def rkd_angle_backward(dloss: float, cache: tuple) -> np.ndarray:
 class HintLoss(Module):
     """FitNets hint: L = mean((regressor(f_s) - f_t)^2), the regressor learned with the student.
 
-    ``regressor`` defaults to ``Conv2d(student_channels, teacher_channels, 1)`` for (N, C, H, W)
-    features (``conv=True``) or ``Linear(student_channels, teacher_channels)`` for (N, D) features.
+    ``regressor`` defaults to ``Conv2d(student_channels, teacher_channels, 1)`` on maps (``conv=True``)
+    or ``Linear(student_channels, teacher_channels)`` over the last axis (``conv=False``: vectors
+    (N, D), tokens (N, S, D), or maps read channels-last). Features of the same layout and size are
+    compared as they are; otherwise both become maps of one spatial size (``align.common_maps``: tokens
+    laid on their patch grid without the class token, the larger map adaptive-average-pooled), the
+    student's *before* the regressor (for a 1x1 conv or a Linear that is the same as after).
     ``loss(f_s, f_t)`` returns a float; ``loss.backward()`` returns d loss / d f_s and accumulates the
     regressor's gradients.
     """
 
     def __init__(self, student_channels: int, teacher_channels: int, conv: bool = True,
-                 regressor: Module | None = None, rng: Any = None) -> None:
+                 regressor: Module | None = None, rng: Any = None, class_token: bool = True) -> None:
         super().__init__()
         if regressor is None:
             regressor = (Conv2d(student_channels, teacher_channels, 1, rng=rng) if conv
                          else Linear(student_channels, teacher_channels, rng=rng))
         self.regressor = regressor
         self.student_channels, self.teacher_channels = student_channels, teacher_channels
+        self.conv, self.class_token = conv, class_token
 
     def forward(self, f_s: np.ndarray, f_t: np.ndarray) -> float:
-        out = self.regressor(f_s)
-        if np.shape(out) != np.shape(f_t):
+        f_s = np.asarray(f_s)
+        f_t = np.asarray(f_t, dtype=f_s.dtype)
+        align_cache = None
+        same_layout = f_s.ndim == f_t.ndim and f_s.shape[:-1] == f_t.shape[:-1] and f_s.ndim in (2, 3)
+        if not same_layout and not (f_s.ndim == f_t.ndim == 4 and f_s.shape[2:] == f_t.shape[2:]):
+            f_s, f_t, align_cache = common_maps(f_s, f_t, self.class_token, self._name())
+        last = not self.conv and f_s.ndim == 4                  # a Linear over the channels of a map
+        out = self.regressor(channels_last(f_s) if last else f_s)
+        target = channels_last(f_t) if last else f_t
+        if np.shape(out) != np.shape(target):
             raise ValueError(f"{self._name()}: regressed student feature {np.shape(out)} does not match the "
-                             f"teacher feature {np.shape(f_t)}")
-        loss, cache = mse_loss_forward(out, np.asarray(f_t, dtype=out.dtype))
-        self._save_for_backward(cache)
+                             f"teacher feature {np.shape(target)}")
+        loss, cache = mse_loss_forward(out, target.astype(out.dtype, copy=False))
+        self._save_for_backward((cache, last, align_cache))
         return float(loss)
 
     def backward(self, grad_output: float = 1.0) -> np.ndarray:
-        return self.regressor.backward(mse_loss_backward(grad_output, self._saved()))
+        cache, last, align_cache = self._saved()
+        grad = self.regressor.backward(mse_loss_backward(grad_output, cache))
+        grad = grad.transpose(0, 3, 1, 2) if last else grad      # channels-last back to (N, C, H, W)
+        return grad if align_cache is None else common_maps_backward(grad, align_cache)
 
     def extra_repr(self) -> str:
         return f"{self.student_channels}, {self.teacher_channels}"
 
 
 class ATLoss(Module):
-    """Attention transfer: ``loss(f_s, f_t)`` = mean((z(f_s) - z(f_t))^2), z = normalize(mean_c f^p)."""
+    """Attention transfer: ``loss(f_s, f_t)`` = mean((z(f_s) - z(f_t))^2), z = normalize(sum_c |f_c|^p).
 
-    def __init__(self, p: float = 2.0) -> None:
+    p >= 1 (below 1, |f|^p has no derivative at 0); maps of any channel counts and sizes, or tokens
+    (see ``at_loss_forward``).
+    """
+
+    def __init__(self, p: float = 2.0, class_token: bool = True) -> None:
         super().__init__()
-        if p <= 0:
-            raise ValueError(f"ATLoss: p must be > 0, got {p!r}")
-        self.p = p
+        if not p >= 1:
+            raise ValueError(f"ATLoss: p must be >= 1, got {p!r}")
+        self.p, self.class_token = p, class_token
 
     def forward(self, f_s: np.ndarray, f_t: np.ndarray) -> float:
-        loss, cache = at_loss_forward(np.asarray(f_s), np.asarray(f_t, dtype=np.asarray(f_s).dtype), self.p)
+        f_s = np.asarray(f_s)
+        loss, cache = at_loss_forward(f_s, np.asarray(f_t, dtype=f_s.dtype), self.p, self.class_token)
         self._save_for_backward(cache)
         return loss
 

@@ -6,9 +6,11 @@ what fit trains is a thin wrapper Module around the student(s), and its loss is 
 that knows where the soft targets of the current batch come from.
 
 - offline: the teacher runs once, in eval mode without caches, over the whole training set; its
-  logits (and, for a feature loss, the chosen feature) are cached. Batches are drawn as sample
-  *indices*, so the wrapper feeds the student ``x[idx]`` and the objective reads the teacher's
-  outputs at the same ``idx``: an epoch costs only the student. The teacher is never updated.
+  logits (and, for feature losses, the outputs of the tapped teacher modules) are cached. Batches are
+  drawn as sample *indices*, so the wrapper feeds the student ``x[idx]`` and the objective reads the
+  teacher's outputs at the same ``idx``: an epoch costs only the student. The teacher is never
+  updated. Features are tapped by module path (``taps.FeatureTaps``: forward hooks), so teacher and
+  student may be any architectures (a ResNet teacher, a MobileNetV2 or ViT student).
 - mutual (DML, Zhang et al., 2018): K >= 2 students train in the same loop; student k minimises
   ``mean_{l != k} kd(s_k, s_l, y)``, the peers' current logits acting as constant soft targets
   (all students updated simultaneously from the same batch).
@@ -28,69 +30,15 @@ import numpy as np
 from ..data.checks import check_labels
 from ..data.loader import DataLoader
 from ..nn.losses import CrossEntropyLoss
-from ..nn.containers import Sequential
 from ..nn.module import Module
 from ..optim import Adam
 from ..train import fit as train_fit
 from ..train import predict
 from .losses import KDLoss, kd_loss_backward, kd_loss_forward
+from .offline import CachedTeacherStudent, OfflineObjective, feature_pairs, teacher_outputs
+from .taps import FeatureTaps
 
 MODES = ("offline", "mutual", "self")
-
-
-# ---------------------------------------------------------------------------- offline
-class _CachedTeacherStudent(Module):
-    """The Module fit trains offline: sample indices in; out the student's logits beside the teacher's
-    cached ones, ``(s, t)``, or with a feature loss ``(s, t, f_s, f_t)``.
-
-    With a feature loss the student (a Sequential) runs as ``head = student[:layer]``,
-    ``tail = student[layer:]``, ``f_s`` being the head's output. ``backward`` takes one gradient per
-    output (the teacher's are constants: None) and joins the feature gradient to the logit gradient
-    at the head's output: ``d head = tail.backward(d s) + d f_s``.
-    """
-
-    def __init__(self, student: Module, x: np.ndarray, teacher_logits: np.ndarray,
-                 feature_loss: Module | None = None, layer: int | None = None,
-                 teacher_features: np.ndarray | None = None) -> None:
-        super().__init__()
-        self.student = student
-        self.feature_loss = feature_loss              # a child: a hint regressor is trained too
-        self._x, self._teacher_logits, self._teacher_features = x, teacher_logits, teacher_features
-        self._layer = layer
-
-    def forward(self, idx: np.ndarray) -> tuple[np.ndarray, ...]:
-        xb, teacher_logits = self._x[idx], self._teacher_logits[idx]
-        if self._layer is None:
-            return self.student(xb), teacher_logits
-        feature = self.student[:self._layer](xb)
-        return self.student[self._layer:](feature), teacher_logits, feature, self._teacher_features[idx]
-
-    def backward(self, grad_outputs: tuple) -> np.ndarray:
-        if self._layer is None:
-            return self.student.backward(grad_outputs[0])
-        d_logits, _, d_feature, _ = grad_outputs
-        grad_feature = self.student[self._layer:].backward(d_logits)        # (N, *feature shape)
-        return self.student[:self._layer].backward(grad_feature + d_feature)
-
-
-class _OfflineObjective:
-    """loss = kd(s, t, y) [+ feature_weight * feature_loss(f_s, f_t)] of the wrapper's outputs."""
-
-    def __init__(self, model: _CachedTeacherStudent, kd: KDLoss, feature_weight: float) -> None:
-        self.feature_loss, self.kd, self.feature_weight = model.feature_loss, kd, feature_weight
-
-    def __call__(self, outputs: tuple, target: np.ndarray) -> float:
-        value = self.kd(outputs[0], outputs[1], target)
-        if len(outputs) == 4:
-            value += self.feature_weight * self.feature_loss(outputs[2], outputs[3])
-        return value
-
-    def backward(self) -> tuple:
-        """One gradient per output of the wrapper: (d s, None) or (d s, None, d f_s, None)."""
-        if self.feature_loss is None:
-            return self.kd.backward(), None
-        grad = self.feature_loss.backward()
-        return self.kd.backward(), None, grad * grad.dtype.type(self.feature_weight), None
 
 
 # ---------------------------------------------------------------------------- mutual learning
@@ -129,8 +77,7 @@ class _MutualObjective:
             own = 0.0
             for peer in range(k_all):
                 if peer != k:
-                    value, cache = kd_loss_forward(logits[k], logits[peer], target, kd.T, kd.alpha,
-                                                   kd.label_smoothing, kd.soft)
+                    value, cache = kd_loss_forward(logits[k], logits[peer], target, **kd.kd_args())
                     own += value / (k_all - 1)
                     self._kd_caches.append((k, cache))
             self.tally[k] += (own * len(target), (logits[k].argmax(axis=1) == target).sum(), len(target))
@@ -165,8 +112,10 @@ class Distiller:
     scheduler : callable(optimizer) -> scheduler (stepped once per epoch), or None.
     epochs, batch_size : training length and mini-batch size (per model, per generation).
     generations : number of distilled generations in 'self' mode.
-    feature_loss : HintLoss / ATLoss / RKDLoss (offline only), applied between ``student[:student_layer]``
-        and ``teacher[:teacher_layer]`` outputs (both Sequentials), weighted by ``feature_weight``.
+    feature_loss : HintLoss / ATLoss / RKDLoss, or a list of them (offline only), each applied between the
+        output of the student module at ``student_layer`` and the teacher's at ``teacher_layer`` (module
+        paths such as ``'layer2'`` or ``'features.6'``, or ints k for a Sequential's ``model[:k]``; lists
+        when there are several losses), weighted by ``feature_weight`` (a float or one per loss).
     callbacks, quiet, desc : passed to ``train.fit`` (callbacks receive the wrapper Module being trained;
         ``desc`` names the run in the progress bar).
     rng : generator or seed for shuffling, or None for the global generator.
@@ -183,8 +132,8 @@ class Distiller:
     def __init__(self, loss: KDLoss | None = None, mode: str = "offline",
                  optimizer: Callable[[Iterable], Any] | None = None, scheduler: Callable[[Any], Any] | None = None,
                  epochs: int = 10, batch_size: int = 64, generations: int = 2,
-                 feature_loss: Module | None = None, feature_weight: float = 1.0,
-                 student_layer: int | None = None, teacher_layer: int | None = None,
+                 feature_loss: Module | Sequence[Module] | None = None, feature_weight: Any = 1.0,
+                 student_layer: Any = None, teacher_layer: Any = None,
                  callbacks: Iterable[Any] = (), quiet: bool = False, rng: Any = None,
                  desc: str | None = None) -> None:
         self.loss, self.mode, self.optimizer, self.scheduler = loss, mode, optimizer, scheduler
@@ -235,22 +184,20 @@ class Distiller:
                  features: bool) -> Module:
         """One offline run: cache the teacher's outputs once, then fit the student on indices."""
         kd = self.loss if self.loss is not None else KDLoss()
-        layer, teacher_features = None, None
-        if features:
-            head, tail = teacher[:self.teacher_layer], teacher[self.teacher_layer:]
-            for part in (head, tail):        # fresh Sequentials: give predict the teacher's mode to restore
-                part.training = teacher.training
-            teacher_features = predict(head, x)
-            logits = predict(tail, teacher_features)
-            layer = self.student_layer
-        else:
-            logits = predict(teacher, x)              # the teacher's only forward
+        pairs = feature_pairs(self.feature_loss, self.student_layer, self.teacher_layer, self.feature_weight,
+                              student, teacher) if features else []
+        logits, teacher_features = teacher_outputs(teacher, x, [t for _, _, t, _ in pairs])   # its only forward
         self._check_classes(student, x, logits)
         self.teacher_logits_ = logits
-        model = _CachedTeacherStudent(student, x, logits, self.feature_loss if features else None,
-                                      layer, teacher_features)
-        indices = DataLoader(np.arange(len(x)), y, self.batch_size, shuffle=True, rng=self.rng)
-        self._run(model, _OfflineObjective(model, kd, self.feature_weight), indices)
+        taps = FeatureTaps(student, [s for _, s, _, _ in pairs], who="Distiller (student)") if pairs else None
+        try:
+            model = CachedTeacherStudent(student, x, logits, [loss for loss, _, _, _ in pairs], taps,
+                                         teacher_features)
+            indices = DataLoader(np.arange(len(x)), y, self.batch_size, shuffle=True, rng=self.rng)
+            self._run(model, OfflineObjective(model, kd, [w for _, _, _, w in pairs]), indices)
+        finally:
+            if taps is not None:
+                taps.remove()
         return student
 
     def _mutual(self, students: list[Module], x: np.ndarray, y: np.ndarray) -> None:
@@ -308,7 +255,5 @@ class Distiller:
             if self.mode != "offline":
                 raise ValueError(f"Distiller: feature_loss works in mode='offline' only, got mode={self.mode!r}")
             if self.student_layer is None or self.teacher_layer is None:
-                raise ValueError("Distiller: feature_loss needs student_layer and teacher_layer (Sequential indices)")
-            if not isinstance(student, Sequential) or not isinstance(teacher, Sequential):
-                raise TypeError(f"Distiller: feature_loss taps student[:student_layer] and teacher[:teacher_layer]: "
-                                f"both must be Sequential, got {type(student).__name__} and {type(teacher).__name__}")
+                raise ValueError("Distiller: feature_loss needs student_layer and teacher_layer (module paths such "
+                                 "as 'layer2', or Sequential prefix lengths)")

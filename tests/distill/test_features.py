@@ -13,15 +13,15 @@ from minicompress.distill.features import (at_loss_backward, at_loss_forward, rk
 
 # ---------------------------------------------------------------------------- PyTorch references
 def torch_at_loss(torch, f_s, f_t, p):
-    """RepDistiller ``Attention.at_loss``, generalised to non-square maps."""
+    """Zagoruyko & Komodakis' AT, Q = sum_c |f_c|^p normalised per sample; a larger map is
+    adaptive-average-pooled to the common (min H, min W) (RepDistiller pools the same way)."""
     F = torch.nn.functional
 
     def at(f):
-        return F.normalize(f.pow(p).mean(1).view(f.size(0), -1))
-    if f_s.shape[2] > f_t.shape[2]:
-        f_s = F.adaptive_avg_pool2d(f_s, f_t.shape[2:])
-    elif f_s.shape[2] < f_t.shape[2]:
-        f_t = F.adaptive_avg_pool2d(f_t, f_s.shape[2:])
+        return F.normalize(f.abs().pow(p).sum(1).view(f.size(0), -1))
+    size = (min(f_s.shape[2], f_t.shape[2]), min(f_s.shape[3], f_t.shape[3]))
+    f_s = f_s if tuple(f_s.shape[2:]) == size else F.adaptive_avg_pool2d(f_s, size)
+    f_t = f_t if tuple(f_t.shape[2:]) == size else F.adaptive_avg_pool2d(f_t, size)
     return (at(f_s) - at(f_t)).pow(2).mean()
 
 
@@ -65,13 +65,17 @@ def run_torch(torch, fn, f_s, f_t):
 # ---------------------------------------------------------------------------- strategies
 @st.composite
 def at_case(draw):
-    """Student/teacher maps (N, C, H, W); channel counts differ; one side possibly 2x larger (pooled)."""
+    """Student/teacher maps (N, C, H, W); channel counts differ; sizes equal, 2x (equal blocks) or any
+    (overlapping adaptive bins, and a side of one map larger while the other side is smaller)."""
     n, cs, ct = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
     h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    factor = draw(st.sampled_from([(1, 1), (2, 1), (1, 2)]))          # (student, teacher) size factors
+    sizes = draw(st.sampled_from(["same", "student 2x", "teacher 2x", "any"]))
+    s_size, t_size = {"same": ((h, w), (h, w)), "student 2x": ((2 * h, 2 * w), (h, w)),
+                      "teacher 2x": ((h, w), (2 * h, 2 * w))}.get(sizes, ((h, w), (draw(st.integers(1, 5)),
+                                                                          draw(st.integers(1, 5)))))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    f_s = rng.normal(0, draw(st.floats(0.1, 10)), (n, cs, h * factor[0], w * factor[0]))
-    f_t = rng.normal(0, 1, (n, ct, h * factor[1], w * factor[1]))
+    f_s = rng.normal(0, draw(st.floats(0.1, 10)), (n, cs, *s_size))
+    f_t = rng.normal(0, 1, (n, ct, *t_size))
     return f_s.astype(np.float32), f_t.astype(np.float32), draw(st.sampled_from([1.0, 2.0, 3.0, 4.0]))
 
 
@@ -202,16 +206,19 @@ def test_hint_loss_takes_a_custom_regressor():
 
 # ---------------------------------------------------------------------------- errors
 def test_feature_losses_reject_bad_shapes():
-    with pytest.raises(ValueError, match=r"at_loss: expected features \(N, C, H, W\) with the same N, "
-                                         r"got student \(2, 3, 4, 4\) and teacher \(3, 3, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"at_loss: student and teacher features have different batch sizes: "
+                                         r"student \(2, 3, 4, 4\), teacher \(3, 3, 4, 4\)"):
         ATLoss()(np.ones((2, 3, 4, 4), np.float32), np.ones((3, 3, 4, 4), np.float32))
-    with pytest.raises(ValueError, match=r"cannot pool spatial size \(5, 5\) to \(2, 2\)"):
-        ATLoss()(np.ones((2, 3, 5, 5), np.float32), np.ones((2, 3, 2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"at_loss: expected the teacher feature as a map \(N, C, H, W\) or "
+                                         r"tokens \(N, S, D\), got \(2, 3\)"):
+        ATLoss()(np.ones((2, 3, 5, 5), np.float32), np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"cannot lay 6 tokens on a square grid: expected S - 1 patch tokens"):
+        ATLoss()(np.ones((2, 6, 4), np.float32), np.ones((2, 3, 2, 2), np.float32))
     with pytest.raises(ValueError, match=r"rkd_distance: expected student and teacher features with the same "
                                          r"N >= 2, got \(1, 4\) and \(1, 4\)"):
         RKDLoss()(np.ones((1, 4), np.float32), np.ones((1, 4), np.float32))
     with pytest.raises(ValueError, match=r"HintLoss\(3, 4\): regressed student feature \(2, 4, 2, 2\) does "
-                                         r"not match the teacher feature \(2, 4, 3, 3\)"):
-        HintLoss(3, 4)(np.ones((2, 3, 2, 2), np.float32), np.ones((2, 4, 3, 3), np.float32))
-    with pytest.raises(ValueError, match=r"ATLoss: p must be > 0, got 0"):
+                                         r"not match the teacher feature \(2, 5, 2, 2\)"):
+        HintLoss(3, 4)(np.ones((2, 3, 2, 2), np.float32), np.ones((2, 5, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"ATLoss: p must be >= 1, got 0"):
         ATLoss(p=0)

@@ -199,3 +199,80 @@ def test_bad_shapes_name_the_shapes():
         KDLoss()(s, s, np.full(8, 10))
     with pytest.raises(RuntimeError, match=r"backward\(\) called without a forward"):
         KDLoss().backward()
+
+
+# ---------------------------------------------------------------------------- teacher-confidence thresholding
+trust_options = st.fixed_dictionaries({
+    "confidence_threshold": st.one_of(st.none(), st.floats(0.0, 1.0)),
+    "drop_wrong_teacher": st.booleans(),
+    "below_threshold_weight": st.floats(0.0, 1.0),
+})
+
+
+def torch_trusted_kd(torch, s, t, y, T, alpha, soft, confidence_threshold, drop_wrong_teacher, below_threshold_weight):
+    """Eq. (6) written in torch: per-sample soft terms weighted by the teacher's trust, summed / N."""
+    F = torch.nn.functional
+    st_, tt = torch.tensor(s, requires_grad=True), torch.tensor(t)
+    trusted = torch.ones(len(s), dtype=torch.bool)
+    if confidence_threshold is not None:
+        trusted &= F.softmax(tt, dim=1).max(dim=1).values >= confidence_threshold
+    if drop_wrong_teacher:
+        trusted &= tt.argmax(dim=1) == torch.tensor(y)
+    w = torch.where(trusted, 1.0, below_threshold_weight).to(tt.dtype)
+    log_q, p = F.log_softmax(st_ / T, dim=1), F.softmax(tt / T, dim=1)
+    if soft == "kl":
+        per_sample = F.kl_div(log_q, F.log_softmax(tt / T, dim=1), reduction="none", log_target=True).sum(1)
+    else:
+        per_sample = -(p * log_q).sum(1)
+    loss = alpha * T * T * (w * per_sample).sum() / len(s) + (1 - alpha) * F.cross_entropy(st_, torch.tensor(y))
+    loss.backward()
+    return loss.item(), st_.grad.numpy()
+
+
+@given(kd_case(max_logit=20.0), trust_options, st.sampled_from(["kl", "cross_entropy"]))
+def test_trusted_teacher_kd_matches_torch(torch, case, trust, soft):
+    s, t, y, T, alpha = case
+    loss = KDLoss(T=T, alpha=alpha, soft=soft, **trust)
+    value, grad = loss(s, t, y), loss.backward()
+    ref_value, ref_grad = torch_trusted_kd(torch, s, t, y, T, alpha, soft, **trust)
+    value_atol, grad_atol = tolerances(s, t, T)
+    assert grad.dtype == np.float32
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=value_atol)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=grad_atol)
+
+
+@given(kd_case(max_logit=6.0, t_range=(0.5, 10.0)), trust_options, st.sampled_from(["kl", "cross_entropy"]))
+def test_trusted_teacher_kd_finite_differences(fd, relerr, case, trust, soft):
+    s, t, y, T, alpha = case
+    s, t = s.astype(np.float64), t.astype(np.float64)
+    _, cache = kd_loss_forward(s, t, y, T, alpha, 0.0, soft, **trust)
+    numeric = fd(lambda x: kd_loss(x, t, y, T, alpha, 0.0, soft, **trust), s.copy(), h=1e-5)
+    assert relerr(kd_loss_backward(1.0, cache), numeric) < 1e-6
+
+
+def test_untrusted_samples_lose_their_soft_term_only():
+    """Teacher wrong on sample 0, unsure on sample 1, right and sure on sample 2: only row 2 keeps the soft
+    gradient; weight 1 everywhere is plain KD."""
+    t = np.array([[5.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.0, 5.0]])
+    y = np.array([1, 0, 2])
+    s = np.random.default_rng(0).normal(size=(3, 3))
+    _, cache = kd_loss_forward(s, t, y, 2.0, 1.0, confidence_threshold=0.6, drop_wrong_teacher=True)
+    grad = kd_loss_backward(1.0, cache)
+    np.testing.assert_array_equal(grad[:2], 0.0)
+    _, plain = kd_loss_forward(s, t, y, 2.0, 1.0)
+    np.testing.assert_allclose(grad[2], kd_loss_backward(1.0, plain)[2])
+    kept = kd_loss(s, t, y, 2.0, 1.0, confidence_threshold=0.6, drop_wrong_teacher=True, below_threshold_weight=1.0)
+    assert kept == pytest.approx(kd_loss(s, t, y, 2.0, 1.0))
+    assert "confidence_threshold=0.6, drop_wrong_teacher=True, below_threshold_weight=0.0" in repr(
+        KDLoss(confidence_threshold=0.6, drop_wrong_teacher=True))
+
+
+def test_trust_options_are_checked():
+    s = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"kd_loss: drop_wrong_teacher=True needs the target labels, got target=None"):
+        KDLoss(drop_wrong_teacher=True)(s, s)
+    with pytest.raises(ValueError, match=r"KDLoss: confidence_threshold must be None or a probability in \[0, 1\], "
+                                         r"got 1\.5"):
+        KDLoss(confidence_threshold=1.5)
+    with pytest.raises(ValueError, match=r"KDLoss: below_threshold_weight must be in \[0, 1\], got -1"):
+        KDLoss(below_threshold_weight=-1)

@@ -6,7 +6,9 @@ from minicompress import nn
 from minicompress.data import DataLoader, load_digits
 from minicompress.distill import ATLoss, Distiller, HintLoss, KDLoss, RKDLoss
 from minicompress.distill.losses import kd_loss
-from minicompress.distill.trainer import _CachedTeacherStudent, _MutualObjective, _OfflineObjective
+from minicompress.distill.offline import CachedTeacherStudent, OfflineObjective
+from minicompress.distill.taps import FeatureTaps
+from minicompress.distill.trainer import _MutualObjective
 from minicompress.nn.losses import CrossEntropyLoss
 from minicompress.optim import SGD, Adam
 from minicompress.train import evaluate, fit, predict
@@ -93,7 +95,7 @@ def test_cached_teacher_student_serves_the_batch_of_the_indices(digits, teacher)
     x, y, _, _ = digits
     logits = predict(teacher, x)
     student = mlp((8,), seed=3)
-    model = _CachedTeacherStudent(student, x, logits)
+    model = CachedTeacherStudent(student, x, logits)
     idx = np.array([5, 0, 399, 17])
     student_logits, teacher_logits = model(idx)       # the teacher's part of the batch is an output now
     np.testing.assert_array_equal(student_logits, student(x[idx]))
@@ -106,7 +108,8 @@ def test_cached_teacher_student_serves_the_batch_of_the_indices(digits, teacher)
     (lambda: RKDLoss(w_d=1.0, w_a=2.0), 1, 1),
 ])
 def test_feature_distillation_gradient_finite_differences(fd, relerr, digits, teacher, make_loss, s_layer, t_layer):
-    """d(kd + w * feature loss)/d weights through the head/tail split, against finite differences."""
+    """d(kd + w * feature loss)/d weights, the feature gradient entering through the tap's hook, against
+    finite differences (int layers: the output of ``model[:k]``, i.e. of child k - 1)."""
     x, y, _, _ = digits
     x, y = x[:6].astype(np.float64), y[:6]
     teacher64 = mlp((64,), seed=0).to(np.float64)
@@ -115,8 +118,9 @@ def test_feature_distillation_gradient_finite_differences(fd, relerr, digits, te
     logits = predict(teacher64[t_layer:], feats)
     student = mlp((8,), seed=4).to(np.float64)
     feature_loss = make_loss()
-    model = _CachedTeacherStudent(student, x, logits, feature_loss, s_layer, feats)
-    objective = _OfflineObjective(model, KDLoss(T=2.0, alpha=0.6), feature_weight=0.3)
+    model = CachedTeacherStudent(student, x, logits, [feature_loss], FeatureTaps(student, [str(s_layer - 1)]),
+                                 [feats])
+    objective = OfflineObjective(model, KDLoss(T=2.0, alpha=0.6), weights=[0.3])
     idx = np.arange(6)
 
     def total(_w=None):
