@@ -191,6 +191,9 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
             self._save_for_backward(True)
             return x.copy()
         if self.observer_enabled[0] == 1:
+            if np.isnan(x).any():     # PyTorch: scale NaN, zero point INT32_MIN, all outputs NaN
+                raise ValueError(f"{self._name()}: observed data contains NaN ({int(np.isnan(x).sum())} of "
+                                 f"{x.size} values); the running min / max and scale would become NaN")
             self._observe(x)
         if self.fake_quant_enabled[0] != 1:
             self._save_for_backward(True)
