@@ -30,6 +30,8 @@ layer knowing about them (nothing outside ``nn`` touches a Module's private stor
   fake-quant, and both stack: ``fq(orig * mask)``;
 - gradient hooks ``hook(grad)`` under a name receive the gradient reported for that name instead
   of a parameter.
+- ``accepts_loaded_shape(name, shape)``: a module whose buffer's shape depends on the data seen
+  (observers, fake-quants) lets ``load_state_dict`` give that buffer a differently shaped array.
 
 A module may be called several times in one forward pass (torchvision's BasicBlock applies its
 ``relu`` twice): every call's cache is pushed on a last-in-first-out stack and each ``backward``
@@ -530,7 +532,9 @@ class Module:
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> IncompatibleKeys:
         """Copy arrays from ``state_dict`` (PyTorch keys) into this module's parameters and buffers.
 
-        Shapes must match exactly. With ``strict`` any missing or unexpected key is an error; without,
+        Shapes must match exactly, except for buffers whose module accepts the loaded shape
+        (:meth:`accepts_loaded_shape`): those are replaced by a copy of the loaded array in the
+        buffer's dtype. With ``strict`` any missing or unexpected key is an error; without,
         they are returned. Every value is converted and checked first (an array of numbers, of the
         parameter's shape; integers for an integer buffer); nothing is changed unless every check
         passes, and the error names each bad key. ``assign=True`` (PyTorch's
@@ -550,9 +554,11 @@ class Module:
             except Exception as exc:                 # ragged lists and the like
                 errors.append(f"{key!r} is not an array ({type(exc).__name__}: {exc})")
                 continue
+            owner, name = slots[key][0], slots[key][1]
+            resizable = name in owner._buffers and owner.accepts_loaded_shape(name, array.shape)
             if array.dtype.kind not in "biuf":
                 errors.append(f"{key!r} holds {array.dtype} values, not numbers")
-            elif array.shape != current.shape:
+            elif array.shape != current.shape and not resizable:
                 errors.append(f"size mismatch for {key!r}: copying an array of shape {array.shape}, "
                               f"the parameter in this model has shape {current.shape}")
             elif current.dtype.kind in "iu" and array.dtype.kind == "f" and not np.all(array == np.round(array)):
@@ -568,7 +574,9 @@ class Module:
         for key, (owner, name, current) in slots.items():
             if key not in arrays:
                 continue
-            if not assign:           # copy into the existing array, as PyTorch's param.copy_(value)
+            if not assign and arrays[key].shape != current.shape:   # a resizable buffer (see above)
+                owner._buffers[name] = np.array(arrays[key], dtype=current.dtype)
+            elif not assign:         # copy into the existing array, as PyTorch's param.copy_(value)
                 current[...] = arrays[key].astype(current.dtype, copy=False)
             elif name in owner._parameters:
                 owner._parameters[name].data = arrays[key]
@@ -577,6 +585,16 @@ class Module:
         for module in self.modules():
             module._values.clear()
         return IncompatibleKeys(missing, unexpected)
+
+    def accepts_loaded_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        """Whether ``load_state_dict`` may give buffer ``name`` a loaded array of another ``shape``.
+
+        The seam for state whose shape is only known after data was seen (PyTorch's
+        ``_load_from_state_dict`` overrides that ``resize_`` a buffer): a per-channel observer's
+        running min / max start empty and become (C,), a FakeQuantize's scale / zero point start (1,).
+        The default accepts nothing: shapes must match. Parameters never change shape on load.
+        """
+        return False
 
     # ------------------------------------------------------------------ printing
     def extra_repr(self) -> str:

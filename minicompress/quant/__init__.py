@@ -14,7 +14,8 @@ Layers of the package (each file one job):
   (PyTorch's vector-body / scalar-tail arithmetic, ``docs/quantized_ops.md``)
 - ``modules``, ``passthrough``, ``qmerge``  quantized Modules; ``fuse``  BatchNorm folding and fused float modules
 - ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert; ``mappings``  every module mapping
-- ``fake_quant_ops``, ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training
+- ``fake_quant_ops``, ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training;
+  ``fixed_qparams``  fixed-range observers / fake-quants (sigmoid, tanh, softmax) and RecordingObserver
 """
 from . import functional, qactivations, qnorm, qops, qpool
 from .functional import Int32OverflowWarning
@@ -35,7 +36,7 @@ from .passthrough import (QuantizedAdaptiveAvgPool2d, QuantizedDropout, Quantize
 from .qembedding import QuantizedEmbedding
 from .qmerge import (QFunctional, QuantizedAdd, QuantizedCat, QuantizedHardswish, QuantizedLeakyReLU, QuantizedMul,
                      QuantizedLayerNorm, QuantizedPReLU)
-from .qconfig import (QConfig, default_dynamic_qconfig, default_float_qparams_observer,
+from .qconfig import (QConfig, default_dynamic_qconfig, default_float_qparams_observer, default_float_qparams_observer_4bit,
                       float_qparams_weight_only_qconfig, default_histogram_observer, default_observer,
                       default_per_channel_qconfig, default_per_channel_weight_observer, default_qconfig,
                       default_weight_observer, get_default_qconfig, per_channel_dynamic_qconfig)
@@ -51,6 +52,12 @@ from .fake_quantize import (FakeQuantize, FusedMovingAvgObsFakeQuantize, default
                             fake_quantize_per_channel_affine_backward, fake_quantize_per_tensor_affine,
                             fake_quantize_per_tensor_affine_backward)
 from .learnable import LearnableFakeQuantize
+from .fixed_qparams import (FixedQParamsFakeQuantize, FixedQParamsObserver, RecordingObserver,
+                            default_affine_fixed_qparams_fake_quant, default_affine_fixed_qparams_observer,
+                            default_fixed_qparams_range_0to1_fake_quant, default_fixed_qparams_range_0to1_observer,
+                            default_fixed_qparams_range_neg1to1_fake_quant,
+                            default_fixed_qparams_range_neg1to1_observer,
+                            default_symmetric_fixed_qparams_fake_quant, default_symmetric_fixed_qparams_observer)
 from .fuse import ConvBn2d, ConvBnReLU2d
 from .qat import (FreezeQAT, default_qat_qconfig, freeze_bn_stats, fuse_modules_qat, get_default_qat_qconfig,
                   prepare_qat, update_bn_stats)
@@ -81,4 +88,10 @@ __all__ = [
     "prepare_qat", "get_default_qat_qconfig", "default_qat_qconfig", "fuse_modules_qat", "ConvBn2d",
     "ConvBnReLU2d", "freeze_bn_stats", "update_bn_stats", "FreezeQAT", "DEFAULT_QAT_MODULE_MAPPINGS",
     "QAT_CONVERT_MODULE_MAPPINGS", "to_observed_float", "swap_modules",
+    "FixedQParamsObserver", "FixedQParamsFakeQuantize", "RecordingObserver",
+    "default_fixed_qparams_range_0to1_observer", "default_fixed_qparams_range_neg1to1_observer",
+    "default_symmetric_fixed_qparams_observer", "default_affine_fixed_qparams_observer",
+    "default_fixed_qparams_range_0to1_fake_quant", "default_fixed_qparams_range_neg1to1_fake_quant",
+    "default_symmetric_fixed_qparams_fake_quant", "default_affine_fixed_qparams_fake_quant",
+    "default_float_qparams_observer_4bit",
 ]

@@ -20,8 +20,17 @@ kernels' own integer steps): the clamp is taken in double; per tensor, (q - zp) 
 once to float32 and multiplied in float32, even for float64 x; per channel, q is first cast to int64
 (C's cast: +inf, NaN and values past int64 become INT64_MIN, hence ``qmin``; -0.0 becomes 0) and
 (q - zp) * scale is taken in double. Float zero points (per channel) add zp before rounding.
-Bad qparams raise ValueError: quant_min >= quant_max (PyTorch accepts quant_min == quant_max), a zero
-point outside [quant_min, quant_max], a scale that is not positive and finite (PyTorch computes anyway).
+float16 x is computed in float32 and rounded to float16 once at the end (PyTorch's Half kernels
+promote ``x * inv`` to float); the gradient stays float16.
+
+Zero points, as PyTorch's two overloads: a Python (or NumPy scalar) int is range-checked and an
+out-of-range one raises ``RuntimeError`` with PyTorch's text ("`zero_point` must be between
+`quant_min` and `quant_max`."); a per-tensor zero point given as an array (PyTorch's tensor-qparams
+overload, what FakeQuantize calls) is truncated to an integer and not range-checked; per channel,
+integer zero points are range-checked (``RuntimeError``) and float ones are not. Out-of-range zero
+points then compute by formula (1). Deliberate refusals (ValueError; PyTorch computes anyway):
+quant_min >= quant_max (PyTorch accepts quant_min == quant_max), a scale that is not positive and
+finite, a non-finite zero point.
 """
 from __future__ import annotations
 
@@ -37,6 +46,7 @@ __all__ = ["fake_quant_forward", "fake_quant_backward", "fake_quant_codes", "che
            "fake_quantize_per_channel_affine", "fake_quantize_per_channel_affine_backward"]
 
 _INT64_LIMIT = float(2 ** 63)
+_ZP_RANGE_MESSAGE = "`zero_point` must be between `quant_min` and `quant_max`."   # PyTorch's text
 
 
 # ==================================================================================== the formula
@@ -87,6 +97,9 @@ def fake_quant_forward(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
     scale's precision before the product; per channel, q is an int64 first (``int64_cast``) and the
     product is exact before one rounding to x's dtype. The cache is the STE mask qmin <= q <= qmax.
     """
+    if x.dtype == np.float16:                                   # float math, one rounding to half at the end
+        y, mask = fake_quant_forward(x.astype(np.float32), scale, zero_point, quant_min, quant_max, axis)
+        return y.astype(np.float16), mask
     if axis is not None:
         shape = [1] * x.ndim
         shape[axis] = -1
@@ -133,19 +146,39 @@ def _check_grad(grad: Any, x: np.ndarray, who: str) -> None:
         raise ValueError(f"{who}: grad shape {np.shape(grad)} != input shape {x.shape}")
 
 
+def _check_zero_point_range(z: np.ndarray, quant_min: int, quant_max: int, who: str) -> None:
+    """PyTorch's integer zero-point check: RuntimeError with its message."""
+    if not ((z >= quant_min) & (z <= quant_max)).all():
+        raise RuntimeError(f"{who}: {_ZP_RANGE_MESSAGE} (zero_point {z.tolist()}, quant_min {quant_min}, "
+                           f"quant_max {quant_max})")
+
+
+def _check_finite_zero_point(z: np.ndarray, who: str) -> None:
+    if z.dtype.kind == "f" and not np.isfinite(z).all():
+        raise ValueError(f"{who}: zero_point must be finite, got {z.tolist()}")
+
+
 def _per_tensor_qparams(x: Any, scale: Any, zero_point: Any, quant_min: int, quant_max: int,
                         who: str) -> tuple[np.ndarray, np.ndarray]:
-    """Checked 0-d (float32 scale, int64 zero point) for :func:`fake_quant_forward`."""
+    """Checked 0-d (float32 scale, int64 zero point) for :func:`fake_quant_forward`.
+
+    An ndarray zero point is PyTorch's tensor overload: z = int(zp) (toward zero), not range-checked.
+    A scalar must be an integer (PyTorch: TypeError for a float) and in [quant_min, quant_max].
+    """
     _check_input(x, who)
     s, z = np.asarray(scale), np.asarray(zero_point)
     if s.size != 1 or z.size != 1:
         raise ValueError(f"{who}: per-tensor scale and zero_point must be scalars (or 1-element), "
                          f"got shapes {s.shape} and {z.shape}")
-    if z.dtype.kind == "f" and float(z.reshape(())) != int(z.reshape(())):
-        raise ValueError(f"{who}: zero_point must be an integer, got {float(z.reshape(()))}")
-    s, z = np.float32(s.reshape(())), int(z.reshape(()))
-    check_qparams(s, z, quant_min, quant_max, who)
-    return np.asarray(s), np.asarray(z, np.int64)
+    check_qparams(s, None, quant_min, quant_max, who)
+    _check_finite_zero_point(z, who)
+    z = z.reshape(())
+    if not isinstance(zero_point, np.ndarray):
+        if z.dtype.kind not in "iu":
+            raise TypeError(f"{who}: a scalar zero_point must be an int, got {zero_point!r} (give an array "
+                            f"for PyTorch's tensor-qparams overload)")
+        _check_zero_point_range(z, quant_min, quant_max, who)
+    return np.asarray(np.float32(s.reshape(()))), np.asarray(np.trunc(z), np.int64)
 
 
 def _per_channel_qparams(x: Any, scale: Any, zero_point: Any, axis: int, quant_min: int, quant_max: int,
@@ -158,7 +191,10 @@ def _per_channel_qparams(x: Any, scale: Any, zero_point: Any, axis: int, quant_m
         raise ValueError(f"{who}: scale and zero_point must be 1-D of length x.shape[{axis}] = "
                          f"{x.shape[axis]}, got {s.shape} and {z.shape} for input {x.shape}")
     float_zp = z.dtype.kind == "f"
-    check_qparams(s, np.rint(z) if float_zp else z, quant_min, quant_max, who)
+    check_qparams(s, None, quant_min, quant_max, who)
+    _check_finite_zero_point(z, who)
+    if not float_zp:
+        _check_zero_point_range(z, quant_min, quant_max, who)
     return s.astype(np.float32), z.astype(np.float32 if float_zp else np.int64)
 
 
@@ -166,7 +202,8 @@ def fake_quantize_per_tensor_affine(x: np.ndarray, scale: Any, zero_point: Any, 
                                     quant_max: int) -> np.ndarray:
     """y = (clamp(zp + rint(x * inv), qmin, qmax) - zp) * scale   (eq. 1), ≙ torch op of that name.
 
-    x: any shape, float32 or float64; scale: float (> 0); zero_point: int in [qmin, qmax].
+    x: any shape, float16, float32 or float64; scale: float (> 0); zero_point: an int in [qmin, qmax]
+    (else RuntimeError, as PyTorch), or a 1-element array (truncated to an integer, unchecked).
     Returns y with x's shape and dtype.
     """
     qp = _per_tensor_qparams(x, scale, zero_point, quant_min, quant_max, "fake_quantize_per_tensor_affine")
@@ -189,7 +226,8 @@ def fake_quantize_per_channel_affine(x: np.ndarray, scale: Any, zero_point: Any,
     """Eq. (1) per channel: y = (clamp(zp[c] + rint(x * inv[c]), qmin, qmax) - zp[c]) * scale[c].
 
     x: any shape with ``x.shape[axis] == C``; scale: (C,) > 0; zero_point: (C,) ints in
-    [qmin, qmax] (float zero points use ``rint(zp + x * inv)`` as PyTorch does). Returns y like x.
+    [qmin, qmax] (else RuntimeError), or floats (any value: ``rint(zp + x * inv)`` as PyTorch does).
+    Returns y like x.
     """
     qp = _per_channel_qparams(x, scale, zero_point, axis, quant_min, quant_max, "fake_quantize_per_channel_affine")
     return fake_quant_forward(x, *qp, quant_min, quant_max, axis)[0]

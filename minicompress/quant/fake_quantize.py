@@ -41,6 +41,8 @@ class FakeQuantize(Module):
     ``scale`` (float32) / ``zero_point`` (int32) buffers; if ``fake_quant_enabled``: fake-quantize x
     with them (per tensor, or per channel along the observer's ``ch_axis``) using the *observer's*
     quant_min/quant_max (after reduce_range). backward(grad) = grad * in-range mask (STE).
+    ``scale`` / ``zero_point`` are written in place (a new array only when the shape changes, (1,) ->
+    (C,), where PyTorch ``resize_``s) and load from a state dict at any 1-D shape, as PyTorch's.
     """
 
     def __init__(self, observer: Callable[..., Module] | None = None, quant_min: int | None = None,
@@ -69,7 +71,8 @@ class FakeQuantize(Module):
         self.register_buffer("fake_quant_enabled", np.array([1], dtype=np.uint8))
         self.register_buffer("observer_enabled", np.array([1], dtype=np.uint8))
         self.register_buffer("scale", np.array([1.0], dtype=np.float32))
-        self.register_buffer("zero_point", np.array([0], dtype=np.int32))
+        zp_dtype = np.float32 if self.qscheme == "per_channel_affine_float_qparams" else np.int32
+        self.register_buffer("zero_point", np.array([0], dtype=zp_dtype))
 
     @classmethod
     def with_args(cls, **kwargs: Any) -> _Factory:
@@ -91,9 +94,20 @@ class FakeQuantize(Module):
     def calculate_qparams(self) -> tuple[np.ndarray, np.ndarray]:
         return self.activation_post_process.calculate_qparams()
 
+    def accepts_loaded_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        """``scale`` / ``zero_point`` load at any 1-D shape (PyTorch's ``_load_from_state_dict`` resizes)."""
+        return name in ("scale", "zero_point") and len(shape) == 1
+
     def _set_qparams(self, scale: Any, zero_point: Any) -> None:
-        self.scale = np.asarray(scale, dtype=np.float32).reshape(-1).copy()
-        self.zero_point = np.asarray(zero_point).reshape(-1).astype(np.int32)
+        """Copy into the buffers (float32 scale, the buffer's zero-point dtype), resizing if the shape differs."""
+        scale = np.asarray(scale, dtype=np.float32).reshape(-1)
+        zero_point = np.asarray(zero_point).reshape(-1)
+        if self.scale.shape != scale.shape or self.zero_point.shape != zero_point.shape:
+            self.scale = scale.copy()
+            self.zero_point = zero_point.astype(self.zero_point.dtype)
+        else:
+            self.scale[...] = scale
+            self.zero_point[...] = zero_point
 
     def _fake_quant(self, x: np.ndarray) -> np.ndarray:
         if self.is_per_channel:
@@ -168,15 +182,18 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
                 obs.max_val = np.full(x.shape[0], -np.inf, np.float32)
         else:
             cur_min, cur_max = x32.min(), x32.max()
-        run_min, run_max = np.asarray(obs.min_val, np.float32), np.asarray(obs.max_val, np.float32)
-        obs.min_val = moving_average(run_min, cur_min, obs.averaging_constant, np.isinf(run_min))
-        obs.max_val = moving_average(run_max, cur_max, obs.averaging_constant, np.isinf(run_max))
+        run_min, run_max = obs.min_val, obs.max_val
+        obs.min_val[...] = moving_average(run_min, cur_min, obs.averaging_constant, np.isinf(run_min))
+        obs.max_val[...] = moving_average(run_max, cur_max, obs.averaging_constant, np.isinf(run_max))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.size == 0:
             self._save_for_backward(True)
             return x.copy()
         if self.observer_enabled[0] == 1:
+            if np.isnan(x).any():     # PyTorch: scale NaN, zero point INT32_MIN, all outputs NaN
+                raise ValueError(f"{self._name()}: observed data contains NaN ({int(np.isnan(x).sum())} of "
+                                 f"{x.size} values); the running min / max and scale would become NaN")
             self._observe(x)
         if self.fake_quant_enabled[0] != 1:
             self._save_for_backward(True)

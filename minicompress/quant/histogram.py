@@ -8,9 +8,9 @@ single calibration batch gives bit-identical qparams.
 1. ``forward``: a ``bins``-bin histogram of x over [min(x), max(x)] (``torch.histc``: bin =
    int(fl32(fl32(x - lo) * bins) / fl32(hi - lo)), x == hi goes to the last bin; +-inf dropped).
    Later batches widen [min, max]; the old histogram is upsampled 16x, its bin mid-points re-bucketed
-   into the new range, and added (``_upscale_histogram``). That merge is approximate by nature and our
-   float32 linspace may differ from PyTorch's in the last bit, so multi-batch results are close, not
-   guaranteed identical (tests document the tolerance).
+   into the new range, and added (``_upscale_histogram``). That merge is approximate by nature, but
+   reproducible: with PyTorch's float32 ``linspace`` (:func:`linspace32`, FMAs from both ends) and
+   ``bincount`` (float32 sums in index order) it is bit-identical too. Buffers update in place.
 2. ``calculate_qparams``: starting from the full range, move the start bin (quantile alpha) or the end
    bin (quantile beta) inward by 1e-5 quantile steps, whichever moves more bins; stop as soon as the L2
    error of quantizing the histogram into 2^bits bins over the candidate range increases. The error
@@ -26,7 +26,8 @@ import numpy as np
 
 from .observer import UniformQuantizationObserverBase, _observed
 from .qparams import FLOAT32_EPS, is_per_channel
-from .qtensor import dtype_range
+from .reference import fma32
+from .qtensor import storage_dtype
 
 F32 = np.float32
 
@@ -55,13 +56,32 @@ def _get_norm(delta_begin, delta_end, density):
 
 
 def linspace32(start: float, end: float, steps: int) -> np.ndarray:
-    """float32 ``torch.linspace``: start + step*i for the first half, end - step*(steps-1-i) after."""
+    """float32 ``torch.linspace`` on x86 (``RangeFactoriesKernel.cpp``, built with FMA contraction)::
+
+        step = fl32((end - start) / (steps - 1))
+        out[i] = fma(step, i, start)                   i <  steps // 2
+        out[i] = fma(-step, steps - 1 - i, end)        i >= steps // 2
+
+    each one rounding of the exact value (measured: 0 mismatches over 600 ranges and lengths 2 to
+    32 769, on 1 and 2 threads; ``start + step * i`` with two roundings differs in ~30 % of elements).
+    """
     start32, end32 = F32(start), F32(end)
+    if steps == 1:
+        return np.array([start32], F32)
     step = (end32 - start32) / F32(steps - 1)
     idx = np.arange(steps)
     half = steps // 2
-    out = np.where(idx < half, start32 + step * idx.astype(F32), end32 - step * (steps - idx - 1).astype(F32))
-    return out.astype(F32)
+    head = fma32(np.full(half, step, F32), idx[:half].astype(F32), np.full(half, start32, np.float64))
+    tail_n = (steps - 1 - idx[half:]).astype(F32)
+    tail = fma32(np.full(tail_n.size, -step, F32), tail_n, np.full(tail_n.size, end32, np.float64))
+    return np.concatenate([head, tail]).astype(F32)
+
+
+def bincount32(index: np.ndarray, weights: np.ndarray, minlength: int) -> np.ndarray:
+    """``torch.bincount(index, weights=float32)``: float32 sums, each bin in index order."""
+    out = np.zeros(max(minlength, int(index.max()) + 1 if index.size else 0), F32)
+    np.add.at(out, index, weights.astype(F32))          # unbuffered: one float32 add per element, in order
+    return out
 
 
 class HistogramObserver(UniformQuantizationObserverBase):
@@ -81,8 +101,8 @@ class HistogramObserver(UniformQuantizationObserverBase):
         self.register_buffer("histogram", np.zeros(self.bins, F32))
         self.register_buffer("min_val", np.array(np.inf, F32))
         self.register_buffer("max_val", np.array(-np.inf, F32))
-        lo, hi = dtype_range(self.dtype)
-        self.dst_nbins = hi - lo + 1                       # 2 ** bits, as PyTorch's 2 ** iinfo(dtype).bits
+        # PyTorch: 2 ** torch.iinfo(dtype).bits -- the storage type's bits (256 for quint4x2 as well)
+        self.dst_nbins = 2 ** (8 * storage_dtype(self.dtype).itemsize)
 
     # ---------------------------------------------------------------------------------- observing
     def forward(self, x: Any) -> Any:
@@ -96,17 +116,17 @@ class HistogramObserver(UniformQuantizationObserverBase):
                 return x
         x_min, x_max = x_obs.min(), x_obs.max()
         if self.min_val == np.inf or self.max_val == -np.inf:
-            self.min_val, self.max_val = np.array(x_min), np.array(x_max)
-            self.histogram = histc(x_obs, self.bins, x_min, x_max)
+            self.min_val[...], self.max_val[...] = x_min, x_max
+            self.histogram[...] = histc(x_obs, self.bins, x_min, x_max)
             return x
         new_min, new_max = np.minimum(self.min_val, x_min), np.maximum(self.max_val, x_max)
         update = histc(x_obs, self.bins, new_min, new_max)
         if new_min == self.min_val and new_max == self.max_val:
-            self.histogram = self.histogram + update
+            self.histogram += update
         else:
-            self.histogram = self._combine_histograms(self.histogram, self.min_val, self.max_val,
-                                                      update, new_min, new_max)
-            self.min_val, self.max_val = np.array(new_min), np.array(new_max)
+            self.histogram[...] = self._combine_histograms(self.histogram, self.min_val, self.max_val,
+                                                           update, new_min, new_max)
+            self.min_val[...], self.max_val[...] = new_min, new_max
         return x
 
     def _upscale_histogram(self, hist, orig_min, orig_max, update_min, update_max) -> np.ndarray:
@@ -118,7 +138,7 @@ class HistogramObserver(UniformQuantizationObserverBase):
         boundaries = linspace32(update_min, update_max, self.bins + 1)
         bucket = np.searchsorted(boundaries, mid_points, side="right") - 1
         bucket = np.clip(bucket, 0, self.bins - 1)
-        return np.bincount(bucket, weights=fine, minlength=self.bins).astype(F32)
+        return bincount32(bucket, fine, self.bins)
 
     def _combine_histograms(self, orig_hist, orig_min, orig_max, update_hist, update_min, update_max):
         if orig_min == orig_max:

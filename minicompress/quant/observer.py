@@ -1,9 +1,16 @@
 """Observers: Modules that watch float tensors and turn their range into (scale, zero_point).
 
 Mirrors ``torch.ao.quantization.observer`` (PyTorch 2.13): same class names, arguments, defaults,
-buffers (``eps``, ``min_val``, ``max_val``) and ``calculate_qparams()`` results, which are float32
-scale and int64 zero-point arrays of shape (1,) per tensor or (C,) per channel. ``obs(x)`` records
-statistics and returns ``x`` unchanged; ``backward(grad)`` passes the gradient through.
+buffers (``eps``, ``min_val``, ``max_val``) and ``calculate_qparams()`` results: a float32 scale and
+a zero point of shape (1,) per tensor or (C,) per channel, int32 for affine qschemes and int64 for
+symmetric ones (PyTorch's dtypes, ``qparams.calculate_qparams``). ``obs(x)`` records statistics and
+returns ``x`` unchanged; ``backward(grad)`` passes the gradient through.
+
+Buffers are updated in place, as PyTorch's ``copy_``: a reference to ``obs.min_val`` stays current.
+The one exception is a per-channel observer's first batch, where the empty (0,) buffers become (C,)
+(PyTorch ``resize_``s them; NumPy cannot grow an array others may view, so a new array is bound).
+Loading a state dict resizes those buffers the same way (``accepts_loaded_shape``), so a calibrated
+per-channel observer's state loads into a fresh one.
 
 Running statistics (float32 arithmetic, in PyTorch's order)::
 
@@ -11,7 +18,7 @@ Running statistics (float32 arithmetic, in PyTorch's order)::
     MovingAverage:  min = min + c * (min(x) - min)       (the first batch sets min, max directly)
 
 qschemes and dtypes are strings: 'per_tensor_affine', 'per_tensor_symmetric', 'per_channel_affine',
-'per_channel_symmetric'; 'quint8', 'qint8', 'qint32'. NaN or +-inf in observed data raise ValueError
+'per_channel_symmetric'; 'quint8', 'qint8', 'qint32', 'quint4x2' (codes 0..15). NaN or +-inf in observed data raise ValueError
 (PyTorch silently produces NaN or infinite scales); ``HistogramObserver`` drops +-inf like PyTorch.
 """
 from __future__ import annotations
@@ -99,8 +106,12 @@ class UniformQuantizationObserverBase(ObserverBase):
             validate_qmin_qmax(quant_min, quant_max)
         self.quant_min, self.quant_max = calculate_qmin_qmax(quant_min, quant_max, self.has_customized_qrange,
                                                              self.dtype, self.reduce_range)
+
+    def _refuse_reduced_symmetric_quint8(self) -> None:
+        """MinMax and PerChannel observers (not HistogramObserver) refuse reduce_range for symmetric quint8."""
         if self.qscheme.endswith("symmetric") and self.reduce_range and self.dtype == "quint8":
-            raise NotImplementedError("Cannot reduce range for symmetric quantization for quint8")
+            raise NotImplementedError(f"{type(self).__name__}: Cannot reduce range for symmetric quantization "
+                                      f"for quint8")
 
     def _calculate_qparams(self, min_val: np.ndarray, max_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return calculate_qparams(min_val, max_val, self.quant_min, self.quant_max, self.qscheme, self.dtype,
@@ -123,19 +134,20 @@ class MinMaxObserver(UniformQuantizationObserverBase):
         super().__init__(dtype, qscheme, reduce_range, quant_min, quant_max, eps, is_dynamic)
         self.register_buffer("min_val", np.array(np.inf, np.float32))
         self.register_buffer("max_val", np.array(-np.inf, np.float32))
+        self._refuse_reduced_symmetric_quint8()
 
     def forward(self, x: Any) -> Any:
         x_obs = _observed(x, self._name())
         if x_obs.size:
-            self.min_val = np.minimum(x_obs.min(), self.min_val)
-            self.max_val = np.maximum(x_obs.max(), self.max_val)
+            self.min_val[...] = np.minimum(x_obs.min(), self.min_val)
+            self.max_val[...] = np.maximum(x_obs.max(), self.max_val)
         return x
 
     def calculate_qparams(self) -> tuple[np.ndarray, np.ndarray]:
         return self._calculate_qparams(self.min_val, self.max_val)
 
     def reset_min_max_vals(self) -> None:
-        self.min_val, self.max_val = np.array(np.inf, np.float32), np.array(-np.inf, np.float32)
+        self.min_val[...], self.max_val[...] = np.inf, -np.inf
 
 
 class MovingAverageMinMaxObserver(MinMaxObserver):
@@ -154,8 +166,8 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
         x_obs = _observed(x, self._name())
         if x_obs.size:
             first = self.min_val == np.inf and self.max_val == -np.inf
-            self.min_val = moving_average(self.min_val, x_obs.min(), self.averaging_constant, first)
-            self.max_val = moving_average(self.max_val, x_obs.max(), self.averaging_constant, first)
+            self.min_val[...] = moving_average(self.min_val, x_obs.min(), self.averaging_constant, first)
+            self.max_val[...] = moving_average(self.max_val, x_obs.max(), self.averaging_constant, first)
         return x
 
 
@@ -174,6 +186,18 @@ class PerChannelMinMaxObserver(UniformQuantizationObserverBase):
         self.ch_axis = ch_axis
         self.register_buffer("min_val", np.zeros(0, np.float32))
         self.register_buffer("max_val", np.zeros(0, np.float32))
+        self._refuse_reduced_symmetric_quint8()
+
+    def accepts_loaded_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        """Running min / max load at any 1-D shape (PyTorch resizes them in ``_load_from_state_dict``)."""
+        return name in ("min_val", "max_val") and len(shape) == 1
+
+    def _store_min_max(self, min_val: np.ndarray, max_val: np.ndarray) -> None:
+        """Write the running min / max in place; bind new (C,) arrays only when the shape changes."""
+        if self.min_val.shape != min_val.shape:
+            self.min_val, self.max_val = min_val.astype(np.float32), max_val.astype(np.float32)
+        else:
+            self.min_val[...], self.max_val[...] = min_val, max_val
 
     def _channel_min_max(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not -x.ndim <= self.ch_axis < x.ndim:
@@ -190,9 +214,9 @@ class PerChannelMinMaxObserver(UniformQuantizationObserverBase):
         if x_obs.size:
             cur_min, cur_max = self._channel_min_max(x_obs)
             if self.min_val.size == 0:
-                self.min_val, self.max_val = cur_min, cur_max
+                self._store_min_max(cur_min, cur_max)
             else:
-                self.min_val, self.max_val = np.minimum(cur_min, self.min_val), np.maximum(cur_max, self.max_val)
+                self._store_min_max(np.minimum(cur_min, self.min_val), np.maximum(cur_max, self.max_val))
         return x
 
     def calculate_qparams(self) -> tuple[np.ndarray, np.ndarray]:
@@ -220,8 +244,8 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
             cur_min, cur_max = self._channel_min_max(x_obs)
             first = self.min_val.size == 0
             run_min, run_max = (cur_min, cur_max) if first else (self.min_val, self.max_val)
-            self.min_val = moving_average(run_min, cur_min, self.averaging_constant, first)
-            self.max_val = moving_average(run_max, cur_max, self.averaging_constant, first)
+            self._store_min_max(moving_average(run_min, cur_min, self.averaging_constant, first),
+                                moving_average(run_max, cur_max, self.averaging_constant, first))
         return x
 
 

@@ -50,6 +50,8 @@ default_dynamic_quant_observer = PlaceholderObserver.with_args(dtype="quint8", q
 default_placeholder_observer = PlaceholderObserver
 default_float_qparams_observer = PerChannelMinMaxObserver.with_args(dtype="quint8",
                                                                      qscheme="per_channel_affine_float_qparams", ch_axis=0)
+default_float_qparams_observer_4bit = PerChannelMinMaxObserver.with_args(
+    dtype="quint4x2", qscheme="per_channel_affine_float_qparams", ch_axis=0)
 
 default_qconfig = QConfig(activation=default_observer, weight=default_weight_observer)
 # weight-only quantization of nn.Embedding (the only qconfig QuantizedEmbedding accepts, as PyTorch)

@@ -59,18 +59,20 @@ def validate_qmin_qmax(quant_min: int, quant_max: int) -> None:
 def calculate_qmin_qmax(quant_min: int | None, quant_max: int | None, has_customized_qrange: bool,
                         dtype: str, reduce_range: bool) -> tuple[int, int]:
     """(qmin, qmax) of an observer: the dtype's range (``qtensor.QDTYPES``), halved (floor division) by
-    reduce_range for qint8 / quint8, or a custom range, which ``reduce_range`` also halves, as PyTorch does.
+    reduce_range for qint8 / quint8 (qint32 and quint4x2 ignore it), or a custom range, which
+    ``reduce_range`` also halves, as PyTorch does. PyTorch bounds a custom range's length for qint8
+    (256) and qint32 (2^32) only; quint8 and quint4x2 custom ranges are taken as given.
     """
     lo, hi = dtype_range(dtype)
     if has_customized_qrange:
         length, limit = quant_max - quant_min + 1, hi - lo + 1
-        if not 0 < length <= limit:
+        if dtype in ("qint8", "qint32") and not 0 < length <= limit:   # PyTorch checks these two only
             raise ValueError(f"quantization range [{quant_min}, {quant_max}] must be positive and hold "
                              f"at most {limit} values for {dtype}")
         if reduce_range:
             quant_min, quant_max = quant_min // 2, quant_max // 2
         return quant_min, quant_max
-    if reduce_range and dtype != "qint32":      # PyTorch halves the 8-bit ranges only
+    if reduce_range and dtype in ("qint8", "quint8"):      # PyTorch halves the 8-bit ranges only
         return lo // 2, hi // 2
     return lo, hi
 
@@ -78,7 +80,11 @@ def calculate_qmin_qmax(quant_min: int | None, quant_max: int | None, has_custom
 def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme: str, dtype: str,
                       eps: float = FLOAT32_EPS, has_customized_qrange: bool = False
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(scale float32 (C,), zero_point int64 (C,)) from running min/max (0-d per tensor, (C,) per channel).
+    """(scale float32 (C,), zero_point (C,)) from running min/max (0-d per tensor, (C,) per channel).
+
+    The zero point's dtype is PyTorch 2.13's: int32 for the affine qschemes (``torch.round(...).to(int)``
+    then ``clamp``), int64 for the symmetric ones (``torch.zeros(..., dtype=int64)``) and for the
+    un-observed default, float32 for ``per_channel_affine_float_qparams``.
 
     ``per_channel_affine_float_qparams`` (weight-only embeddings): the range is *not* widened to include 0,
     s = fl32((max - min) / (qmax - qmin)), s = s if s > eps else 1.0, and the zero point is a float32,
@@ -119,8 +125,8 @@ def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, qscheme:
         else:
             scale = np.maximum((max_pos - min_neg) / np.float32(quant_max - quant_min), eps32)
             zero_point = quant_min - np.rint(min_neg / scale).astype(np.int64)
-            zero_point = np.clip(zero_point, quant_min, quant_max)
-    return scale.reshape(-1).astype(np.float32), zero_point.reshape(-1).astype(np.int64)
+            zero_point = np.clip(zero_point, quant_min, quant_max).astype(np.int32)
+    return scale.reshape(-1).astype(np.float32), zero_point.reshape(-1)
 
 
 CQP_VARIANTS = ("aten", "fbgemm")   # which C++ copy of ChooseQuantizationParams (docstring below)

@@ -29,7 +29,10 @@ QDTYPES: dict[str, tuple[type, int, int]] = {
     "qint8": (np.int8, -128, 127),
     "quint8": (np.uint8, 0, 255),
     "qint32": (np.int32, -(2 ** 31), 2 ** 31 - 1),
+    # 4-bit codes, one per uint8 here; PyTorch's int_repr packs two per byte (low nibble first)
+    "quint4x2": (np.uint8, 0, 15),
 }
+_DTYPE_OF_STORAGE = {np.dtype(np.int8): "qint8", np.dtype(np.uint8): "quint8", np.dtype(np.int32): "qint32"}
 
 
 def check_dtype(dtype: Any) -> str:
@@ -53,9 +56,9 @@ def storage_dtype(dtype: str) -> np.dtype:
 class QTensor:
     """A quantized array: integer codes plus (scale, zero_point), per tensor or per channel.
 
-    Attributes: ``int_repr`` (int8/uint8/int32 array), ``scale`` (float, or float64 array of shape
+    Attributes: ``int_repr`` (int8/uint8/int32 array; quint4x2 codes 0..15 one per uint8), ``scale`` (float, or float64 array of shape
     (C,) when per channel), ``zero_point`` (int, or int64 array (C,)), ``axis`` (None or the channel
-    axis), ``dtype`` ('qint8' | 'quint8' | 'qint32'), ``channels_last`` (bool: the memory layout PyTorch
+    axis), ``dtype`` ('qint8' | 'quint8' | 'qint32' | 'quint4x2'), ``channels_last`` (bool: the memory layout PyTorch
     would have -- its quantized conv returns NHWC tensors, and some ops then take another code path
     with other roundings, ``docs/quantized_ops.md``; ``int_repr`` itself is always a logical NCHW array).
     """
@@ -64,7 +67,7 @@ class QTensor:
                  dtype: str | None = None, channels_last: bool = False) -> None:
         int_repr = np.asarray(int_repr)
         if dtype is None:
-            dtype = {np.dtype(v[0]): k for k, v in QDTYPES.items()}.get(int_repr.dtype)
+            dtype = _DTYPE_OF_STORAGE.get(int_repr.dtype)
             if dtype is None:
                 raise TypeError(f"QTensor: cannot infer a quantized dtype from codes of dtype {int_repr.dtype}")
         dtype = check_dtype(dtype)
@@ -140,7 +143,8 @@ _F32_FINITE = (2 - 2.0 ** -24) * 2.0 ** 127     # float32(s) is finite  iff  s <
 def check_scale_zero_point(scale: Any, zero_point: Any, quant_min: int, quant_max: int, who: str) -> None:
     """The one check of (scale, zero_point) values, any shapes: raise ValueError unless
     quant_min < quant_max, every scale is finite and > 0 also as float32 (what the kernels use), and
-    every zero point is finite and in [quant_min, quant_max]. ``who`` names the caller in the message.
+    every zero point is finite and in [quant_min, quant_max] (``zero_point=None``: scale and range only).
+    ``who`` names the caller in the message.
 
     Re-exported as ``fake_quantize.check_qparams`` (the fake-quant ops' custom ranges); the QTensor
     checks below add the type and shape rules of a QTensor and use the dtype's full range.
@@ -149,9 +153,12 @@ def check_scale_zero_point(scale: Any, zero_point: Any, quant_min: int, quant_ma
     if int(quant_min) >= int(quant_max):
         raise ValueError(f"{who}: quant_min must be < quant_max, got quant_min={quant_min}, "
                          f"quant_max={quant_max}")
-    s, z = np.asarray(scale, dtype=np.float64), np.asarray(zero_point, dtype=np.float64)
+    s = np.asarray(scale, dtype=np.float64)
     if not _all_between(s, _F32_POSITIVE, _F32_FINITE, strict=True):
         raise ValueError(f"{who}: scale must be positive and finite (also as float32), got {s.tolist()}")
+    if zero_point is None:
+        return
+    z = np.asarray(zero_point, dtype=np.float64)
     if not _all_between(z, quant_min, quant_max, strict=False):
         raise ValueError(f"{who}: zero_point must be in [quant_min, quant_max] = [{quant_min}, {quant_max}], "
                          f"got {np.asarray(zero_point).tolist()} (out of range)")
@@ -231,6 +238,9 @@ def quantize_per_channel(x: Any, scales: Any, zero_points: Any, axis: int, dtype
     Default rounding reproduces ``torch.quantize_per_channel`` of PyTorch 2.13.0 bit for bit.
     """
     dtype = check_dtype(dtype)
+    if dtype == "quint4x2":
+        raise TypeError("quantize_per_channel: PyTorch 2.13 has no per-channel affine quint4x2 "
+                        "(\"quantize_tensor_per_channel_affine\" not implemented for 'QUInt4x2')")
     x = _check_float(x, "quantize_per_channel")
     axis = _check_axis(axis, x.ndim)
     s, z = check_channel_qparams(scales, zero_points, dtype, x.shape[axis])

@@ -72,6 +72,10 @@ class _BatchNorm(Module):
         check_array(self, x, dtype)
         self._check_input(x)
         use_batch_stats = self.training or self.running_mean is None
+        if use_batch_stats and not self.eps > 0:        # PyTorch's F.batch_norm checks (0/0 would be NaN)
+            raise ValueError(f"{self._name()}: batch_norm eps must be positive during training, but got {self.eps}")
+        if not self.eps >= 0:
+            raise ValueError(f"{self._name()}: batch_norm eps must be non-negative, but got {self.eps}")
         per_channel = x.size // self.num_features
         if use_batch_stats and per_channel <= 1:
             raise ValueError(f"{self._name()}: expected more than 1 value per channel when training, "
