@@ -13,7 +13,9 @@ Layers of the package (each file one job):
   layer norm on QTensors; ``qembedding``  weight-only int8 Embedding
   (PyTorch's vector-body / scalar-tail arithmetic, ``docs/quantized_ops.md``)
 - ``modules``, ``passthrough``, ``qmerge``  quantized Modules; ``fuse``  BatchNorm folding and fused float modules
-- ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert; ``mappings``  every module mapping
+- ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert; ``mappings``  every module mapping;
+  ``wrapper``  QuantWrapper / add_quant_dequant (quantize chosen layers of a float model)
+- ``numeric_suite``  per-layer SQNR of int8 vs float (compare_weights, compare_model_outputs, layer_sensitivity)
 - ``fake_quant_ops``, ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training
 """
 from . import functional, qactivations, qnorm, qops, qpool
@@ -51,6 +53,9 @@ from .fake_quantize import (FakeQuantize, FusedMovingAvgObsFakeQuantize, default
                             fake_quantize_per_channel_affine_backward, fake_quantize_per_tensor_affine,
                             fake_quantize_per_tensor_affine_backward)
 from .learnable import LearnableFakeQuantize
+from .wrapper import QuantWrapper, add_quant_dequant
+from . import numeric_suite
+from .numeric_suite import compare_model_outputs, compare_weights, compute_sqnr, layer_sensitivity
 from .fuse import ConvBn2d, ConvBnReLU2d
 from .qat import (FreezeQAT, default_qat_qconfig, freeze_bn_stats, fuse_modules_qat, get_default_qat_qconfig,
                   prepare_qat, update_bn_stats)
@@ -80,5 +85,6 @@ __all__ = [
     "enable_observer", "disable_observer", "enable_fake_quant", "disable_fake_quant",
     "prepare_qat", "get_default_qat_qconfig", "default_qat_qconfig", "fuse_modules_qat", "ConvBn2d",
     "ConvBnReLU2d", "freeze_bn_stats", "update_bn_stats", "FreezeQAT", "DEFAULT_QAT_MODULE_MAPPINGS",
-    "QAT_CONVERT_MODULE_MAPPINGS", "to_observed_float", "swap_modules",
+    "QAT_CONVERT_MODULE_MAPPINGS", "to_observed_float", "swap_modules", "QuantWrapper", "add_quant_dequant",
+    "numeric_suite", "compute_sqnr", "compare_weights", "compare_model_outputs", "layer_sensitivity",
 ]
