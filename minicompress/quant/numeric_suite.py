@@ -19,6 +19,8 @@ counterpart y, in decibels,
 
   with g the int8 layer, q_b its input, x_b = dq(q_b), f the float layer -- (1) on the concatenated batches.
   The layers with the lowest SQNR are the ones to keep in float (``layer.qconfig = None``).
+  (PyTorch's ``ShadowLogger`` keeps only ``x[0]`` of an output with ``len(x) > 1`` -- meant for tuples, it
+  also cuts every batch to its first sample; on batches of one sample the two agree, see the tests.)
 """
 from __future__ import annotations
 
