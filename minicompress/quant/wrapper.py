@@ -68,7 +68,12 @@ def add_quant_dequant(module: Module) -> Module:
     A leaf is a module without children; a layer called through its parent's code (MultiheadAttention's
     ``out_proj`` is called as a module here, unlike PyTorch, which reads ``out_proj.weight`` directly) works
     wrapped, a layer whose weight its parent reads directly would not.
+
+    Unlike PyTorch's, a second call changes nothing: existing QuantWrappers are not entered (PyTorch's would
+    wrap their stubs, which are leaves with a qconfig, once more).
     """
+    if isinstance(module, QuantWrapper):
+        return module
     if not list(module.children()) and getattr(module, "qconfig", None) is not None:
         return QuantWrapper(module)
     for name, child in list(module.named_children()):

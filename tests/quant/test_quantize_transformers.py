@@ -104,6 +104,7 @@ def test_quant_wrapper_matches_torch_recipe(torch, qat):
     model = quant.add_quant_dequant(nn.Sequential(lin, nn.GELU()))
     assert isinstance(model[0], quant.QuantWrapper) and isinstance(model[1], nn.GELU)
     assert model[0].quant.qconfig is lin.qconfig and model[0].dequant.qconfig is lin.qconfig
+    assert quant.add_quant_dequant(model) is model and isinstance(model[0].quant, quant.QuantStub)   # idempotent
     tl = torch.nn.Linear(4, 3)
     tl.qconfig = torch.ao.quantization.get_default_qconfig("x86")
     tmodel = torch.ao.quantization.add_quant_dequant(torch.nn.Sequential(tl, torch.nn.GELU()))
