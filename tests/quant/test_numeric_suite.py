@@ -133,3 +133,22 @@ def test_layer_sensitivity_needs_the_float_model_that_was_converted():
         layer_sensitivity(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.ReLU()), q, _batches(1))
     with pytest.raises(ValueError, match="no int8 weighted layers"):
         layer_sensitivity(model, model, _batches(1))
+
+
+def test_compare_weights_and_sensitivity_of_a_fused_static_resnet():
+    """Fused float keys (``conv1.0.weight``) match the int8 ones (``conv1.weight``) by PyTorch's rule."""
+    from minicompress import models
+    fused = models.resnet20(num_classes=10, in_channels=1, rng=0).eval()
+    fused.fuse_model()
+    fused.qconfig = quant.get_default_qconfig("x86")
+    prepared = quant.prepare(fused)
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    with nn.no_grad():
+        prepared(x)
+    q = quant.convert(prepared)
+    weights = quant.compare_weights(fused.state_dict(), q.state_dict())
+    assert len(weights) == 19 + 2 + 1                  # 19 convs, 2 downsample convs, fc
+    assert weights["layer1.0.conv1.weight"]["quantized"].axis == 0
+    assert all(compute_sqnr(d["float"], d["quantized"]) > 30 for d in weights.values())
+    sens = layer_sensitivity(fused, q, [x])
+    assert {k + ".weight" for k in sens} == set(weights) and all(v > 15 for v in sens.values())
