@@ -10,8 +10,8 @@ C tiny GEMMs of K = KH*KW columns and one output column each, and the per-group 
 
 (1) is the zero-point-corrected sum of ``quantization.md`` (5) written out, the same integer (int32,
 wrapping alike) as the per-group GEMM's ``acc - z_a c_j - r_i z_w[j]``; (2) is the same epilogue with the same
-per-channel ``requant_params``. So the codes are the per-group path's, bit for bit (its NumPy twin in the
-tests is that path).
+per-channel ``requant_params``. So the codes are the per-group path's, bit for bit; the NumPy twin is
+``reference.depthwise_requant`` (both held to each other and to the per-group path in the tests).
 """
 from __future__ import annotations
 

@@ -31,3 +31,21 @@ def test_depthwise_kernel_equals_per_group_gemms(seed):
         loop = QF.conv2d(x, list(packs), *args, relu=relu)           # a plain list: one GEMM per group
         np.testing.assert_array_equal(fast.int_repr, loop.int_repr)
         assert fast.channels_last and (fast.scale, fast.zero_point) == (loop.scale, loop.zero_point)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_depthwise_kernel_equals_its_numpy_twin(seed):
+    from minicompress.quant import depthwise, reference
+    rng = np.random.default_rng(seed)
+    m, c, k = int(rng.integers(1, 50)), int(rng.integers(1, 20)), int(rng.choice([1, 9, 25]))
+    cols = rng.integers(0, 256, (m, c * k)).astype(np.uint8)
+    w = rng.integers(-128, 128, (c, k)).astype(np.int8)
+    w_zp = rng.integers(-5, 6, c).astype(np.int64)
+    bias_term = rng.normal(0, 100, c).astype(np.float32)
+    mult = rng.uniform(1e-4, 1e-2, c).astype(np.float32)
+    a_zp, out_zp = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+    for relu in (False, True):
+        out = np.empty((m, c), np.uint8)
+        depthwise.depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu, out)
+        np.testing.assert_array_equal(out, reference.depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult,
+                                                                       out_zp, relu))
