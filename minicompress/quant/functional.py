@@ -154,9 +154,9 @@ def pack_weight(w: QTensor | PackedWeight, groups: int = 1) -> PackedWeight | li
     if n % groups:
         raise ValueError(f"{n} output channels cannot be split into {groups} groups")
     step = n // groups
-    grouped = GroupedWeights(_packed(np.ascontiguousarray(codes[g * step:(g + 1) * step]), scales[g * step:(g + 1) * step],
-                    zps[g * step:(g + 1) * step], col_offsets[g * step:(g + 1) * step], w.axis is not None,
-                    tuple(w.shape)) for g in range(groups))
+    parts = [slice(g * step, (g + 1) * step) for g in range(groups)]
+    grouped = GroupedWeights(_packed(np.ascontiguousarray(codes[r]), scales[r], zps[r], col_offsets[r],
+                                     w.axis is not None, tuple(w.shape)) for r in parts)
     deviation = np.abs(codes.astype(np.int64) - zps[:, None]).sum(axis=1)
     grouped.whole = PackedWeight(codes, scales, zps, col_offsets, w.axis is not None, tuple(w.shape), NO_VNNI,
                                  int(deviation.max()) if deviation.size else 0)

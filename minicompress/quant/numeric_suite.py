@@ -139,7 +139,8 @@ def compare_model_outputs(float_model: Module, q_model: Module, *data: Any,
 
 def _float_twin(q_mod: Module, f_mod: Module | None, name: str) -> Module:
     """The float layer that ``convert`` / ``quantize_dynamic`` turned into ``q_mod`` (checked by type)."""
-    targets = [m.get(type(f_mod)) for m in (DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS)]
+    mappings = (DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS)
+    targets = [m.get(type(f_mod)) for m in mappings]
     if f_mod is None or type(q_mod) not in targets:
         got = "nothing" if f_mod is None else type(f_mod).__name__
         raise ValueError(f"layer_sensitivity: the float model has {got} at {name!r}, which does not convert to "

@@ -119,7 +119,8 @@ def test_quant_wrapper_matches_torch_recipe(torch, qat):
         tprepared(torch.from_numpy(x))
     q, tq = quant.convert(prepared), torch.ao.quantization.convert(tprepared)
     assert float(q[0].module.scale) == tq[0].module.scale and int(q[0].module.zero_point) == tq[0].module.zero_point
-    assert float(q[0].quant.scale[0]) == float(tq[0].quant.scale) and int(q[0].quant.zero_point[0]) == int(tq[0].quant.zero_point)
+    assert float(q[0].quant.scale[0]) == float(tq[0].quant.scale)
+    assert int(q[0].quant.zero_point[0]) == int(tq[0].quant.zero_point)
     with nn.no_grad():
         got = q(x)
     with torch.no_grad():
