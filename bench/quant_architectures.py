@@ -10,7 +10,8 @@ weight decay 0.01, cosine, 30 epochs, batch 64; cached). Then, for each model an
   quantizable model gets the same weights and the same calibration batches.
 - ViT (patch 2, 4 layers, width 64): dynamic int8 of every ``nn.Linear`` (``quantize_dynamic``; attention's
   in-projection and ``out_proj`` stay float, as PyTorch's); static int8 of the Linear layers only
-  (``QuantWrapper`` around each, LayerNorm / attention / GELU float); the same keeping the two layers of lowest
+  (``QuantWrapper`` around each, LayerNorm / attention / GELU float), of the MLP and head Linears only (as
+  PyTorch's ``add_quant_dequant`` recipe can, side by side); the same keeping the two layers of lowest
   SQNR (``layer_sensitivity``) float; and QAT of the MLP and head Linear layers (3 epochs, AdamW lr 1e-4).
 - Where static PTQ of a CNN is more than 0.5 points below float, also QAT (``conv_qat_int8``, 3 epochs).
 
@@ -169,6 +170,23 @@ def vit_static_int8(float_model, batches, keep_float=()):
     return wrapped, quant.convert(prepared)
 
 
+OUT_PROJS = tuple(f"encoder.layers.encoder_layer_{i}.self_attention.out_proj" for i in range(4))
+
+
+def torch_vit_static_int8(twin, batches):
+    """PyTorch's recipe: x86 qconfig on the MLP and head Linear layers, ``add_quant_dequant``, prepare, calibrate,
+    convert (its MultiheadAttention reads ``out_proj.weight`` directly, so ``out_proj`` cannot be wrapped)."""
+    twin = copy.deepcopy(twin).eval()
+    for m in twin.modules():
+        if type(m) is torch.nn.Linear:
+            m.qconfig = torch.ao.quantization.get_default_qconfig("x86")
+    prepared = torch.ao.quantization.prepare(torch.ao.quantization.add_quant_dequant(twin))
+    with torch.no_grad():
+        for xb in batches:
+            prepared(torch.from_numpy(xb))
+    return torch.ao.quantization.convert(prepared)
+
+
 def vit_qat_int8(float_model, data, seed: int, epochs: int = 3):
     """QAT of the MLP and head Linear layers (out_proj float: PyTorch's qat.Linear.from_float rejects
     NonDynamicallyQuantizableLinear), fine-tuned with AdamW lr 1e-4 on the digits, then convert."""
@@ -211,6 +229,8 @@ def run_model(name: str, seed: int, data: tuple, cache: str, timing: bool, budge
         ours["int8 dynamic"] = quant.quantize_dynamic(f, {nn.Linear})
         theirs["int8 dynamic"] = torch.ao.quantization.quantize_dynamic(twin, {torch.nn.Linear})
         wrapped, ours["int8 static Linear"] = vit_static_int8(f, batches)
+        ours["int8 static MLP, head"] = vit_static_int8(f, batches, keep_float=OUT_PROJS)[1]
+        theirs["int8 static MLP, head"] = torch_vit_static_int8(twin, batches)
         sens = quant.layer_sensitivity(wrapped, ours["int8 static Linear"], batches[:2])
         worst = [n.rsplit(".module", 1)[0] for n in list(sens)[:2]]
         ours["int8 static, 2 lowest-SQNR float"] = vit_static_int8(f, batches, keep_float=worst)[1]
