@@ -35,7 +35,7 @@ import numpy as np
 
 from ..nn.functional.conv import conv_output_size
 from ..nn.layers._utils import ntuple
-from . import gemm, kernels, vnni
+from . import depthwise, gemm, kernels, vnni
 from .qparams import choose_quantization_params, quantize_multiplier
 from .qtensor import QTensor, check_qparams
 from .rounding import FMA
@@ -94,6 +94,13 @@ class PackedWeight(NamedTuple):
 NO_VNNI = np.zeros((0, 0, 16, 4), np.int8)
 
 
+class GroupedWeights(list):
+    """``pack_weight(w, groups)``: one PackedWeight per group (a list), plus ``whole``, the full weight packed
+    as one (OC, K) matrix without VNNI layout, which the depthwise kernel reads (``depthwise.py``)."""
+
+    whole: PackedWeight
+
+
 def _packed(codes, scales, zps, col_offsets, per_channel, shape) -> PackedWeight:
     packed = vnni.pack_b(codes) if vnni.USE_VNNI else NO_VNNI
     deviation = np.abs(codes.astype(np.int64) - zps[:, None]).sum(axis=1)
@@ -147,9 +154,13 @@ def pack_weight(w: QTensor | PackedWeight, groups: int = 1) -> PackedWeight | li
     if n % groups:
         raise ValueError(f"{n} output channels cannot be split into {groups} groups")
     step = n // groups
-    return [_packed(np.ascontiguousarray(codes[g * step:(g + 1) * step]), scales[g * step:(g + 1) * step],
-                    zps[g * step:(g + 1) * step], col_offsets[g * step:(g + 1) * step], w.axis is not None,
-                    tuple(w.shape)) for g in range(groups)]
+    parts = [slice(g * step, (g + 1) * step) for g in range(groups)]
+    grouped = GroupedWeights(_packed(np.ascontiguousarray(codes[r]), scales[r], zps[r], col_offsets[r],
+                                     w.axis is not None, tuple(w.shape)) for r in parts)
+    deviation = np.abs(codes.astype(np.int64) - zps[:, None]).sum(axis=1)
+    grouped.whole = PackedWeight(codes, scales, zps, col_offsets, w.axis is not None, tuple(w.shape), NO_VNNI,
+                                 int(deviation.max()) if deviation.size else 0)
+    return grouped
 
 
 def _bias(bias: Any, n: int, who: str) -> np.ndarray:
@@ -279,7 +290,8 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
 
     OH = floor((H + 2*ph - dh*(KH - 1) - 1) / sh) + 1 (likewise OW), computed here once by the float
     engine's ``conv_output_size``; im2col (padded with the input zero point, channels-last columns) then
-    one GEMM per group with the linear epilogue.
+    one GEMM per group with the linear epilogue (a depthwise convolution -- one input and one output channel
+    per group -- runs all groups in one kernel, ``depthwise.py``, same codes).
     ``weight`` may also be ``pack_weight(w, groups)`` (a list of per-group PackedWeights).
     """
     x = _check_input(input, "quint8", "conv2d")
@@ -310,6 +322,14 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
                        x.zero_point, cols)                                          # (N*OH*OW, C*KH*KW)
     out = np.empty((n * oh * ow, oc), np.uint8)
     kg, ocg = cg * kh * kw, oc // groups
+    whole = getattr(packs, "whole", None)
+    if groups > 1 and cg == 1 and ocg == 1 and requant == "fbgemm" and whole is not None:
+        check_int32_range(cols, x.zero_point, (0, 255), whole, "conv2d", overflow)       # depthwise: one kernel
+        bias_term, mult = requant_params(x.scale, whole, b, scale)
+        with _threads_for(cols.size):
+            depthwise.depthwise_requant(cols, whole.codes, x.zero_point, whole.zero_points, bias_term, mult,
+                                        zero_point, bool(relu), out)
+        packs = []
     for g, wg in enumerate(packs):
         rows = slice(g * ocg, (g + 1) * ocg)
         a = cols if groups == 1 else np.ascontiguousarray(cols[:, g * kg:(g + 1) * kg])

@@ -10,6 +10,7 @@ plus where ``prepare`` puts observers (``OBSERVED_TYPES``) and which modules are
 from __future__ import annotations
 
 from .. import nn
+from ..nn.layers.attention import NonDynamicallyQuantizableLinear
 from ..nn.module import Module
 from . import qat_modules as qat
 from .fuse import ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU
@@ -74,6 +75,8 @@ QAT_CONVERT_MODULE_MAPPINGS: dict[type, FromQAT] = {
 DEFAULT_STATIC_QUANT_MODULE_MAPPINGS: dict[type, type | FromQAT] = {
     QuantStub: Quantize, DeQuantStub: DeQuantize,
     nn.Linear: QuantizedLinear, LinearReLU: QuantizedLinearReLU,
+    # MultiheadAttention's out_proj: statically quantizable (PyTorch's static mapping lists it), never dynamically
+    NonDynamicallyQuantizableLinear: QuantizedLinear,
     nn.Conv2d: QuantizedConv2d, ConvReLU2d: QuantizedConvReLU2d,
     nn.ReLU: QuantizedReLU, nn.MaxPool2d: QuantizedMaxPool2d, nn.Flatten: QuantizedFlatten,
     nn.Dropout: QuantizedDropout,

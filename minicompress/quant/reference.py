@@ -163,3 +163,13 @@ def im2col(x, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, pad_value) -> np.n
             patch = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
             cols[:, :, :, :, i, j, :] = patch.transpose(0, 2, 3, 1).reshape(n, oh, ow, groups, c // groups)
     return cols.reshape(n * oh * ow, c * kh * kw)
+
+
+def depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu) -> np.ndarray:
+    """Twin of ``depthwise.depthwise_requant``: raw[m, c] = sum_k (cols[m, cK + k] - z_a)(w[c, k] - z_w[c])
+    (int64, wrapped to int32), then the requantisation epilogue; uint8 (M, C)."""
+    m, (c, k) = cols.shape[0], w.shape
+    a = cols.reshape(m, c, k).astype(np.int64) - a_zp                                  # (M, C, K)
+    raw = (a * (w.astype(np.int64) - np.asarray(w_zp, np.int64)[:, None])).sum(axis=2)
+    raw = raw.astype(np.int32)                                                          # wraps as int32
+    return requant_epilogue(raw, bias_term, mult, out_zp, out_zp if relu else 0).astype(np.uint8)
