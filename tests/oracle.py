@@ -61,3 +61,38 @@ def compare_with_torch(torch, ours, theirs, x: np.ndarray, train: bool = True, s
         else:
             assert_close(b, expected, name, rtol, atol)
     return y, dx
+
+
+def hand_observed_ranges(torch, prepared, theirs, rtol: float = 1e-5, atol: float = 0.0) -> list[str]:
+    """Check that every observer of our ``prepared`` model saw what PyTorch's ``theirs`` saw (min / max within
+    ``rtol``: the float layers before them sum in another order), then give PyTorch's observers our min, max and
+    histogram, so that everything after calibration can be compared exactly. Returns the observer names."""
+    their_modules = dict(theirs.named_modules())
+    names = []
+    for key, obs in prepared.named_modules():
+        if not key.endswith("activation_post_process") or not hasattr(obs, "min_val"):
+            continue
+        names.append(key)
+        t = their_modules[key]
+        for attr in ("min_val", "max_val", "histogram"):
+            if hasattr(t, attr) and hasattr(obs, attr):
+                mine = np.asarray(getattr(obs, attr), dtype=np.float32)
+                if attr != "histogram":
+                    np.testing.assert_allclose(mine, getattr(t, attr).numpy(), rtol=rtol, atol=atol,
+                                               err_msg=f"{key}.{attr}")
+                getattr(t, attr).resize_(mine.shape).copy_(torch.from_numpy(mine))
+    return names
+
+
+def randomise_batchnorm(model, seed: int = 0):
+    """Random BatchNorm scales, shifts and running statistics (so that folding and masking are exercised)."""
+    from minicompress import nn as mnn
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, (mnn.BatchNorm1d, mnn.BatchNorm2d)):
+            n = m.num_features
+            m.weight.data = rng.uniform(0.5, 1.5, n).astype(np.float32)
+            m.bias.data = rng.normal(0, 0.3, n).astype(np.float32)
+            m.running_mean = rng.normal(0, 0.3, n).astype(np.float32)
+            m.running_var = rng.uniform(0.5, 2, n).astype(np.float32)
+    return model

@@ -13,19 +13,12 @@ import minicompress.nn as mnn
 from minicompress import metrics, models, prune
 from minicompress.nn.graph import trace_graph
 from minicompress.nn.kinds import is_weighted
+from tests.oracle import randomise_batchnorm
 from tests.prune.prune_testing import mask_planned
 
 
-def _randomise_bn(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for m in model.modules():
-        if isinstance(m, (mnn.BatchNorm1d, mnn.BatchNorm2d)):
-            n = m.num_features
-            m.weight.data = rng.uniform(0.5, 1.5, n).astype(np.float32)
-            m.bias.data = rng.normal(0, 0.3, n).astype(np.float32)
-            m.running_mean = rng.normal(0, 0.3, n).astype(np.float32)
-            m.running_var = rng.uniform(0.5, 2, n).astype(np.float32)
-    return model.eval()
+def _randomise_bn(model):
+    return randomise_batchnorm(model).eval()
 
 
 def _x(shape, seed=1):

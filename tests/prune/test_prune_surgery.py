@@ -7,17 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 import minicompress.nn as mnn
 from minicompress import metrics, prune
+from tests.oracle import randomise_batchnorm as _randomise_bn
 from tests.prune.prune_testing import mask_planned
-
-
-def _randomise_bn(model, rng):
-    for m in model.modules():
-        if isinstance(m, (mnn.BatchNorm1d, mnn.BatchNorm2d)):
-            n = m.num_features
-            m.weight.data = rng.uniform(0.5, 1.5, n).astype(np.float32)
-            m.bias.data = rng.normal(0, 0.3, n).astype(np.float32)
-            m.running_mean = rng.normal(0, 0.3, n).astype(np.float32)
-            m.running_var = rng.uniform(0.5, 2, n).astype(np.float32)
 
 
 def cnn(seed=0, c1=8, c2=12, hidden=20):

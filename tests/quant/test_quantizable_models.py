@@ -23,17 +23,7 @@ from minicompress import models, nn, quant
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
 from torch_twins import mobilenet_v2_twin, resnet_twin  # noqa: E402
 
-
-def _randomise_bn(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = rng.uniform(0.5, 1.5, n).astype(np.float32)
-            m.bias.data = rng.normal(0, 0.3, n).astype(np.float32)
-            m.running_mean = rng.normal(0, 0.3, n).astype(np.float32)
-            m.running_var = rng.uniform(0.5, 2, n).astype(np.float32)
-    return model
+from tests.oracle import hand_observed_ranges, randomise_batchnorm  # noqa: E402
 
 
 CASES = {
@@ -64,7 +54,7 @@ def _quantized_layers(model):
 @pytest.mark.parametrize("name", list(CASES))
 def test_static_int8_flow_equals_torch(torch, name):
     build, twin_of, shape = CASES[name]
-    ours = _randomise_bn(build()).eval()
+    ours = randomise_batchnorm(build()).eval()
     twin = twin_of(torch).eval()
     twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ours.state_dict().items()})
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
@@ -77,18 +67,7 @@ def test_static_int8_flow_equals_torch(torch, name):
         prepared(x)
     with torch.no_grad():
         theirs(torch.from_numpy(x))
-    their_modules = dict(theirs.named_modules())
-    for key, obs in prepared.named_modules():
-        if not key.endswith("activation_post_process") or not hasattr(obs, "min_val"):
-            continue
-        t = their_modules[key]
-        for attr in ("min_val", "max_val", "histogram"):
-            if hasattr(t, attr) and hasattr(obs, attr):
-                mine_value = np.asarray(getattr(obs, attr), dtype=np.float32)
-                theirs_value = getattr(t, attr).numpy()
-                if attr != "histogram":
-                    np.testing.assert_allclose(mine_value, theirs_value, rtol=1e-5, err_msg=f"{key}.{attr}")
-                getattr(t, attr).resize_(mine_value.shape).copy_(torch.from_numpy(mine_value))
+    hand_observed_ranges(torch, prepared, theirs)
     with pytest.warns(UserWarning, match="not called during calibration") if name == "mobilenet_v2" else _nothing():
         q = quant.convert(prepared)
     tq = torch.ao.quantization.convert(theirs)
