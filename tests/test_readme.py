@@ -15,3 +15,13 @@ def test_readme_examples_run_in_order(tmp_path, monkeypatch, capsys):
     for index, code in enumerate(BLOCKS):
         exec(compile(code, f"README.md python block {index}", "exec"), namespace)
     assert "[4 0 7] [ 0.5 -1.5  2. ]" in capsys.readouterr().out     # the quantization example's printed result
+
+
+def test_ci_runs_the_readmes_test_command_and_it_takes_cpu_torch():
+    """.ci/run runs the README's second set-up command verbatim; that command installs PyTorch's CPU build
+    from PyTorch's index first (PyPI's torch==2.13.0 is the CUDA build on Linux x86)."""
+    bash = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    test_command = bash[1].strip()
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert test_command in ci.splitlines()
+    assert test_command.startswith("pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && ")
