@@ -183,7 +183,8 @@ def _fusion_groups(model: nn.Sequential) -> list[list[str]]:
 
 def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: tuple, batch_size: int,
                      rng: np.random.Generator, quiet: bool) -> nn.Module:
-    """Static int8: QuantStub + model + DeQuantStub, fuse, observe (PTQ calibration or QAT), convert."""
+    """int8: ``dynamic`` (Linear weights), or static: QuantStub + model + DeQuantStub (the reference models have
+    their own) and fusion (their ``fuse_model``), then observe (PTQ calibration or QAT) and convert."""
     from . import prune, quant
     from .quant import qat
 
@@ -193,18 +194,17 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
     prune.bake_pruning(float_model)
     if cfg["mode"] == "dynamic":
         return quant.quantize_dynamic(float_model.eval(), {nn.Linear})
-    if hasattr(float_model, "fuse_model"):       # the reference models: their own stubs and fusion
-        wrapped = float_model
-        masks = {name: masks[id(m)] for name, m in wrapped.named_modules() if id(m) in masks}
-        fuse = lambda m: (m.fuse_model(is_qat=m.training), m)[1]   # noqa: E731
+    is_qat = cfg["mode"] == "qat"
+    reference = hasattr(float_model, "fuse_model")      # the reference models: their own stubs and fusion
+    wrapped = float_model if reference else nn.Sequential(quant.QuantStub(), *float_model.children(),
+                                                          quant.DeQuantStub())
+    wrapped.train(is_qat)
+    masks = {name: masks[id(m)] for name, m in wrapped.named_modules() if id(m) in masks}
+    if reference:
+        wrapped.fuse_model(is_qat=is_qat)
     else:
-        wrapped = nn.Sequential(quant.QuantStub(), *float_model.children(), quant.DeQuantStub())
-        masks = {name: masks[id(m)] for name, m in wrapped.named_modules() if id(m) in masks}
-        groups = _fusion_groups(wrapped)
-        fuse = lambda m: (quant.fuse_modules if not m.training else qat.fuse_modules_qat)(m, groups)  # noqa: E731
-    if cfg["mode"] == "ptq":
-        wrapped.eval()
-        wrapped = fuse(wrapped)
+        wrapped = (qat.fuse_modules_qat if is_qat else quant.fuse_modules)(wrapped, _fusion_groups(wrapped))
+    if not is_qat:
         wrapped.qconfig = quant.get_default_qconfig(cfg["backend"])
         wrapped = quant.prepare(wrapped)
         with nn.no_grad():
@@ -213,8 +213,6 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
                     break
                 wrapped(xb)
     else:
-        wrapped.train()
-        wrapped = fuse(wrapped)
         wrapped.qconfig = qat.get_default_qat_qconfig(cfg["backend"])
         wrapped = qat.prepare_qat(wrapped)
         for name, mask in masks.items():      # the QAT layer sits where its float layer was (fused or not)

@@ -28,7 +28,7 @@ A set of joined elements is one prunable *unit*; units with the same members for
 joined to something that must keep its width is refused, and the reason names the module: the model's
 inputs and outputs, an ignored layer, a layer that mixes channels (LayerNorm or Softmax over them, a
 grouped convolution, MultiheadAttention's embed_dim, which is both its input width and its inner width),
-a module this file has no rule for. Attention heads are groups of their own (``head_groups``).
+a module this file has no rule for. Attention heads are pruned on their own (``prune.prune_heads``).
 
 Limits of a trace: a module called twice is joined across both calls (its slices are shared); an
 in-place write into an array between modules is invisible to hooks, so is not seen here (write such
@@ -184,29 +184,14 @@ class _Builder:
         for k, src in enumerate(g.outputs):
             if src in self.axis and self.shape[src]:
                 self.block(src, f"output {k} of the model keeps its width")
-        for name in self.ignored:
-            module = self.modules.get(name)
-            out = self._out_width(module) if module is not None else None
-            for c in range(out or 0):
-                self.blocked.setdefault(self.uf.id(("m", name, "out", c)), f"{name!r} is in ignored_layers")
-
-    @staticmethod
-    def _out_width(module: Module) -> int | None:
-        kind = layer_kind(module)
-        if kind == "linear":
-            return module.out_features
-        if kind == "conv":
-            return module.out_channels
-        if isinstance(module, Embedding):
-            return module.embedding_dim
-        return None
+        for key, i in list(self.uf.ids.items()):     # an ignored layer keeps the width it produces
+            if key[0] == "m" and key[1] in self.ignored and key[2] in SOURCES:
+                self.blocked.setdefault(i, f"{key[1]!r} is in ignored_layers")
 
     def visit(self, i: int, node: Node, name: str) -> None:
-        module, ins = node.module, [s for s in node.inputs]
+        module, ins = node.module, list(node.inputs)
         outs = [Source(i, j) for j in range(len(node.out_shapes))]
-        kind, cls = layer_kind(module), type(module).__name__
-        label = f"{name!r} ({cls})"
-        tracked = [s for s in ins if s in self.axis]
+        kind, label = layer_kind(module), f"{name!r} ({type(module).__name__})"
         if isinstance(module, Embedding):
             self._set_axis(outs[0], len(node.out_shapes[0]) - 1)
             self.member(outs[0], name, "out")
@@ -219,7 +204,7 @@ class _Builder:
             return
         if isinstance(module, MultiheadAttention):
             why = (f"{label}: its embed_dim is both its input width and its inner width (prune its heads "
-                   f"with head_groups instead)")
+                   f"with prune.prune_heads instead)")
             self._opaque(ins, outs, why)
             return
         if kind == "batchnorm" or isinstance(module, GroupNorm) or (isinstance(module, PReLU)
@@ -252,7 +237,7 @@ class _Builder:
         if kind == "features":
             self._features(label, ins, outs[0])
             return
-        self._opaque(tracked, outs, f"{label} has no channel rule (an unknown module mixes channels)")
+        self._opaque(ins, outs, f"{label} has no channel rule (an unknown module mixes channels)")
 
     # -- rules ----------------------------------------------------------------------------------------
     def _set_axis(self, src: Source, axis: int) -> None:
@@ -294,7 +279,7 @@ class _Builder:
                    outs: list[Source]) -> None:
         """Inputs: x (its last axis: 'in'), then optionally h0 (and c0), each (..., H); lengths (N,) ints are
         not features. Outputs: output (..., D H), h_n (and c_n) (..., H)."""
-        H, D = module.hidden_size, 2 if module.bidirectional else 1
+        H = module.hidden_size
         if module.proj_size:
             self._opaque(ins, outs, f"{label} has proj_size={module.proj_size}: its hidden units and its outputs "
                                     f"are different widths")
@@ -306,14 +291,20 @@ class _Builder:
                 self.member(x, name, "in")
             else:
                 self.block(x, f"{label} reads the last axis, the channels are on axis {self.axis[x]}")
-        for k, out in enumerate(outs):
+        for out in outs:
             self._set_axis(out, len(self.shape[out]) - 1)
             for c in range(self.channels(out)):
                 self.uf.union(("t", out, c), ("m", name, "hidden", c % H))
-        for s in states:
-            if s in self.axis:
+        for s in states:                       # h0 / c0 (..., H): their last axis is the hidden units
+            if s not in self.axis:
+                continue
+            if self.axis[s] == len(self.shape[s]) - 1:
                 for c in range(H):
                     self.uf.union(("t", s, c), ("m", name, "hidden", c))
+            else:                              # e.g. the model's own input: a width nothing here can change
+                for c in range(H):
+                    self.blocked.setdefault(self.uf.id(("m", name, "hidden", c)),
+                                            f"{label}'s initial state comes with its channels on axis {self.axis[s]}")
 
     def _per_channel(self, module: Module, name: str, label: str, src: Source, out: Source) -> None:
         if src not in self.axis or self.axis[src] != 1:

@@ -29,9 +29,9 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from ..nn.layers import MultiheadAttention
-from ..nn.module import Module, Parameter
+from ..nn.module import Module
 from .amount import validate_amount
-from .surgery import bake_pruning, prune_count
+from .surgery import bake_pruning, keep_along, prune_count
 
 __all__ = ["head_importance", "head_gate_importance", "plan_head_prune", "prune_heads"]
 
@@ -51,7 +51,7 @@ def _head_rows(m: MultiheadAttention, heads: np.ndarray) -> np.ndarray:
 def head_importance(m: MultiheadAttention, p: float = 1) -> np.ndarray:
     """(H,) mean over the four members (q, k, v rows; out_proj columns) of ``sum |w|^p`` per head."""
     H, D = m.num_heads, m.head_dim
-    if m._qkv_same_embed_dim:
+    if m.in_proj_weight is not None:
         projections = np.split(m.array("in_proj_weight").astype(np.float64), 3)
     else:
         projections = [m.array(n).astype(np.float64) for n in ("q_proj_weight", "k_proj_weight", "v_proj_weight")]
@@ -146,29 +146,19 @@ def plan_head_prune(model: Module, amount: numbers.Real, importance: Any = "l1",
     return {n: np.sort(np.array(r, np.int64)) for n, r in removed.items()}
 
 
-def _take(owner: Module, name: str, keep: np.ndarray, axis: int) -> None:
-    p = getattr(owner, name, None)
-    if isinstance(p, Parameter):
-        p.data = np.ascontiguousarray(np.take(p.data, keep, axis=axis))
-        p.grad = None
-
-
 def _cut_heads(m: MultiheadAttention, removed: np.ndarray) -> None:
     H = m.num_heads
     keep = np.setdiff1d(np.arange(H), removed)
-    rows = _head_rows(m, keep)
-    if m._qkv_same_embed_dim:
-        blocks = np.concatenate([b * H * m.head_dim + rows for b in range(3)])
-        _take(m, "in_proj_weight", blocks, 0)
-    else:
-        for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
-            _take(m, name, rows, 0)
-        blocks = np.concatenate([b * H * m.head_dim + rows for b in range(3)])
-    _take(m, "in_proj_bias", blocks, 0)
-    _take(m.out_proj, "weight", rows, 1)
+    rows = _head_rows(m, keep)                                         # in one projection
+    blocks = np.concatenate([b * H * m.head_dim + rows for b in range(3)])   # in the packed q, k, v
+    for name in ("in_proj_weight", "in_proj_bias"):                    # absent (None) ones are left alone
+        keep_along(m, name, blocks, 0)
+    for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        keep_along(m, name, rows, 0)
+    keep_along(m.out_proj, "weight", rows, 1)
     m.out_proj.in_features = len(rows)
     for name in ("bias_k", "bias_v"):
-        _take(m, name, rows, 2)
+        keep_along(m, name, rows, 2)
     m.num_heads = len(keep)
 
 

@@ -100,7 +100,7 @@ def _select(dg: DependencyGraph, layers: Iterable[str] | None) -> list[Group]:
     for name in layers:
         if name not in by_producer:
             raise ValueError(f"channel_prune: {name!r} is not a Linear/conv layer of the traced model; "
-                             f"prunable: {sorted(n for g in groups for n, r in g.members if r == 'out')}")
+                             f"prunable: {sorted(n for g in groups for n, r in g.members if r in SOURCES)}")
         group = by_producer[name]
         if group.blocked is not None:
             raise ValueError(f"channel_prune: cannot prune the outputs of {name!r}: {group.blocked}")
@@ -158,7 +158,8 @@ def plan(dg: DependencyGraph, amount: numbers.Real, importance: Any = "l1", *, l
 
 
 # -- surgery ------------------------------------------------------------------------------------------------
-def _take(owner: Module, name: str, keep: np.ndarray, axis: int) -> None:
+def keep_along(owner: Module, name: str, keep: np.ndarray, axis: int) -> None:
+    """Keep indices ``keep`` along ``axis`` of ``owner``'s parameter or buffer ``name`` (absent: nothing)."""
     value = getattr(owner, name, None)
     if isinstance(value, Parameter):
         value.data = np.ascontiguousarray(np.take(value.data, keep, axis=axis))
@@ -173,20 +174,20 @@ def _cut_recurrent(module: RNNBase, role: str, keep: np.ndarray) -> None:
     suffixes = [""] + (["_reverse"] if D == 2 else [])
     if role == "in":
         for sfx in suffixes:
-            _take(module, f"weight_ih_l0{sfx}", keep, 1)
+            keep_along(module, f"weight_ih_l0{sfx}", keep, 1)
         module.input_size = len(keep)
         return
     rows = np.concatenate([g * H + keep for g in range(GATES[module.mode])])
     inputs = np.concatenate([d * H + keep for d in range(D)])
     for layer in range(module.num_layers):
         for sfx in suffixes:
-            _take(module, f"weight_ih_l{layer}{sfx}", rows, 0)
+            keep_along(module, f"weight_ih_l{layer}{sfx}", rows, 0)
             if layer > 0:
-                _take(module, f"weight_ih_l{layer}{sfx}", inputs, 1)
-            _take(module, f"weight_hh_l{layer}{sfx}", rows, 0)
-            _take(module, f"weight_hh_l{layer}{sfx}", keep, 1)
+                keep_along(module, f"weight_ih_l{layer}{sfx}", inputs, 1)
+            keep_along(module, f"weight_hh_l{layer}{sfx}", rows, 0)
+            keep_along(module, f"weight_hh_l{layer}{sfx}", keep, 1)
             for b in ("bias_ih", "bias_hh"):
-                _take(module, f"{b}_l{layer}{sfx}", rows, 0)
+                keep_along(module, f"{b}_l{layer}{sfx}", rows, 0)
     module.hidden_size = len(keep)
 
 
@@ -205,36 +206,36 @@ def _cut_member(module: Module, role: str, keep: np.ndarray) -> None:
     if isinstance(module, RNNBase):
         _cut_recurrent(module, role, keep)
     elif role == "in":
-        _take(module, "weight", keep, 1)
+        keep_along(module, "weight", keep, 1)
         if kind == "linear":
             module.in_features = n
         else:
             module.in_channels = n
     elif role == "out" and isinstance(module, Embedding):
-        _take(module, "weight", keep, 1)
+        keep_along(module, "weight", keep, 1)
         module.embedding_dim = n
     elif role == "out":
-        _take(module, "weight", keep, 0)
-        _take(module, "bias", keep, 0)
+        keep_along(module, "weight", keep, 0)
+        keep_along(module, "bias", keep, 0)
         if kind == "linear":
             module.out_features = n
         else:
             module.out_channels = n
     elif kind == "conv":                      # depthwise
-        _take(module, "weight", keep, 0)
-        _take(module, "bias", keep, 0)
+        keep_along(module, "weight", keep, 0)
+        keep_along(module, "bias", keep, 0)
         module.in_channels = module.out_channels = module.groups = n
     elif kind == "batchnorm":
         for name in ("weight", "bias", "running_mean", "running_var"):
-            _take(module, name, keep, 0)
+            keep_along(module, name, keep, 0)
         module.num_features = n
     elif isinstance(module, PReLU):
-        _take(module, "weight", keep, 0)
+        keep_along(module, "weight", keep, 0)
         module.num_parameters = n
     elif isinstance(module, GroupNorm):
         size = module.num_channels // module.num_groups
         for name in ("weight", "bias"):
-            _take(module, name, keep, 0)
+            keep_along(module, name, keep, 0)
         module.num_channels, module.num_groups = n, n // size
     else:
         raise ValueError(f"channel_prune: no surgery for {type(module).__name__} as {role!r}")
@@ -257,7 +258,7 @@ def apply_plan(model: Module, chosen: Plan) -> Module:
             owner_name, _, attr = name.rpartition(".")
             owner, axis = modules[owner_name], owners[(name, role)][1]
             size = getattr(owner, attr).data.shape[axis]
-            _take(owner, attr, np.setdiff1d(np.arange(size), sorted(gone)), axis)
+            keep_along(owner, attr, np.setdiff1d(np.arange(size), sorted(gone)), axis)
             continue
         module = modules[name]
         _cut_member(module, role, np.setdiff1d(np.arange(_width(module, role)), sorted(gone)))

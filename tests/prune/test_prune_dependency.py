@@ -360,6 +360,10 @@ class SelectLast(mnn.Module):
         return dx
 
 
+def dg_refused(model, x, ignored):
+    return {k: v for k, v in prune.dependency_graph(model, x, ignored_layers=ignored).refused().items() if k != "fc"}
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_recurrent_hidden_units_are_pruned_across_layers_and_directions(kind, bidirectional):
@@ -368,6 +372,7 @@ def test_recurrent_hidden_units_are_pruned_across_layers_and_directions(kind, bi
     roots = {g.root: g for g in dg.prunable()}
     assert set(roots) == {"embed", "rnn"} and roots["rnn"].channels == 10
     assert sorted(roots["rnn"].members) == [("fc", "in"), ("rnn", "hidden")]
+    assert dg_refused(model, x, ["rnn"]) == {"rnn": "'rnn' is in ignored_layers"}
     small = prune.channel_prune(model, x, 0.5, "l2")
     assert (small.rnn.hidden_size, small.rnn.input_size, small.embed.out_features) == (5, 3, 3)
     assert small.fc.in_features == 5 * (2 if bidirectional else 1)
