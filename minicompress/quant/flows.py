@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from ..nn import Linear
+from ..nn import GRU, LSTM, Embedding, GRUCell, Linear, LSTMCell, RNNCell
 from ..nn.module import Module
 from .mappings import (DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, FUSED_TYPES,
                        OBSERVED_TYPES, SELF_OBSERVING_TYPES)
 from .modules import DeQuantStub
-from .qconfig import QConfig, default_dynamic_qconfig
+from .qconfig import QConfig, default_dynamic_qconfig, float16_dynamic_qconfig, float_qparams_weight_only_qconfig
 
 def propagate_qconfig_(module: Module, qconfig_dict: dict | None = None, _parent: Any = None,
                        _prefix: str = "") -> None:
@@ -121,16 +121,26 @@ def convert(model: Module, mapping: dict[type, type] | None = None, inplace: boo
 
 def quantize_dynamic(model: Module, qconfig_spec: Any = None, dtype: str = "qint8",
                      mapping: dict[type, type] | None = None, inplace: bool = False) -> Module:
-    """Replace Linear layers by int8-weight dynamic versions (default: per-tensor symmetric weights).
+    """Replace layers by dynamically quantized versions, as ``torch.ao.quantization.quantize_dynamic``.
 
-    ``qconfig_spec``: None (every Linear), a set of types, or a dict {type or submodule name: QConfig}.
+    ``qconfig_spec``: None (PyTorch's default set for ``dtype``), a set of types (each gets ``dtype``'s
+    default qconfig), or a dict {type or submodule name: QConfig}. ``dtype``:
+
+    - ``'qint8'``: int8 weights (per-tensor symmetric by default), activations quantized per call;
+      default set Linear, LSTM, GRU, LSTMCell, RNNCell, GRUCell (``quant.qrnn``);
+    - ``'float16'``: float16 weights, float32 compute (``quant.fp16``); the same default set;
+    - ``'quint8'``: weight-only int8 Embedding (``float_qparams_weight_only_qconfig``).
     """
-    if dtype != "qint8":
-        raise ValueError(f"quantize_dynamic supports dtype='qint8' only, got {dtype!r}")
+    defaults = {"qint8": default_dynamic_qconfig, "float16": float16_dynamic_qconfig,
+                "quint8": float_qparams_weight_only_qconfig}
+    if dtype not in defaults:
+        raise ValueError(f"quantize_dynamic: dtype must be one of {sorted(defaults)}, got {dtype!r} "
+                         f"(PyTorch's 'quint4x2' 4-bit EmbeddingBag is not implemented)")
     if qconfig_spec is None:
-        qconfig_spec = {Linear: default_dynamic_qconfig}
+        types = (Embedding,) if dtype == "quint8" else (Linear, LSTM, GRU, LSTMCell, RNNCell, GRUCell)
+        qconfig_spec = {t: defaults[dtype] for t in types}
     elif isinstance(qconfig_spec, (set, frozenset, list, tuple)):
-        qconfig_spec = {t: default_dynamic_qconfig for t in qconfig_spec}
+        qconfig_spec = {t: defaults[dtype] for t in qconfig_spec}
     elif not isinstance(qconfig_spec, dict):
         raise TypeError(f"qconfig_spec must be None, a set of module types or a dict, got {qconfig_spec!r}")
     if not inplace:

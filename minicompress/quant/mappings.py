@@ -13,6 +13,7 @@ from .. import nn
 from ..nn.layers.attention import NonDynamicallyQuantizableLinear
 from ..nn.module import Module
 from . import qat_modules as qat
+from . import qrnn
 from .fuse import ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU
 from .modules import (DeQuantize, DeQuantStub, DynamicQuantizedLinear, DynamicQuantizedLinearReLU, Quantize,
                       QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear, QuantizedLinearReLU, QuantStub)
@@ -89,6 +90,9 @@ DEFAULT_STATIC_QUANT_MODULE_MAPPINGS: dict[type, type | FromQAT] = {
 
 DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS: dict[type, type] = {
     nn.Linear: DynamicQuantizedLinear, LinearReLU: DynamicQuantizedLinearReLU,
+    nn.LSTM: qrnn.DynamicQuantizedLSTM, nn.GRU: qrnn.DynamicQuantizedGRU, nn.LSTMCell: qrnn.DynamicQuantizedLSTMCell,
+    nn.GRUCell: qrnn.DynamicQuantizedGRUCell, nn.RNNCell: qrnn.DynamicQuantizedRNNCell,
+    nn.Embedding: QuantizedEmbedding,
 }
 
 # layers whose output prepare() observes (their quantized versions need an output scale; ReLU6 and Embedding

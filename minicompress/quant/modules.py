@@ -258,7 +258,14 @@ class DynamicQuantizedLinear(WeightedQuantized):
     def from_float(cls, mod: Module) -> "DynamicQuantizedLinear":
         lin = _inner(mod, (LinearReLU,) if cls._relu else (Linear,))
         qconfig = getattr(lin, "qconfig", None) or getattr(mod, "qconfig", None) or default_dynamic_qconfig
-        qweight = quantize_weight(lin.weight.data, qconfig.weight())
+        observer = qconfig.weight()
+        if observer.dtype == "float16":                     # nnqd.Linear(dtype=torch.float16)
+            if cls._relu:
+                raise ValueError(f"{mod._name()}: float16 dynamic quantization of a fused LinearReLU is not "
+                                 f"supported; quantize the Linear before fusing")
+            from .fp16 import DynamicFloat16Linear
+            return DynamicFloat16Linear.from_float(lin)
+        qweight = quantize_weight(lin.weight.data, observer)
         return cls(lin.in_features, lin.out_features, qweight, _data(lin.bias))
 
     def extra_repr(self) -> str:

@@ -60,6 +60,9 @@ default_per_channel_qconfig = QConfig(activation=default_observer, weight=defaul
 default_dynamic_qconfig = QConfig(activation=default_dynamic_quant_observer, weight=default_weight_observer)
 per_channel_dynamic_qconfig = QConfig(activation=default_dynamic_quant_observer,
                                       weight=default_per_channel_weight_observer)
+# float16 weights, float32 compute (``quantize_dynamic(..., dtype='float16')``; ``quant.fp16``)
+float16_dynamic_qconfig = QConfig(activation=PlaceholderObserver.with_args(dtype="float16", is_dynamic=True),
+                                  weight=PlaceholderObserver.with_args(dtype="float16"))
 
 BACKENDS = ("fbgemm", "x86", "qnnpack", "onednn")
 

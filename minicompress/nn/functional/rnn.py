@@ -58,13 +58,17 @@ def rnn_cell_forward(gi: np.ndarray, h: np.ndarray, w_hh: np.ndarray, b_hh: np.n
     a = gi + h @ w_hh.T
     if b_hh is not None:
         a += b_hh
-    if nonlinearity == "tanh":
-        h_new = np.tanh(a)
-    elif nonlinearity == "relu":
-        h_new = np.maximum(a, 0)
-    else:
-        raise ValueError(f"rnn_cell: unknown nonlinearity {nonlinearity!r}, expected 'tanh' or 'relu'")
+    h_new = rnn_update(a, nonlinearity)
     return h_new, RNNCache(h, h_new, w_hh, nonlinearity)
+
+
+def rnn_update(a: np.ndarray, nonlinearity: str = "tanh") -> np.ndarray:
+    """h_t = act(a),  a = gi + gh: the state update of eq. (1) from the two projections' sum."""
+    if nonlinearity == "tanh":
+        return np.tanh(a)
+    if nonlinearity == "relu":
+        return np.maximum(a, 0)
+    raise ValueError(f"rnn_cell: unknown nonlinearity {nonlinearity!r}, expected 'tanh' or 'relu'")
 
 
 def rnn_cell_backward(dh_new: np.ndarray, cache: RNNCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,6 +99,14 @@ def lstm_cell_forward(gi: np.ndarray, h: np.ndarray, c: np.ndarray, w_hh: np.nda
     a = gi + h @ w_hh.T
     if b_hh is not None:
         a += b_hh
+    gates, c_new, tanh_c, m = lstm_update(a, c)
+    h_new = m if w_hr is None else m @ w_hr.T
+    return h_new, c_new, LSTMCache(h, c, gates, tanh_c, m, w_hh, w_hr)
+
+
+def lstm_update(a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs. (3)-(4) from the gate pre-activations a = gi + gh (N, 4H) and c_t-1 (N, H):
+    ``(gates [i | f | g | o] after their activations, c_t, tanh(c_t), m = o * tanh(c_t))``."""
     H = c.shape[-1]
     gates = np.empty_like(a)
     gates[:, :2 * H] = sigmoid_forward(a[:, :2 * H])[0]
@@ -103,9 +115,7 @@ def lstm_cell_forward(gi: np.ndarray, h: np.ndarray, c: np.ndarray, w_hh: np.nda
     i, f, g, o = np.split(gates, 4, axis=1)
     c_new = f * c + i * g
     tanh_c = np.tanh(c_new)
-    m = o * tanh_c
-    h_new = m if w_hr is None else m @ w_hr.T
-    return h_new, c_new, LSTMCache(h, c, gates, tanh_c, m, w_hh, w_hr)
+    return gates, c_new, tanh_c, o * tanh_c
 
 
 def lstm_cell_backward(dh_new: np.ndarray, dc_new: np.ndarray,
@@ -144,13 +154,19 @@ def gru_cell_forward(gi: np.ndarray, h: np.ndarray, w_hh: np.ndarray,
     gh = h @ w_hh.T
     if b_hh is not None:
         gh += b_hh
+    h_new, r, z, n = gru_update(gi, gh, h)
+    return h_new, GRUCache(h, r, z, n, np.split(gh, 3, axis=1)[2], w_hh)
+
+
+def gru_update(gi: np.ndarray, gh: np.ndarray,
+               h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs. (6)-(7) from the two projections gi, gh (N, 3H) and h_t-1: ``(h_t, r, z, n)``."""
     gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
     gh_r, gh_z, gh_n = np.split(gh, 3, axis=1)
     r = sigmoid_forward(gi_r + gh_r)[0]
     z = sigmoid_forward(gi_z + gh_z)[0]
     n = np.tanh(gi_n + r * gh_n)
-    h_new = (1 - z) * n + z * h
-    return h_new, GRUCache(h, r, z, n, gh_n, w_hh)
+    return (1 - z) * n + z * h, r, z, n
 
 
 def gru_cell_backward(dh_new: np.ndarray, cache: GRUCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
