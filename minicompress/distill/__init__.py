@@ -7,8 +7,9 @@ from .losses import KDLoss, kd_loss, kd_loss_backward, kd_loss_forward, teacher_
 from .metrics import compare, kl_to_teacher, top1_agreement
 from .student_init import student_from_teacher
 from .taps import FeatureTaps
+from .interpolation import ParameterInterpolation
 from .trainer import Distiller
 
 __all__ = ["KDLoss", "kd_loss", "kd_loss_forward", "kd_loss_backward", "teacher_weights", "HintLoss", "ATLoss",
-           "RKDLoss", "FeatureTaps", "Distiller", "student_from_teacher", "top1_agreement", "kl_to_teacher",
+           "RKDLoss", "FeatureTaps", "Distiller", "ParameterInterpolation", "student_from_teacher", "top1_agreement", "kl_to_teacher",
            "compare"]

@@ -17,6 +17,11 @@ that knows where the soft targets of the current batch come from.
 - self (born-again networks, Furlanello et al., 2018): generation 0 is ``teacher`` if given, else
   a fresh model trained on labels; generation k + 1, a fresh model of the same kind, is distilled
   offline from generation k.
+- interpolate (parameter interpolation, ``interpolation.py``): a student of the teacher's architecture
+  trains on labels (cross-entropy; with ``loss`` given, offline KD with it) and after every
+  ``interpolate_every`` steps moves toward the teacher, theta_s <- lam * theta_t + (1 - lam) * theta_s,
+  lam on ``lam_schedule``; BatchNorm statistics interpolated too, or (``batchnorm='recompute'``)
+  recomputed for the final weights with ``optim.update_bn``.
 
 Conventions follow scikit-learn: hyper-parameters in ``__init__`` (stored as given, no logic),
 ``fit`` returns ``self``, learned state ends with ``_``.
@@ -31,14 +36,15 @@ from ..data.checks import check_labels
 from ..data.loader import DataLoader
 from ..nn.losses import CrossEntropyLoss
 from ..nn.module import Module
-from ..optim import Adam
+from ..optim import Adam, update_bn
 from ..train import fit as train_fit
 from ..train import predict
+from .interpolation import ParameterInterpolation
 from .losses import KDLoss, kd_loss_backward, kd_loss_forward
 from .offline import CachedTeacherStudent, OfflineObjective, feature_pairs, teacher_outputs
 from .taps import FeatureTaps
 
-MODES = ("offline", "mutual", "self")
+MODES = ("offline", "mutual", "self", "interpolate")
 
 
 # ---------------------------------------------------------------------------- mutual learning
@@ -106,8 +112,9 @@ class Distiller:
 
     Parameters
     ----------
-    loss : KDLoss or None             the response loss; None means ``KDLoss()`` (T = 4, alpha = 0.9).
-    mode : 'offline' | 'mutual' | 'self'
+    loss : KDLoss or None             the response loss; None means ``KDLoss()`` (T = 4, alpha = 0.9), except
+        in 'interpolate' mode, where None means labels only (cross-entropy).
+    mode : 'offline' | 'mutual' | 'self' | 'interpolate'
     optimizer : callable(params) -> Optimizer, or None for ``Adam(params, lr=1e-3)``.
     scheduler : callable(optimizer) -> scheduler (stepped once per epoch), or None.
     epochs, batch_size : training length and mini-batch size (per model, per generation).
@@ -116,6 +123,8 @@ class Distiller:
         output of the student module at ``student_layer`` and the teacher's at ``teacher_layer`` (module
         paths such as ``'layer2'`` or ``'features.6'``, or ints k for a Sequential's ``model[:k]``; lists
         when there are several losses), weighted by ``feature_weight`` (a float or one per loss).
+    lam, lam_schedule, interpolate_every, batchnorm : 'interpolate' mode (``ParameterInterpolation``): lam in
+        [0, 1], 'constant' | 'linear' | callable(step) -> lam, every how many steps, 'interpolate' | 'recompute'.
     callbacks, quiet, desc : passed to ``train.fit`` (callbacks receive the wrapper Module being trained;
         ``desc`` names the run in the progress bar).
     rng : generator or seed for shuffling, or None for the global generator.
@@ -127,6 +136,7 @@ class Distiller:
     history_ : one ``train.fit`` history per training run (mutual adds 'student_loss' and
         'student_accuracy', per epoch one value per student).
     teacher_logits_ : (N, C) the cached teacher logits of the last offline run (None in mutual mode).
+    interpolation_ : the ``ParameterInterpolation`` callback of an 'interpolate' run (its ``lams_``).
     """
 
     def __init__(self, loss: KDLoss | None = None, mode: str = "offline",
@@ -134,12 +144,15 @@ class Distiller:
                  epochs: int = 10, batch_size: int = 64, generations: int = 2,
                  feature_loss: Module | Sequence[Module] | None = None, feature_weight: Any = 1.0,
                  student_layer: Any = None, teacher_layer: Any = None,
+                 lam: float = 0.1, lam_schedule: Any = "constant", interpolate_every: int = 1,
+                 batchnorm: str = "interpolate",
                  callbacks: Iterable[Any] = (), quiet: bool = False, rng: Any = None,
                  desc: str | None = None) -> None:
         self.loss, self.mode, self.optimizer, self.scheduler = loss, mode, optimizer, scheduler
         self.epochs, self.batch_size, self.generations = epochs, batch_size, generations
         self.feature_loss, self.feature_weight = feature_loss, feature_weight
         self.student_layer, self.teacher_layer = student_layer, teacher_layer
+        self.lam, self.lam_schedule, self.interpolate_every, self.batchnorm = lam, lam_schedule, interpolate_every, batchnorm
         self.callbacks, self.quiet, self.rng, self.desc = callbacks, quiet, rng, desc
 
     # ------------------------------------------------------------------ public
@@ -159,6 +172,8 @@ class Distiller:
         elif self.mode == "mutual":
             self.students_ = list(student)
             self._mutual(self.students_, x, y)
+        elif self.mode == "interpolate":
+            self.students_ = [self._interpolate(student, teacher, x, y)]
         else:
             self.students_ = []
             if teacher is None:
@@ -181,7 +196,7 @@ class Distiller:
 
     # ------------------------------------------------------------------ modes
     def _distill(self, student: Module, teacher: Module, x: np.ndarray, y: np.ndarray,
-                 features: bool) -> Module:
+                 features: bool, extra_callbacks: tuple = ()) -> Module:
         """One offline run: cache the teacher's outputs once, then fit the student on indices."""
         kd = self.loss if self.loss is not None else KDLoss()
         pairs = feature_pairs(self.feature_loss, self.student_layer, self.teacher_layer, self.feature_weight,
@@ -194,10 +209,24 @@ class Distiller:
             model = CachedTeacherStudent(student, x, logits, [loss for loss, _, _, _ in pairs], taps,
                                          teacher_features)
             indices = DataLoader(np.arange(len(x)), y, self.batch_size, shuffle=True, rng=self.rng)
-            self._run(model, OfflineObjective(model, kd, [w for _, _, _, w in pairs]), indices)
+            self._run(model, OfflineObjective(model, kd, [w for _, _, _, w in pairs]), indices, extra_callbacks)
         finally:
             if taps is not None:
                 taps.remove()
+        return student
+
+    def _interpolate(self, student: Module, teacher: Module, x: np.ndarray, y: np.ndarray) -> Module:
+        """Labels (or offline KD with ``loss``) + eq. (1) of ``interpolation.py`` after every k-th step."""
+        loader = DataLoader(x, y, self.batch_size, shuffle=True, rng=self.rng)
+        self.interpolation_ = ParameterInterpolation(teacher, self.lam, self.interpolate_every, self.lam_schedule,
+                                                     self.batchnorm, total_steps=self.epochs * len(loader),
+                                                     student=student)
+        if self.loss is None:
+            self._run(student, CrossEntropyLoss(), loader, (self.interpolation_,))
+        else:
+            self._distill(student, teacher, x, y, features=False, extra_callbacks=(self.interpolation_,))
+        if self.batchnorm == "recompute":
+            update_bn(DataLoader(x, y, self.batch_size), student)
         return student
 
     def _mutual(self, students: list[Module], x: np.ndarray, y: np.ndarray) -> None:
@@ -238,9 +267,9 @@ class Distiller:
         if len(x) == 0:
             raise ValueError("Distiller.fit: x and y hold no samples: nothing to distill on")
         check_labels(y, "Distiller.fit: y")
-        if self.mode == "offline":
+        if self.mode in ("offline", "interpolate"):
             if not isinstance(student, Module) or not isinstance(teacher, Module):
-                raise TypeError(f"Distiller(mode='offline').fit: expected a student Module and a teacher Module, "
+                raise TypeError(f"Distiller(mode={self.mode!r}).fit: expected a student Module and a teacher Module, "
                                 f"got {type(student).__name__} and {type(teacher).__name__}")
         elif self.mode == "mutual":
             if teacher is not None:

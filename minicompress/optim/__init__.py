@@ -4,6 +4,7 @@ from .adam import Adam, AdamW
 from .lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR, StepLR
 from .optimizer import Optimizer
 from .sgd import SGD
+from .swa_utils import update_bn
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler", "LRScheduler", "StepLR",
-           "MultiStepLR", "CosineAnnealingLR"]
+           "MultiStepLR", "CosineAnnealingLR", "update_bn"]
