@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .grad_mode import is_grad_enabled
+from .half import computes_in_half, forward_in_float32
 from .parameter import IncompatibleKeys, Parameter, Parametrized, RemovableHandle
 
 __all__ = ["Module", "Parameter", "Parametrized", "RemovableHandle", "IncompatibleKeys", "CACHE_WARNING_DEPTH"]
@@ -344,7 +345,7 @@ class Module:
                 result = hook(self, inputs)
                 if result is not None:
                     inputs = result if isinstance(result, tuple) else (result,)
-        output = self.forward(*inputs)
+        output = forward_in_float32(self, inputs) if computes_in_half(self, inputs) else self.forward(*inputs)
         if d["_forward_hooks"]:
             for hook, _ in list(d["_forward_hooks"].values()):
                 result = hook(self, inputs, output)
@@ -482,6 +483,10 @@ class Module:
                 p.grad = None
             elif p.grad is not None:
                 p.grad[...] = 0
+
+    def half(self) -> "Module":
+        """``to(np.float16)``: float16 storage, float32 compute per layer (``nn.half``)."""
+        return self.to(np.float16)
 
     def to(self, dtype: Any) -> "Module":
         """Cast every floating-point parameter (and its grad) and buffer to ``dtype``, in place."""
