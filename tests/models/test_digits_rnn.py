@@ -59,3 +59,21 @@ def test_digits_rnn_quantizes_dynamically_and_round_trips_through_a_model_file(t
     assert np.abs(q(x) - model(x)).max() < 0.05
     with pytest.raises(ValueError, match="mode must be one of"):
         models.digits_rnn("TCN")
+
+
+def test_a_cnn_distills_into_a_gru_with_kd_and_a_hint_on_the_final_hidden_state():
+    """KD plus a FitNets hint between the GRU's final hidden state ('final') and the CNN's hidden features."""
+    from minicompress.data import load_digits
+    from minicompress.distill import Distiller, HintLoss, KDLoss
+    from minicompress.optim import Adam
+
+    x, y, _, _ = load_digits()
+    x, y = x[:256], y[:256]
+    teacher = models.digits_cnn((4, 8), 16, rng=np.random.default_rng(0)).eval()
+    student = models.digits_rnn("GRU", 8, rng=np.random.default_rng(1))
+    d = Distiller(KDLoss(T=2.0, alpha=0.5), feature_loss=HintLoss(8, 16, conv=False), student_layer="final",
+                  teacher_layer="9", epochs=3, batch_size=64, quiet=True, rng=0,
+                  optimizer=lambda p: Adam(p, lr=1e-2)).fit(student, x, y, teacher=teacher)
+    losses = d.history_[0]["loss"]
+    assert losses[-1] < losses[0]
+    assert d.student_ is student and np.isfinite(losses).all()
