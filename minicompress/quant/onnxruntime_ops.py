@@ -19,6 +19,13 @@ rounding, rint rounds half to even, clamp is to the output dtype's range ([0, 25
                                q = clamp(rint(fma(a, r_a, fma(b, r_b, F))))   (codes a, b as floats)
     (O7) QLinearGlobalAveragePool  m = fl32(s_x / fl32(s_y * HW)),  acc = sum x - z_x * HW
                                q = clamp(rint(fl32(fl32(acc) * m)) + z_y)
+    (O8) QLinearMul            m = fl32(fl32(s_a * s_b) / s_c),  q = clamp(rint(fl32(z_c + fl32(fl32((a - z_a)(b - z_b)) * m))))
+    (O9) QLinearSigmoid / QLinearLeakyRelu / QLinearConcat: 256-entry tables
+                               table[code] = (O1)(f((O2)(code)))  (f = MLAS's logistic approximation,
+                               leaky relu, or the identity for a concat input whose qparams differ)
+
+QLinearAdd and QLinearMul convert with ``cvtps2dq`` before saturating: NaN or |v| >= 2^31 (absurd scale
+ratios) give the dtype's *minimum*, even for a huge positive v; the others clamp in float first.
 
 fma is one rounding (x86 ``vfmadd``, AVX2 kernel). Nothing here depends on the thread count (measured with
 1 and 2 threads). On CPUs without AVX-512 VNNI / AVX-VNNI the u8 x s8 GEMM of MLAS uses ``vpmaddubsw``,
@@ -36,7 +43,8 @@ from .reference import fma32
 ORT_DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
 __all__ = ["quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "matmul_integer", "requantize_output",
-           "qlinear_matmul", "qlinear_conv", "qlinear_add", "qlinear_global_average_pool"]
+           "qlinear_matmul", "conv_integer", "qlinear_conv", "qlinear_add", "qlinear_mul", "qlinear_global_average_pool",
+           "qlinear_sigmoid", "qlinear_leaky_relu", "qlinear_concat", "lookup_table", "mlas_logistic"]
 
 
 def _f32(v: Any) -> np.ndarray:
@@ -58,6 +66,14 @@ def _saturate(v: np.ndarray, dtype: Any) -> np.ndarray:
     info = np.iinfo(dtype)
     v = np.where(np.isnan(v), info.min, v)
     return np.clip(v, info.min, info.max).astype(dtype)
+
+
+def _cvt_pack(v: np.ndarray, dtype: Any) -> np.ndarray:
+    """x86 ``cvtps2dq`` then the saturating packs, for kernels that do not clamp in float first (QLinearAdd,
+    QLinearMul): NaN and every |v| >= 2^31 become INT32_MIN, hence the dtype's minimum -- even for a huge
+    positive v."""
+    bad = ~(np.abs(v) < np.float32(2.0 ** 31))
+    return _saturate(np.where(bad, np.iinfo(dtype).min, v), dtype)
 
 
 def quantize_linear(x: np.ndarray, y_scale: Any, y_zero_point: Any, axis: int = 1,
@@ -196,7 +212,87 @@ def qlinear_add(a: np.ndarray, a_scale: Any, a_zero_point: Any, b: np.ndarray, b
     fixed = np.float32(np.float32(zc) - fma32(ra, za, np.float32(rb * zb)))
     a32, b32 = np.broadcast_arrays(np.asarray(a).astype(np.float32), np.asarray(b).astype(np.float32))
     v = fma32(a32, np.full_like(a32, ra), fma32(b32, np.full_like(b32, rb), np.full_like(a32, fixed)))
-    return _saturate(np.rint(v), zc.dtype)
+    return _cvt_pack(np.rint(v), zc.dtype)
+
+
+def qlinear_mul(a: np.ndarray, a_scale: Any, a_zero_point: Any, b: np.ndarray, b_scale: Any, b_zero_point: Any,
+                c_scale: Any, c_zero_point: Any) -> np.ndarray:
+    """(O8) com.microsoft QLinearMul: m = fl32(fl32(s_a * s_b) / s_c),
+    c = clamp(rint(fl32(z_c + fl32(fl32((a - z_a)(b - z_b)) * m)))): the zero point is added in float
+    *before* rounding (a separate add, no fma), unlike (O5); the int32 product is exact."""
+    zc = np.asarray(c_zero_point)
+    m = output_multiplier(a_scale, b_scale, c_scale)
+    prod = ((np.asarray(a).astype(np.int32) - np.int32(np.asarray(a_zero_point)))
+            * (np.asarray(b).astype(np.int32) - np.int32(np.asarray(b_zero_point))))
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = (np.float32(zc) + (prod.astype(np.float32) * m).astype(np.float32)).astype(np.float32)
+        return _cvt_pack(np.rint(v), zc.dtype)
+
+
+def lookup_table(x_scale: Any, x_zero_point: Any, y_scale: Any, y_zero_point: Any, fn: Any) -> np.ndarray:
+    """onnxruntime's ``QlinearBuildLookupTable``: table[code] = quantize_linear(fn(fl32(s_x * (code - z_x))))
+    for all 256 codes (indexed by the code's byte, so an int8 code -1 is entry 255)."""
+    zx, zy = np.asarray(x_zero_point), np.asarray(y_zero_point)
+    codes = np.arange(256, dtype=np.uint8).view(zx.dtype)
+    x = (np.float32(x_scale) * (codes.astype(np.int32) - int(zx)).astype(np.float32)).astype(np.float32)
+    return quantize_linear(np.asarray(fn(x), np.float32), y_scale, zy)
+
+
+def apply_lookup_table(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """y = table[byte of x]."""
+    x = np.asarray(x)
+    return table[x.view(np.uint8) if x.dtype == np.int8 else x]
+
+
+LOGISTIC_CONSTANTS = {   # MLAS logistic.cpp (Eigen's rational approximation), as float32
+    "alpha": (4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03,
+              2.48287947061529e-01),
+    "beta": (6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06, 1.70198817374094e-03,
+             1.16817656904453e-01, 9.93151921023180e-01),
+}
+
+
+def mlas_logistic(x: np.ndarray) -> np.ndarray:
+    """MLAS ``MlasComputeLogistic`` (FMA3 kernel): v = clamp(x, -18, 18), u = v^2,
+    p = v * (((a9 u + a7) u + a5) u + a3) u + a1),  q = ((((b10 u + b8) u + b6) u + b4) u + b2) u + b0,
+    sigma = clamp(fl32(p / q) + 0.5, 0, 1); each ``(.) u + c`` one fused multiply-add."""
+    v = np.clip(np.asarray(x, np.float32), np.float32(-18), np.float32(18))
+    u = (v * v).astype(np.float32)
+
+    def horner(coefs: tuple) -> np.ndarray:
+        acc = np.full_like(u, np.float32(coefs[0]))
+        for c in coefs[1:]:
+            acc = fma32(acc, u, np.full_like(u, np.float32(c)))
+        return acc
+
+    p = (horner(LOGISTIC_CONSTANTS["alpha"]) * v).astype(np.float32)
+    q = horner(LOGISTIC_CONSTANTS["beta"])
+    return np.clip(((p / q).astype(np.float32) + np.float32(0.5)).astype(np.float32), 0, 1)
+
+
+def qlinear_sigmoid(x: np.ndarray, x_scale: Any, x_zero_point: Any, y_scale: Any, y_zero_point: Any) -> np.ndarray:
+    """com.microsoft QLinearSigmoid: a 256-entry table of quantize(mlas_logistic(dequantize(code)))."""
+    return apply_lookup_table(x, lookup_table(x_scale, x_zero_point, y_scale, y_zero_point, mlas_logistic))
+
+
+def qlinear_leaky_relu(x: np.ndarray, x_scale: Any, x_zero_point: Any, y_scale: Any, y_zero_point: Any,
+                       alpha: float = 0.01) -> np.ndarray:
+    """com.microsoft QLinearLeakyRelu: a table of quantize(v >= 0 ? v : fl32(alpha * v)), v = dequantize(code)."""
+    a = np.float32(alpha)
+    return apply_lookup_table(x, lookup_table(x_scale, x_zero_point, y_scale, y_zero_point,
+                                              lambda v: np.where(v >= 0, v, (a * v).astype(np.float32))))
+
+
+def qlinear_concat(y_scale: Any, y_zero_point: Any, inputs: list, axis: int) -> np.ndarray:
+    """com.microsoft QLinearConcat: each (x, s_x, z_x) copied when (s_x, z_x) = (s_y, z_y), else mapped through
+    the table quantize(dequantize(code)) (requantisation through float), then concatenated along ``axis``."""
+    parts = []
+    for x, s, z in inputs:
+        if np.float32(s) == np.float32(y_scale) and int(np.asarray(z)) == int(np.asarray(y_zero_point)):
+            parts.append(np.asarray(x))
+        else:
+            parts.append(apply_lookup_table(x, lookup_table(s, z, y_scale, y_zero_point, lambda v: v)))
+    return np.concatenate(parts, axis=axis)
 
 
 def qlinear_global_average_pool(x: np.ndarray, x_scale: Any, x_zero_point: Any, y_scale: Any,

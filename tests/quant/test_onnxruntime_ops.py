@@ -235,3 +235,77 @@ def test_qlinear_global_average_pool(seed, sx, hw, c, n_threads):
     (theirs,) = run_node("QLinearGlobalAveragePool", inputs, [np.uint8], attrs={"channels_last": 0},
                          domain="com.microsoft", threads=n_threads)
     np.testing.assert_array_equal(O.qlinear_global_average_pool(x, sx, zx, sy, zy), theirs)
+
+
+@given(seed=st.integers(0, 2 ** 31), dtype=st.sampled_from(DTYPES), sa=scales(), sb=scales(), sc=scales(),
+       n=st.sampled_from([1, 7, 16, 45, 1000]), scalar_b=st.booleans(), n_threads=threads)
+def test_qlinear_mul(seed, dtype, sa, sb, sc, n, scalar_b, n_threads):
+    rng = np.random.default_rng(seed)
+    a, b = codes(rng, dtype, (n,)), codes(rng, dtype, (1,) if scalar_b else (n,))
+    za, zb, zc = (zero_point(rng, dtype) for _ in range(3))
+    sc = (sc * np.float32(sa * sb * 2.0 ** rng.integers(3, 12) / np.float32(0.05))).astype(np.float32)
+    inputs = [(a, False), (sa, True), (za, True), (b, False), (sb, True), (zb, True), (sc, True), (zc, True)]
+    (theirs,) = run_node("QLinearMul", inputs, [dtype], domain="com.microsoft", threads=n_threads)
+    np.testing.assert_array_equal(O.qlinear_mul(a, sa, za, b, sb, zb, sc, zc), theirs)
+
+
+def test_qlinear_add_out_of_int32_range_gives_the_minimum():
+    """A scale ratio so large that v >= 2^31: cvtps2dq gives INT32_MIN, so the code is 0, not 255."""
+    a, b = np.array([0, 200, 255], np.uint8), np.array([255, 255, 255], np.uint8)
+    inputs = [(a, False), (np.float32(1.0), True), (np.uint8(0), True), (b, False), (np.float32(1.0), True),
+              (np.uint8(0), True), (np.float32(1e-8), True), (np.uint8(0), True)]
+    (theirs,) = run_node("QLinearAdd", inputs, [np.uint8], domain="com.microsoft")
+    ours = O.qlinear_add(a, 1.0, np.uint8(0), b, 1.0, np.uint8(0), 1e-8, np.uint8(0))
+    np.testing.assert_array_equal(ours, theirs)
+    assert (theirs == 0).all()
+
+
+@given(seed=st.integers(0, 2 ** 31), dtype=st.sampled_from(DTYPES), sx=scales(), tie_y=st.booleans(),
+       kind=st.sampled_from(["sigmoid", "leaky_relu"]))
+def test_qlinear_lookup_activations(seed, dtype, sx, tie_y, kind):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    x = np.arange(info.min, info.max + 1).astype(dtype)          # every code: the whole table
+    sx = np.float32(sx * 2.0 ** rng.integers(-4, 6))
+    zx, zy = zero_point(rng, dtype), zero_point(rng, dtype)
+    sy = np.float32(2.0 ** -8) if tie_y else np.float32(np.exp(rng.uniform(np.log(1e-3), np.log(0.1))))
+    inputs = [(x, False), (sx, True), (zx, True), (sy, True), (zy, True)]
+    if kind == "sigmoid":
+        (theirs,) = run_node("QLinearSigmoid", inputs, [dtype], domain="com.microsoft")
+        ours = O.qlinear_sigmoid(x, sx, zx, sy, zy)
+    else:
+        alpha = float(np.float32(rng.uniform(0.01, 0.5)))
+        (theirs,) = run_node("QLinearLeakyRelu", inputs, [dtype], attrs={"alpha": alpha}, domain="com.microsoft")
+        ours = O.qlinear_leaky_relu(x, sx, zx, sy, zy, alpha)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@given(seed=st.integers(0, 2 ** 31), dtype=st.sampled_from(DTYPES), sy=scales(), k=st.integers(1, 3),
+       axis=st.integers(0, 2))
+def test_qlinear_concat(seed, dtype, sy, k, axis):
+    rng = np.random.default_rng(seed)
+    zy = zero_point(rng, dtype)
+    parts, inputs = [], [(sy, True), (zy, True)]
+    for i in range(k):
+        shape = [2, 3, 4]
+        shape[axis] = int(rng.integers(1, 4))
+        x = codes(rng, dtype, tuple(shape))
+        same = rng.integers(0, 3) == 0
+        s = sy if same else np.float32(sy * 2.0 ** rng.uniform(-2, 2))
+        z = zy if same else zero_point(rng, dtype)
+        parts.append((x, s, z))
+        inputs += [(x, False), (s, True), (z, True)]
+    (theirs,) = run_node("QLinearConcat", inputs, [dtype], attrs={"axis": axis}, domain="com.microsoft")
+    np.testing.assert_array_equal(O.qlinear_concat(sy, zy, parts, axis), theirs)
+
+
+@given(case=conv_case(), seed=st.integers(0, 2 ** 31), wtype=st.sampled_from(DTYPES))
+def test_conv_integer(case, seed, wtype):
+    n, c, h, w, oc, g, (kh, kw), stride, dilation, pads = case
+    rng = np.random.default_rng(seed)
+    x, wq = codes(rng, np.uint8, (n, c, h, w)), codes(rng, wtype, (oc, c // g, kh, kw))
+    zx, zw = zero_point(rng, np.uint8), zero_point(rng, wtype)
+    attrs = {"strides": [stride] * 2, "dilations": [dilation] * 2, "pads": pads, "group": g,
+             "kernel_shape": [kh, kw]}
+    (theirs,) = run_node("ConvInteger", [(x, False), (wq, True), (zx, True), (zw, True)], [np.int32], attrs=attrs)
+    np.testing.assert_array_equal(O.conv_integer(x, wq, zx, zw, stride, pads, dilation, g), theirs)
