@@ -12,7 +12,7 @@ rounding, rint rounds half to even, clamp is to the output dtype's range ([0, 25
     (O4) MatMulInteger         acc = sum_k (a_ik - z_a)(b_kj - z_b[j])   exact int32
     (O5) requantisation        m = fl32(fl32(s_a * s_b[j]) / s_y)
                                q = clamp(rint(fl32(fl32(acc + bias_q) * m)) + z_y)
-         QLinearMatMul = (O4) + (O5) without bias; QLinearConv = (O4) over im2col (padding with z_x) + (O5)
+         QLinearMatMul = (O4) + (O5) without bias; QGemm (com.microsoft) = (O4) + (O5); QLinearConv = (O4) over im2col (padding with z_x) + (O5)
          with the int32 bias_q.
     (O6) QLinearAdd            r_a = fl32(s_a / s_c), r_b = fl32(s_b / s_c)
                                F = fl32(z_c - fma(r_a, z_a, fl32(r_b * z_b)))
@@ -43,7 +43,7 @@ from .reference import fma32
 ORT_DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
 __all__ = ["quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "matmul_integer", "requantize_output",
-           "qlinear_matmul", "conv_integer", "qlinear_conv", "qlinear_add", "qlinear_mul", "qlinear_global_average_pool",
+           "qlinear_matmul", "qgemm", "conv_integer", "qlinear_conv", "qlinear_add", "qlinear_mul", "qlinear_global_average_pool",
            "qlinear_sigmoid", "qlinear_leaky_relu", "qlinear_concat", "lookup_table", "mlas_logistic"]
 
 
@@ -153,6 +153,17 @@ def qlinear_matmul(a: np.ndarray, a_scale: Any, a_zero_point: Any, b: np.ndarray
     acc = matmul_integer(a, b, a_zero_point, b_zero_point)
     zy = np.asarray(y_zero_point)
     return requantize_output(acc, output_multiplier(a_scale, np.reshape(b_scale, -1), y_scale), int(zy), zy.dtype)
+
+
+def qgemm(a: np.ndarray, a_scale: Any, a_zero_point: Any, b: np.ndarray, b_scale: Any, b_zero_point: Any,
+          bias: Any, y_scale: Any, y_zero_point: Any, trans_b: bool = True) -> np.ndarray:
+    """com.microsoft QGemm (alpha = 1) with a quantized output = (O4) then (O5) with the int32 bias C:
+    a (M, K), b (N, K) when ``trans_b`` (a Linear's weight) else (K, N); b per tensor or per row (N,)."""
+    b = np.asarray(b).T if trans_b else np.asarray(b)
+    acc = matmul_integer(a, b, a_zero_point, b_zero_point)
+    zy = np.asarray(y_zero_point)
+    m = output_multiplier(a_scale, np.reshape(b_scale, -1), y_scale)
+    return requantize_output(acc, m, int(zy), zy.dtype, bias=bias)
 
 
 def _pairs(v: Any, n: int) -> tuple[int, ...]:

@@ -309,3 +309,21 @@ def test_conv_integer(case, seed, wtype):
              "kernel_shape": [kh, kw]}
     (theirs,) = run_node("ConvInteger", [(x, False), (wq, True), (zx, True), (zw, True)], [np.int32], attrs=attrs)
     np.testing.assert_array_equal(O.conv_integer(x, wq, zx, zw, stride, pads, dilation, g), theirs)
+
+
+@given(case=gemm_case(), sa=scales(), sw=scales(), per_channel=st.booleans(), n_threads=threads)
+def test_qgemm(case, sa, sw, per_channel, n_threads):
+    rng, _, _, a, _ = case
+    a = a.view(np.uint8) if a.dtype == np.int8 else a
+    n, k = int(rng.integers(1, 17)), a.shape[1]
+    w = codes(rng, np.int8, (n, k))
+    if per_channel:
+        sw = (sw * (2.0 ** -rng.integers(0, 4, n))).astype(np.float32)
+    zw = np.zeros(np.shape(sw), np.int8)
+    za, zy = zero_point(rng, np.uint8), zero_point(rng, np.uint8)
+    sy = np.float32(sa * np.max(sw) * 2.0 ** rng.integers(3, 9))
+    bias = rng.integers(-20000, 20000, n).astype(np.int32)
+    inputs = [(a, False), (sa, True), (za, True), (w, True), (sw, True), (zw, True), (bias, True), (sy, True),
+              (zy, True)]
+    (theirs,) = run_node("QGemm", inputs, [np.uint8], attrs={"transB": 1}, domain="com.microsoft", threads=n_threads)
+    np.testing.assert_array_equal(O.qgemm(a, sa, za, w, sw, zw, bias, sy, zy), theirs)
