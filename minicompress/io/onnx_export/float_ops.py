@@ -13,7 +13,7 @@ forward as the few ONNX operators that compute it::
     MaxPool / AvgPool / AdaptiveAvgPool (output 1 or dividing the input)   MaxPool / AveragePool / GlobalAveragePool
     Flatten / Unflatten / Permute   Flatten or Reshape (batch axis kept as 0) / Transpose
     Add / Mul / Cat / FloatFunctional   Add / Mul / Concat
-    Dropout / Identity   Identity;  LayerNorm  LayerNormalization (opset 17+);  Embedding  Gather
+    Dropout / Identity / QuantStub / DeQuantStub   Identity;  LayerNorm  LayerNormalization (opset 17+);  Embedding  Gather
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ... import nn
+from ...quant import QuantStub
 from .builder import Graph
 
 F32 = np.float32
@@ -244,7 +245,7 @@ FLOAT_EMITTERS: tuple[tuple[type, Callable], ...] = (
     (nn.AdaptiveAvgPool1d, adaptive_avgpool), (nn.AdaptiveAvgPool2d, adaptive_avgpool),
     (nn.Flatten, flatten), (nn.Unflatten, unflatten),
     (nn.Permute, lambda g, c, xs: [g.node("Transpose", xs, c.name, perm=[int(d) for d in c.module.dims])]),
-    (nn.Dropout, unary("Identity")), (nn.Identity, unary("Identity")),
+    (nn.Dropout, unary("Identity")), (nn.Identity, unary("Identity")), (QuantStub, unary("Identity")),
     (nn.Add, merge("Add")), (nn.Mul, merge("Mul")),
     (nn.Cat, lambda g, c, xs: [g.node("Concat", xs, c.name, axis=int(c.module.dim))]),
     (nn.FloatFunctional, float_functional), (nn.LayerNorm, layer_norm), (nn.Embedding, embedding),
