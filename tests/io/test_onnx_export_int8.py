@@ -169,8 +169,10 @@ def onnxruntime_layer(mod, args):
     return np.maximum(y, z) if relu else y
 
 
-PER_LAYER_BOUNDS = {"Quantize": 0.01, "QuantizedConv2d": 0.01, "QuantizedConvReLU2d": 0.01, "QuantizedLinear": 0.01,
-                    "QuantizedLinearReLU": 0.01, "QFunctional": 0.05, "QuantizedAdaptiveAvgPool2d": 0.2}
+# Share of differing codes per layer call (measured per kind over all calls: convolutions 0.01-0.03 %, Linear <= 0.16 %,
+# the rest 0: the digits inputs are multiples of 1/16, so the input quantization has no ties).
+PER_LAYER_BOUNDS = {"Quantize": 0.001, "QuantizedConv2d": 0.005, "QuantizedConvReLU2d": 0.005, "QuantizedLinear": 0.005,
+                    "QuantizedLinearReLU": 0.005, "QFunctional": 0.001, "QuantizedAdaptiveAvgPool2d": 0.001}
 
 
 @pytest.mark.parametrize("name", list(BUILD))

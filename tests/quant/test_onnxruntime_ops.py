@@ -327,3 +327,21 @@ def test_qgemm(case, sa, sw, per_channel, n_threads):
               (zy, True)]
     (theirs,) = run_node("QGemm", inputs, [np.uint8], attrs={"transB": 1}, domain="com.microsoft", threads=n_threads)
     np.testing.assert_array_equal(O.qgemm(a, sa, za, w, sw, zw, bias, sy, zy), theirs)
+
+
+@given(seed=st.integers(0, 2 ** 31), s=scales(), per_channel=st.booleans())
+def test_rounding_mode_onnxruntime_is_quantize_linear(seed, s, per_channel):
+    """quantize_per_tensor / _per_channel with rounding='onnxruntime' give QuantizeLinear's codes (NaN aside);
+    PyTorch's default rule (R1, multiply by the reciprocal with an FMA) rounds some ties the other way."""
+    from minicompress.quant import quantize_per_channel, quantize_per_tensor
+    rng = np.random.default_rng(seed)
+    x = tie_inputs(rng, s, 400)
+    x = x[~np.isnan(x)]
+    if per_channel:
+        x2 = x[: len(x) // 2 * 2].reshape(2, -1)
+        ss, zz = np.array([s, s * 2], np.float32), np.array([3, 250], np.uint8)
+        ours = quantize_per_channel(x2, ss.astype(np.float64), zz.astype(np.int64), 0, "quint8", "onnxruntime").int_repr
+        np.testing.assert_array_equal(ours, O.quantize_linear(x2, ss, zz, axis=0))
+    else:
+        ours = quantize_per_tensor(x, float(s), 128, "quint8", rounding="onnxruntime").int_repr
+        np.testing.assert_array_equal(ours, O.quantize_linear(x, s, np.uint8(128)))
