@@ -212,7 +212,8 @@ def test_bias_rounding_is_the_whole_conv_difference():
 
 def test_dynamic_int8_mlp(tmp_path):
     """quantize_dynamic: DynamicQuantizeLinear + MatMulInteger; exact against the reference graph evaluation
-    (optimisations off), and within float32 + activation-quantisation error of PyTorch's dynamic Linear."""
+    (optimisations off) and the fused DynamicQuantizeMatMul (on), and within the activation-quantisation error
+    of PyTorch's dynamic Linear."""
     import onnx
     ort_module()
     nn.manual_seed(0)
@@ -224,12 +225,12 @@ def test_dynamic_int8_mlp(tmp_path):
     (theirs,) = run_model(path, {"input": x})
     (ours,) = run_reference(onnx.load(path), {"input": x})
     np.testing.assert_array_equal(ours, theirs)
-    (fused,) = run_model(path, {"input": x}, optimize=True)
-    np.testing.assert_allclose(fused, theirs, rtol=1e-5, atol=1e-5 * np.abs(theirs).max())
+    (fused,) = run_model(path, {"input": x}, optimize=True)      # DynamicQuantizeMatMul: the same floats
+    np.testing.assert_array_equal(fused, theirs)
     with nn.no_grad():
         pytorch_semantics = model(x)
     err = np.abs(theirs - pytorch_semantics).max() / np.abs(pytorch_semantics).max()
-    assert err < 0.05, err          # 7-bit (reduce_range) vs 8-bit activations
+    assert err < 0.02, err          # 7-bit (reduce_range) vs 8-bit activations; measured 0.64 %
 
 
 class Merges(nn.Module):
