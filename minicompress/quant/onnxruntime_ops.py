@@ -107,10 +107,14 @@ def dynamic_quantize_linear(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.u
 
     lo = min(0, min(x)), hi = max(0, max(x)); s = fl32((hi - lo) / 255), or 1 when hi = lo;
     z = rint(clamp(fl32(0 - fl32(lo / s)), 0, 255)) (ties to even); y = quantize_linear(x, s, z).
+    NaNs are left out of the range, as onnxruntime's vector min / max leave them out almost everywhere
+    (measured: a NaN in the last element of a 64-element input made onnxruntime's scale NaN -- that
+    position-dependent case is not reproduced); an infinite element gives an infinite scale, as there.
     """
     x = _f32(x)
-    lo = min(np.float32(0), x.min()) if x.size else np.float32(0)
-    hi = max(np.float32(0), x.max()) if x.size else np.float32(0)
+    finite = x[~np.isnan(x)]
+    lo = min(np.float32(0), finite.min()) if finite.size else np.float32(0)
+    hi = max(np.float32(0), finite.max()) if finite.size else np.float32(0)
     s = np.float32(1) if hi == lo else np.float32((hi - lo) / np.float32(255))
     z = np.uint8(np.rint(np.clip(np.float32(np.float32(0) - np.float32(lo / s)), 0, 255)))
     return quantize_linear(x, s, z), s, z

@@ -290,3 +290,12 @@ def test_unsupported_int8_modules_are_refused(tmp_path):
     q = quant.convert(prepared)
     with pytest.raises(ValueError, match=r"2 \(QuantizedHardswish, on int8 inputs\)"):
         build_model(q, x, int8_format="qoperator")
+
+
+def test_bias_outside_int32_is_refused():
+    from minicompress.io.onnx_export.int8_ops import quantize_bias
+    with pytest.raises(ValueError, match=r"fc: bias\[1\] = 1e\+06 .* outside int32"):
+        quantize_bias(np.array([0.5, 1e6], np.float32), 1e-3, np.float32(1e-4), 2, "fc")
+    q, scale = quantize_bias(np.array([0.5, -0.25], np.float32), 0.5, np.array([0.5, 1.0], np.float32), 2)
+    np.testing.assert_array_equal(q, [2, 0])        # 0.5 / 0.25 = 2; -0.25 / 0.5 = -0.5 -> 0 (half to even)
+    np.testing.assert_array_equal(scale, [0.25, 0.5])

@@ -345,3 +345,13 @@ def test_rounding_mode_onnxruntime_is_quantize_linear(seed, s, per_channel):
     else:
         ours = quantize_per_tensor(x, float(s), 128, "quint8", rounding="onnxruntime").int_repr
         np.testing.assert_array_equal(ours, O.quantize_linear(x, s, np.uint8(128)))
+
+
+@pytest.mark.parametrize("n, pos", [(4, 0), (17, 8), (64, 1), (100, 99)])
+def test_dynamic_quantize_linear_leaves_nan_out_of_the_range(n, pos):
+    x = np.random.default_rng(n).normal(0, 1, n).astype(np.float32)
+    x[pos] = np.nan
+    q, s, z = run_node("DynamicQuantizeLinear", [(x, False)], [np.uint8, np.float32, np.uint8])
+    oq, os_, oz = O.dynamic_quantize_linear(x)
+    assert (os_, oz) == (s, z)
+    np.testing.assert_array_equal(oq, q)

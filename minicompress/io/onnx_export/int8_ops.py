@@ -73,13 +73,22 @@ def weight_params(m: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return w, s, np.asarray(m.weight_zero_point, np.int8).reshape(s.shape)
 
 
-def quantize_bias(bias: Any, x_scale: float, w_scale: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def quantize_bias(bias: Any, x_scale: float, w_scale: np.ndarray, n: int, who: str = "layer"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(bias_q int32 (n,), its scale fl32(s_x * s_w) (n,)): round_half_even(fl32(b / fl32(s_x * s_w))), as
-    onnxruntime's quantizer (``quantize_bias_static``); zeros when the layer has no bias."""
-    bias_scale = np.broadcast_to((np.float32(x_scale) * w_scale).astype(np.float32), (n,))
+    onnxruntime's quantizer (``quantize_bias_static``); zeros when the layer has no bias. A bias outside int32
+    in those units is refused (it would wrap)."""
+    bias_scale = np.ascontiguousarray(np.broadcast_to((np.float32(x_scale) * w_scale).astype(np.float32), (n,)))
     if bias is None:
-        return np.zeros(n, np.int32), np.ascontiguousarray(bias_scale)
-    return (np.rint(np.asarray(bias, np.float32) / bias_scale)).astype(np.int32), np.ascontiguousarray(bias_scale)
+        return np.zeros(n, np.int32), bias_scale
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        q = np.rint(np.asarray(bias, np.float32) / bias_scale).astype(np.float64)
+    bad = ~(np.abs(q) <= 2 ** 31 - 1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"ONNX export: {who}: bias[{k}] = {float(np.asarray(bias)[k]):.6g} is {q[k]:.4g} in units of "
+                         f"s_x * s_w = {float(bias_scale[k]):.4g}, outside int32")
+    return q.astype(np.int32), bias_scale
 
 
 def _weighted(g: Graph, call: Any, x: QEdge, kind: str) -> list[QEdge]:
@@ -88,7 +97,7 @@ def _weighted(g: Graph, call: Any, x: QEdge, kind: str) -> list[QEdge]:
     w, ws, wz = weight_params(m)
     sy, zy = out_qparams(m)
     n = w.shape[0]
-    bias_q, bias_scale = quantize_bias(m.bias, x.scale, ws, n)
+    bias_q, bias_scale = quantize_bias(m.bias, x.scale, ws, n, name)
     relu = isinstance(m, (quant.QuantizedLinearReLU, quant.QuantizedConvReLU2d))
     attrs = conv_attrs(m) if kind == "conv" else {"transB": 1}
     if kind == "linear" and len(call.in_shapes[0]) != 2:
