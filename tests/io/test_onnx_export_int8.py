@@ -58,13 +58,18 @@ def static_int8(name):
     else:
         model = quant.fuse_modules(nn.Sequential(quant.QuantStub(), *model.children(), quant.DeQuantStub()).eval(),
                                    GROUPS[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # MobileNetV2: unobserved skip_add of blocks without residual
+        return calibrated_int8(model, digits()[0])
+
+
+def calibrated_int8(model, x):
+    """x86 qconfig, prepare, one calibration batch, convert."""
     model.qconfig = quant.get_default_qconfig("x86")
     prepared = quant.prepare(model)
     with nn.no_grad():
-        prepared(digits()[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # MobileNetV2: unobserved skip_add of blocks without residual
-        return quant.convert(prepared)
+        prepared(x)
+    return quant.convert(prepared)
 
 
 def exported(name, fmt, tmp_path):
@@ -256,13 +261,8 @@ def test_quantized_merges_and_activations(fmt, tmp_path):
     import onnx
     ort_module()
     nn.manual_seed(0)
-    model = Merges().eval()
-    model.qconfig = quant.get_default_qconfig("x86")
     x = np.random.default_rng(0).standard_normal((32, 6)).astype(np.float32)
-    prepared = quant.prepare(model)
-    with nn.no_grad():
-        prepared(x)
-    q = quant.convert(prepared)
+    q = calibrated_int8(Merges().eval(), x)
     path = tmp_path / "merges.onnx"
     export_onnx(q, path, x, int8_format=fmt)
     ops = {n.op_type for n in onnx.load(path).graph.node}
@@ -282,12 +282,8 @@ def test_quantized_merges_and_activations(fmt, tmp_path):
 
 def test_unsupported_int8_modules_are_refused(tmp_path):
     model = nn.Sequential(quant.QuantStub(), nn.Linear(4, 4), nn.Hardswish(), nn.Linear(4, 2), quant.DeQuantStub())
-    model.qconfig = quant.get_default_qconfig("x86")
     x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
-    prepared = quant.prepare(model)
-    with nn.no_grad():
-        prepared(x)
-    q = quant.convert(prepared)
+    q = calibrated_int8(model, x)
     with pytest.raises(ValueError, match=r"2 \(QuantizedHardswish, on int8 inputs\)"):
         build_model(q, x, int8_format="qoperator")
 

@@ -193,15 +193,25 @@ def test_qlinear_conv(case, seed, sx, sw, per_channel, with_bias, n_threads):
 
 
 @given(seed=st.integers(0, 2 ** 31), dtype=st.sampled_from(DTYPES), sa=scales(), sb=scales(), sc=scales(),
-       n=st.sampled_from([1, 7, 32, 45, 4096]), scalar_b=st.booleans(), n_threads=threads)
-def test_qlinear_add(seed, dtype, sa, sb, sc, n, scalar_b, n_threads):
+       n=st.sampled_from([1, 7, 16, 32, 45, 4096]), scalar_b=st.booleans(), op=st.sampled_from(["Add", "Mul"]),
+       n_threads=threads)
+def test_qlinear_add_and_mul(seed, dtype, sa, sb, sc, n, scalar_b, op, n_threads):
     rng = np.random.default_rng(seed)
     a, b = codes(rng, dtype, (n,)), codes(rng, dtype, (1,) if scalar_b else (n,))
     za, zb, zc = (zero_point(rng, dtype) for _ in range(3))
-    sc = (sc * np.float32(max(sa, sb) / np.float32(0.05))).astype(np.float32)
+    if op == "Add":          # output scale near the inputs' (most codes in range, some saturate)
+        sc = (sc * np.float32(max(sa, sb) / np.float32(0.05))).astype(np.float32)
+    elif seed % 2:           # codes near the zero points and s_c = fl32(s_a s_b) 2^k (m = 2^-k exactly):
+        info = np.iinfo(dtype)  # small products, in range, land on ties
+        a = np.clip(a.astype(np.int32) % 31 - 15 + int(za), info.min, info.max).astype(dtype)
+        b = np.clip(b.astype(np.int32) % 31 - 15 + int(zb), info.min, info.max).astype(dtype)
+        sc = np.float32(np.float32(sa * sb) * np.float32(2.0 ** rng.integers(1, 5)))
+    else:
+        sc = (sc * np.float32(sa * sb * 2.0 ** rng.integers(3, 12) / np.float32(0.05))).astype(np.float32)
     inputs = [(a, False), (sa, True), (za, True), (b, False), (sb, True), (zb, True), (sc, True), (zc, True)]
-    (theirs,) = run_node("QLinearAdd", inputs, [dtype], domain="com.microsoft", threads=n_threads)
-    np.testing.assert_array_equal(O.qlinear_add(a, sa, za, b, sb, zb, sc, zc), theirs)
+    (theirs,) = run_node(f"QLinear{op}", inputs, [dtype], domain="com.microsoft", threads=n_threads)
+    ours = (O.qlinear_add if op == "Add" else O.qlinear_mul)(a, sa, za, b, sb, zb, sc, zc)
+    np.testing.assert_array_equal(ours, theirs)
 
 
 def test_qlinear_add_fixed_part_is_fused():
@@ -235,18 +245,6 @@ def test_qlinear_global_average_pool(seed, sx, hw, c, n_threads):
     (theirs,) = run_node("QLinearGlobalAveragePool", inputs, [np.uint8], attrs={"channels_last": 0},
                          domain="com.microsoft", threads=n_threads)
     np.testing.assert_array_equal(O.qlinear_global_average_pool(x, sx, zx, sy, zy), theirs)
-
-
-@given(seed=st.integers(0, 2 ** 31), dtype=st.sampled_from(DTYPES), sa=scales(), sb=scales(), sc=scales(),
-       n=st.sampled_from([1, 7, 16, 45, 1000]), scalar_b=st.booleans(), n_threads=threads)
-def test_qlinear_mul(seed, dtype, sa, sb, sc, n, scalar_b, n_threads):
-    rng = np.random.default_rng(seed)
-    a, b = codes(rng, dtype, (n,)), codes(rng, dtype, (1,) if scalar_b else (n,))
-    za, zb, zc = (zero_point(rng, dtype) for _ in range(3))
-    sc = (sc * np.float32(sa * sb * 2.0 ** rng.integers(3, 12) / np.float32(0.05))).astype(np.float32)
-    inputs = [(a, False), (sa, True), (za, True), (b, False), (sb, True), (zb, True), (sc, True), (zc, True)]
-    (theirs,) = run_node("QLinearMul", inputs, [dtype], domain="com.microsoft", threads=n_threads)
-    np.testing.assert_array_equal(O.qlinear_mul(a, sa, za, b, sb, zb, sc, zc), theirs)
 
 
 def test_qlinear_add_out_of_int32_range_gives_the_minimum():
@@ -355,3 +353,60 @@ def test_dynamic_quantize_linear_leaves_nan_out_of_the_range(n, pos):
     oq, os_, oz = O.dynamic_quantize_linear(x)
     assert (os_, oz) == (s, z)
     np.testing.assert_array_equal(oq, q)
+
+
+def search_scales(draw, ours, alternative, accs, trials=20000):
+    """Scales ``draw(rng)`` for which the multipliers ``ours(*scales)`` and ``alternative(*scales)`` round some
+    accumulator of ``accs`` to different integers below 255 (a seeded search that must succeed)."""
+    rng = np.random.default_rng(11)
+    for _ in range(trials):
+        scales = draw(rng)
+        a, b = np.rint(accs * ours(*scales)), np.rint(accs * alternative(*scales))
+        if ((a != b) & (np.minimum(a, b) < 255)).any():
+            return scales
+    raise AssertionError("no discriminating scales found")
+
+
+def test_requantisation_multiplier_is_product_then_division():
+    """m = fl32(fl32(s_a s_b) / s_y), not fl32(s_a fl32(s_b / s_y)): K = 1, b = 1, so acc = a for every code."""
+    a = np.arange(256, dtype=np.uint8).reshape(-1, 1)
+    accs = a.astype(np.float32).ravel()
+    alternative = lambda sa, sb, sy: np.float32(sa * np.float32(sb / sy))      # noqa: E731
+
+    def draw(rng):
+        sa, sb = (np.float32(np.exp(rng.uniform(-6, -1))) for _ in range(2))
+        return sa, sb, np.float32(sa * sb * np.float32(rng.uniform(1, 2)))      # m in (0.5, 1]
+    sa, sb, sy = search_scales(draw, O.output_multiplier, alternative, accs)
+    b, zero = np.ones((1, 1), np.int8), np.int8(0)
+    inputs = [(a, False), (sa, True), (np.uint8(0), True), (b, True), (sb, True), (zero, True), (sy, True),
+              (np.uint8(0), True)]
+    (theirs,) = run_node("QLinearMatMul", inputs, [np.uint8])
+    np.testing.assert_array_equal(O.qlinear_matmul(a, sa, np.uint8(0), b, sb, zero, sy, np.uint8(0)), theirs)
+    assert (np.clip(np.rint(accs * alternative(sa, sb, sy)), 0, 255).reshape(-1, 1) != theirs).any()
+
+
+def test_global_average_pool_multiplier_divides_by_scale_times_size():
+    """m = fl32(s_x / fl32(s_y HW)), not fl32(fl32(s_x / s_y) / HW): a 1 x 3 image per channel, one channel
+    per possible sum 0..765."""
+    sums = np.arange(766)
+    ours = lambda sx, sy: np.float32(sx / np.float32(sy * np.float32(3)))          # noqa: E731
+    alternative = lambda sx, sy: np.float32(np.float32(sx / sy) / np.float32(3))  # noqa: E731
+
+    def draw(rng):
+        sx = np.float32(np.exp(rng.uniform(-6, -1)))
+        return sx, np.float32(sx * np.float32(rng.uniform(1, 3)) / np.float32(3))    # m in (1/3, 1]
+    sx, sy = search_scales(draw, ours, alternative, sums.astype(np.float32))
+    x = np.stack([sums // 3 + (sums % 3 > i) for i in range(3)], axis=1).astype(np.uint8)[None, :, None, :]
+    inputs = [(x, False), (sx, True), (np.uint8(0), True), (sy, True), (np.uint8(0), True)]
+    (theirs,) = run_node("QLinearGlobalAveragePool", inputs, [np.uint8], attrs={"channels_last": 0},
+                         domain="com.microsoft")
+    np.testing.assert_array_equal(O.qlinear_global_average_pool(x, sx, np.uint8(0), sy, np.uint8(0)), theirs)
+    assert (np.clip(np.rint(sums.astype(np.float32) * alternative(sx, sy)), 0, 255) != theirs.ravel()).any()
+
+
+@pytest.mark.parametrize("x, zero_point", [([-1.0, 509.0], 0), ([-5.0, 505.0], 2)])
+def test_dynamic_quantize_linear_zero_point_ties_to_even(x, zero_point):
+    """s = 510 / 255 = 2 exactly, -min / s = 0.5 or 2.5: the zero point rounds half to even."""
+    _, s, z = run_node("DynamicQuantizeLinear", [(np.array(x, np.float32), False)], [np.uint8, np.float32, np.uint8])
+    assert (float(s), int(z)) == (2.0, zero_point)
+    assert O.dynamic_quantize_linear(np.array(x, np.float32))[1:] == (s, z)
