@@ -46,6 +46,25 @@ def zoo_1d():
                          nn.BatchNorm1d(4), nn.Linear(4, 6), nn.LogSoftmax(dim=-1))
 
 
+def vit():
+    """A small ViT with a random head (torchvision zero-initialises it, which would make the output 0)."""
+    model = models.VisionTransformer(image_size=8, patch_size=2, num_layers=2, num_heads=2, hidden_dim=16,
+                                     mlp_dim=32, num_classes=10, in_channels=1)
+    model.heads.head.weight.data = np.random.default_rng(0).standard_normal((10, 16)).astype(np.float32)
+    return model
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, need_weights: bool, average: bool, bias: bool = True) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, bias=bias, batch_first=True)
+        self.need_weights, self.average = need_weights, average
+
+    def forward(self, x):
+        y, w = self.attn(x, x, x, need_weights=self.need_weights, average_attn_weights=self.average)
+        return (y, w) if self.need_weights else y
+
+
 MODELS = {
     "digits_cnn": (lambda: models.digits_cnn(), (4, 1, 8, 8)),
     "digits_mlp": (lambda: models.digits_mlp(), (4, 1, 8, 8)),
@@ -56,6 +75,7 @@ MODELS = {
     "zoo_2d": (zoo_2d, (3, 2, 8, 8)),
     "zoo_1d": (zoo_1d, (3, 3, 8)),
     "branches": (Branches, (4, 6)),
+    "vit": (vit, (2, 1, 8, 8)),
 }
 
 
@@ -149,3 +169,33 @@ def test_static_batch(tmp_path):
     export_onnx(model, tmp_path / "m.onnx", x, dynamic_batch=False)
     dims = onnx.load(tmp_path / "m.onnx").graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [4, 3]
+
+
+@pytest.mark.parametrize("need_weights, average, bias, opset", [(False, True, True, 17), (True, True, True, 17),
+                                                                (True, True, False, 18), (True, False, True, 21)])
+def test_multihead_attention(need_weights, average, bias, opset, tmp_path):
+    """Attention written out (MatMul, Softmax, Transpose, Reshape); the averaged weights by ReduceMean (its
+    axes an attribute before opset 18, an input from 18)."""
+    ort_module()
+    nn.manual_seed(0)
+    model = SelfAttention(need_weights, average, bias).eval()
+    x = np.random.default_rng(2).standard_normal((3, 5, 8)).astype(np.float32)
+    export_onnx(model, tmp_path / "mha.onnx", x, opset=opset)
+    with nn.no_grad():
+        expected = model(x)
+    got = run_model(tmp_path / "mha.onnx", {"input": x})
+    for ours, theirs in zip(got, expected if need_weights else (expected,)):
+        assert_close(ours, theirs, "MultiheadAttention", rtol=1e-4)
+
+
+def test_multihead_attention_refusals(tmp_path):
+    class SeqFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2)
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+
+    with pytest.raises(ValueError, match=r"attn \(MultiheadAttention\) has batch_first=False"):
+        export_onnx(SeqFirst(), tmp_path / "m.onnx", np.zeros((5, 2, 8), np.float32))

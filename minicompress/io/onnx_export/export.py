@@ -19,13 +19,15 @@ from ... import nn, quant
 from ...nn.graph import Source, trace_graph
 from ...nn.module import Module
 from ..atomic import atomic_write
+from .attention import ATTENTION_EMITTERS
 from .builder import Graph, QEdge, require_onnx
 from .float_ops import FLOAT_EMITTERS
 from .int8_ops import FLOAT_INPUT_INT8, INT8_EMITTERS
 
 INT8_FORMATS = ("qdq", "qoperator")
 OPSETS = range(13, 22)
-RECORDED_ARGS = (nn.FloatFunctional, quant.QFunctional)
+RECORDED_ARGS = (nn.FloatFunctional, quant.QFunctional, nn.MultiheadAttention)
+FLOAT_TABLE = ATTENTION_EMITTERS + FLOAT_EMITTERS
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Call:
 def _emitter(module: Module, int8: bool) -> Any:
     """The emitter of ``module``'s class: from the int8 table for a call on int8 activations (or an int8
     module taking floats: Quantize, DynamicQuantizedLinear), else from the float table."""
-    for cls, fn in INT8_EMITTERS if int8 else FLOAT_EMITTERS:
+    for cls, fn in INT8_EMITTERS if int8 else FLOAT_TABLE:
         if isinstance(module, cls):
             return fn
     return None
@@ -64,7 +66,8 @@ def _int8_calls(graph: Any) -> list[bool]:
 
 
 def _trace(model: Module, inputs: tuple) -> tuple[Any, dict]:
-    """The graph, and {(id(module), call number): non-array arguments} of FloatFunctional / QFunctional calls."""
+    """The graph, and {(id(module), call number): non-array arguments} of FloatFunctional / QFunctional /
+    MultiheadAttention calls (the op name and dim; need_weights, average_attn_weights)."""
     recorded: dict[tuple[int, int], tuple] = {}
     counts: dict[int, int] = {}
 
@@ -88,7 +91,7 @@ def _refuse_unsupported(graph: Any, int8: list[bool]) -> None:
             missing.append(f"{node.name} ({type(node.module).__name__}{', on int8 inputs' if q else ''})")
     if missing:
         raise ValueError(f"ONNX export: no ONNX translation for {len(missing)} module(s): {', '.join(missing)}. "
-                         f"Supported: {sorted({c.__name__ for c, _ in FLOAT_EMITTERS + INT8_EMITTERS})}")
+                         f"Supported: {sorted({c.__name__ for c, _ in FLOAT_TABLE + INT8_EMITTERS})}")
 
 
 def _value_info(onnx: Any, name: str, dtype: Any, shape: tuple, dynamic_batch: bool) -> Any:
