@@ -281,11 +281,47 @@ def test_quantized_merges_and_activations(fmt, tmp_path):
 
 
 def test_unsupported_int8_modules_are_refused(tmp_path):
-    model = nn.Sequential(quant.QuantStub(), nn.Linear(4, 4), nn.Hardswish(), nn.Linear(4, 2), quant.DeQuantStub())
+    model = nn.Sequential(quant.QuantStub(), nn.Linear(4, 4), nn.PReLU(), nn.Linear(4, 2), quant.DeQuantStub())
     x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
     q = calibrated_int8(model, x)
-    with pytest.raises(ValueError, match=r"2 \(QuantizedHardswish, on int8 inputs\)"):
+    with pytest.raises(ValueError, match=r"2 \(QuantizedPReLU, on int8 inputs\)"):
+        build_model(q, x, int8_format="qdq")
+
+
+def test_clamps_hardswish_and_layer_norm(tmp_path):
+    """ReLU6 / Hardtanh clip the codes to PyTorch's own quantized bounds (identical codes); Hardswish and LayerNorm
+    have no onnxruntime integer kernel: float operators in QDQ files, refused in QOperator files."""
+    import onnx
+    ort_module()
+    nn.manual_seed(0)
+    model = nn.Sequential(quant.QuantStub(), nn.Linear(6, 8), nn.ReLU6(), nn.Linear(8, 8), nn.Hardtanh(-0.3, 0.4),
+                          quant.DeQuantStub())
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    q = calibrated_int8(model, x)
+    s, z = float(q[3].scale), int(q[3].zero_point)
+    lo, hi = (quant.qops.quantize_scalar(v, s, z, "quint8") for v in (-0.3, 0.4))
+    with nn.no_grad():
+        expected = output_codes(q(x), s, z)
+    for fmt in ("qoperator", "qdq"):
+        path = tmp_path / f"clamp_{fmt}.onnx"
+        export_onnx(q, path, x, int8_format=fmt)
+        (theirs,) = run_model(path, {"input": x}, optimize=fmt == "qdq")
+        got = output_codes(theirs, s, z)
+        assert got.min() == lo and got.max() == hi           # clipped to PyTorch's quantized bounds
+        assert np.abs(got - expected).max() <= 1
+        if fmt == "qoperator":
+            np.testing.assert_array_equal(run_reference(onnx.load(path), {"input": x})[0], theirs)
+    model = nn.Sequential(quant.QuantStub(), nn.Linear(6, 8), nn.Hardswish(), nn.LayerNorm(8), nn.Linear(8, 3),
+                          quant.DeQuantStub())
+    q = calibrated_int8(model, x)
+    with pytest.raises(ValueError, match=r"2 \(QuantizedHardswish\) has no QOperator kernel"):
         build_model(q, x, int8_format="qoperator")
+    export_onnx(q, tmp_path / "hs.onnx", x, int8_format="qdq")
+    (theirs,) = run_model(tmp_path / "hs.onnx", {"input": x})
+    with nn.no_grad():
+        expected = q(x)
+    head = quant_head(q)
+    assert np.abs(output_codes(theirs, *head) - output_codes(expected, *head)).max() <= 3
 
 
 def test_bias_outside_int32_is_refused():

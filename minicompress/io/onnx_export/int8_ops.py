@@ -11,6 +11,7 @@ An int8 activation is a ``QEdge`` (uint8 codes + per-tensor scale / zero point).
       cat               QLinearConcat (com.microsoft)  AdaptiveAvgPool2d(1)  QLinearGlobalAveragePool
       Sigmoid           QLinearSigmoid                 LeakyReLU     QLinearLeakyRelu
       ReLU / fused ReLU  nothing when the zero point is 0 (uint8 saturation is the ReLU), else Clip(min=z)
+      ReLU6 / Hardtanh   Clip of the codes to PyTorch's quantized bounds (the same codes as PyTorch)
       MaxPool2d / Flatten / Dropout / Identity   the same operator on the codes (qparams kept)
 
   QGemm rather than QLinearMatMul + QLinearAdd: one requantisation with the int32 bias, the arithmetic of
@@ -23,6 +24,7 @@ An int8 activation is a ``QEdge`` (uint8 codes + per-tensor scale / zero point).
 
 Both: the bias is quantized as onnxruntime's quantizer does, bias_q = round_half_even(fl32(b / fl32(s_x * s_w)))
 (int32); PyTorch (FBGEMM) keeps the float bias / (s_x * s_w) instead -- the source of rare 1-code differences.
+Hardswish and LayerNorm have no onnxruntime integer kernel: QDQ only (their float operator between the pairs).
 DynamicQuantizedLinear (either format): DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(s_x * s_w)
 -> Add(bias), as ``quantize_dynamic`` writes; onnxruntime's uint8 activation qparams (full 8-bit range) differ
 from PyTorch's (reduce_range, 7-bit).
@@ -37,6 +39,7 @@ from ... import nn, quant
 from .builder import MS_DOMAIN, Graph, QEdge
 from . import float_ops as F
 from .float_ops import adaptive_pool_kind, conv_attrs
+from ...quant.qops import quantize_scalar
 
 
 def qedge(g: Graph, codes: str, scale: float, zero_point: int, hint: str, real: str | None = None) -> QEdge:
@@ -234,6 +237,33 @@ def lookup(op: str, float_op: str, out: Callable, **attrs: Callable) -> Callable
     return emit
 
 
+def clamp_codes(g: Graph, call: Any, xs: list[QEdge]) -> list[QEdge]:
+    """QuantizedReLU6 / QuantizedHardtanh: the codes clamped to [quantize(min), quantize(max)] with PyTorch's
+    scalar rule (``qactivations.clamp``), so the codes are PyTorch's exactly; Clip on the codes (QOperator) or
+    on the dequantized values with the dequantized bounds, then Q / DQ with the same qparams (QDQ)."""
+    x, m = xs[0], call.module
+    lo_hi = (0.0, 6.0) if isinstance(m, quant.QuantizedReLU6) else (m.min_val, m.max_val)
+    codes = [quantize_scalar(v, x.scale, x.zero_point, "quint8") for v in lo_hi]
+    if g.int8_format == "qoperator":
+        bounds = [g.const(f"{call.name}.{k}", c, np.uint8) for k, c in zip(("min", "max"), codes)]
+        return [QEdge(g.node("Clip", [x.codes] + bounds, call.name), x.scale, x.zero_point, x.scale_name, x.zp_name)]
+    bounds = [g.const(f"{call.name}.{k}", np.float32(np.float32(x.scale) * np.float32(c - x.zero_point)))
+              for k, c in zip(("min", "max"), codes)]
+    return [quantize_to(g, g.node("Clip", [x.real] + bounds, call.name), x.scale, x.zero_point, call.name)]
+
+
+def qdq_only(float_emitter: Callable) -> Callable:
+    """An int8 module onnxruntime has no integer kernel for (Hardswish, LayerNorm): in QDQ graphs its float
+    operator between DequantizeLinear and QuantizeLinear (the module's output qparams); refused in QOperator."""
+    def emit(g: Graph, call: Any, xs: list[QEdge]) -> list[QEdge]:
+        if g.int8_format != "qdq":
+            raise ValueError(f"ONNX export: {call.name} ({type(call.module).__name__}) has no QOperator kernel in "
+                             f"onnxruntime; export with int8_format='qdq'")
+        (y,) = float_emitter(g, call, [xs[0].real])
+        return [quantize_to(g, y, *out_qparams(call.module), f"{call.name}.out")]
+    return emit
+
+
 def sigmoid_qparams(m: Any) -> tuple[float, int]:
     """PyTorch's fixed sigmoid output qparams: (1/256, 0) quint8."""
     return 1.0 / 256.0, 0
@@ -255,6 +285,8 @@ INT8_EMITTERS: tuple[tuple[type, Callable], ...] = (
     (quant.QuantizedSigmoid, lookup("QLinearSigmoid", "Sigmoid", sigmoid_qparams)),
     (quant.QuantizedLeakyReLU, lookup("QLinearLeakyRelu", "LeakyRelu", out_qparams,
                                       alpha=lambda m: float(m.negative_slope))),
+    (quant.QuantizedReLU6, clamp_codes), (quant.QuantizedHardtanh, clamp_codes),
+    (quant.QuantizedHardswish, qdq_only(F.unary("HardSwish"))), (quant.QuantizedLayerNorm, qdq_only(F.layer_norm)),
 )
 # Modules whose inputs are float arrays although they are int8 modules.
 FLOAT_INPUT_INT8 = (quant.Quantize, quant.DynamicQuantizedLinear)
