@@ -2,9 +2,10 @@
 
 The walk: ``nn.trace_graph(model, *inputs)`` gives the calls in order with their input sources; each call
 goes to the emitter of its class (``int8_ops.INT8_EMITTERS`` when an input is an int8 activation or the
-module is int8, else ``float_ops.FLOAT_EMITTERS``). Every class without an emitter is collected first and
-refused in one error naming each module and class. A FloatFunctional / QFunctional call's op name and
-arguments (``add``, ``cat`` and its dim...) are recorded by a forward pre-hook during the same trace.
+module is int8, else ``attention.ATTENTION_EMITTERS`` + ``float_ops.FLOAT_EMITTERS``). Every class without an emitter is collected first and
+refused in one error naming each module and class. The non-array arguments of FloatFunctional /
+QFunctional calls (``add``, ``cat`` and its dim...) and MultiheadAttention calls (need_weights,
+average_attn_weights) are recorded by a forward pre-hook during the same trace.
 The batch axis of every input and output is dynamic (``'batch'``); the file is written atomically.
 """
 from __future__ import annotations

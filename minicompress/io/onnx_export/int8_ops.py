@@ -12,7 +12,7 @@ An int8 activation is a ``QEdge`` (uint8 codes + per-tensor scale / zero point).
       Sigmoid           QLinearSigmoid                 LeakyReLU     QLinearLeakyRelu
       ReLU / fused ReLU  nothing when the zero point is 0 (uint8 saturation is the ReLU), else Clip(min=z)
       ReLU6 / Hardtanh   Clip of the codes to PyTorch's quantized bounds (the same codes as PyTorch)
-      MaxPool2d / Flatten / Dropout / Identity   the same operator on the codes (qparams kept)
+      MaxPool2d / Flatten   the same operator on the codes (qparams kept); Dropout / Identity: no node
 
   QGemm rather than QLinearMatMul + QLinearAdd: one requantisation with the int32 bias, the arithmetic of
   QLinearConv (QLinearMatMul has no bias input, and a QLinearAdd after it would round twice).
@@ -276,8 +276,8 @@ INT8_EMITTERS: tuple[tuple[type, Callable], ...] = (
     (quant.QuantizedLinear, lambda g, c, xs: _weighted(g, c, xs[0], "linear")),
     (quant.DynamicQuantizedLinear, dynamic_linear),
     (quant.QuantizedReLU, relu), (quant.QuantizedMaxPool2d, same_qparams(F.maxpool)),
-    (quant.QuantizedFlatten, same_qparams(F.flatten)), (quant.QuantizedDropout, same_qparams(F.unary("Identity"))),
-    (nn.Identity, same_qparams(F.unary("Identity"))),
+    (quant.QuantizedFlatten, same_qparams(F.flatten)),
+    (quant.QuantizedDropout, lambda g, c, xs: [xs[0]]), (nn.Identity, lambda g, c, xs: [xs[0]]),   # no node
     (quant.QuantizedAdaptiveAvgPool2d, global_avgpool), (quant.QFunctional, qfunctional),
     (quant.QuantizedAdd, lambda g, c, xs: binary(g, c, xs, "Add", False)),
     (quant.QuantizedMul, lambda g, c, xs: binary(g, c, xs, "Mul", False)),
