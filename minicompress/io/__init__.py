@@ -7,6 +7,8 @@
 - ``save(model, path)`` / ``load(path)`` store a whole model — architecture as JSON plus its state —
   in a versioned, code-free zip; ``register_module`` makes your own Module classes storable.
 - ``describe(path)`` summarises any of these files (what ``minicompress inspect`` prints).
+- ``export_onnx(model, path, example_input, int8_format='qdq')`` writes float and int8 models as ONNX
+  (extra ``[onnx]``; ``onnx_export/``), QDQ or QOperator for int8.
 
 Nothing here executes code from a file, and every write is atomic. Every loader takes
 ``max_bytes``, the most memory a file may make it inflate or build (``limits.py``; default 256 MiB +
@@ -16,6 +18,7 @@ from .atomic import atomic_write
 from .describe import describe
 from .errors import FileFormatError, UnsafePickleError
 from .model_file import FORMAT_VERSION, load, read_model_file, save
+from .onnx_export import export_onnx
 from .registry import register_module
 from .safetensors import parse_safetensors, read_safetensors, safetensors_bytes, write_safetensors
 from .state_dict_file import load_state_dict_file, save_state_dict_file
@@ -24,5 +27,5 @@ from .torch_checkpoint import load_checkpoint
 __all__ = [
     "load_state_dict_file", "save_state_dict_file", "save", "load", "describe", "register_module",
     "read_safetensors", "write_safetensors", "parse_safetensors", "safetensors_bytes", "read_model_file",
-    "load_checkpoint", "atomic_write", "FileFormatError", "UnsafePickleError", "FORMAT_VERSION",
+    "load_checkpoint", "export_onnx", "atomic_write", "FileFormatError", "UnsafePickleError", "FORMAT_VERSION",
 ]

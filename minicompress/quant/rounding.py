@@ -25,6 +25,8 @@ Named modes (what each library computes on x86-64):
 - ``'fake-quant'``: ``fake_quantize_per_{tensor,channel}_affine`` -> (R3). This is also what FBGEMM
   computes after commit 798a6037a (2026-04-13, "Remove legacy quantize path").
 - ``'onnx'``: ONNX ``QuantizeLinear``: ``saturate(round_half_even(x / y_scale) + zp)`` -> (R4).
+- ``'onnxruntime'``: onnxruntime 1.32's CPU QuantizeLinear (MLAS), measured: (R4) as the spec says -- a true
+  float32 division, not a multiply by the reciprocal (NaN -> qmin there; ``quant.onnxruntime_ops``).
 - ``'tflite'``: TFLite ``AffineQuantize``: ``TfLiteRound(x / scale) + zp`` (std::round) -> (R5).
 """
 from __future__ import annotations
@@ -49,6 +51,7 @@ MODES: dict[str, RoundingMode] = {
     "pytorch-2.13": RoundingMode(FMA, MUL_ADD, MUL_ADD, MUL_ROUND_ADD),
     "fake-quant": RoundingMode(MUL_ROUND_ADD, MUL_ROUND_ADD, MUL_ROUND_ADD, MUL_ROUND_ADD),
     "onnx": RoundingMode(DIV_HALF_EVEN, DIV_HALF_EVEN, DIV_HALF_EVEN, DIV_HALF_EVEN),
+    "onnxruntime": RoundingMode(DIV_HALF_EVEN, DIV_HALF_EVEN, DIV_HALF_EVEN, DIV_HALF_EVEN),
     "tflite": RoundingMode(DIV_HALF_AWAY, DIV_HALF_AWAY, DIV_HALF_AWAY, DIV_HALF_AWAY),
 }
 DEFAULT_MODE = "pytorch-2.13"

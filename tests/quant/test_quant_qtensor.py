@@ -155,7 +155,7 @@ def test_fma32_exact_on_constructed_cases(x, scale, zp):
 
 # ------------------------------------------------------------------------------------ other rounding modes
 def test_rounding_modes_registry():
-    assert set(MODES) == {"pytorch-2.13", "fake-quant", "onnx", "tflite"}
+    assert set(MODES) == {"pytorch-2.13", "fake-quant", "onnx", "onnxruntime", "tflite"}
     with pytest.raises(ValueError, match="unknown rounding mode"):
         get_mode("banker")
 
