@@ -16,6 +16,7 @@ from .atomic import atomic_write
 from .describe import describe
 from .errors import FileFormatError, UnsafePickleError
 from .model_file import FORMAT_VERSION, load, read_model_file, save
+from .onnx import OnnxImportError, load_onnx
 from .registry import register_module
 from .safetensors import parse_safetensors, read_safetensors, safetensors_bytes, write_safetensors
 from .state_dict_file import load_state_dict_file, save_state_dict_file
@@ -24,5 +25,5 @@ from .torch_checkpoint import load_checkpoint
 __all__ = [
     "load_state_dict_file", "save_state_dict_file", "save", "load", "describe", "register_module",
     "read_safetensors", "write_safetensors", "parse_safetensors", "safetensors_bytes", "read_model_file",
-    "load_checkpoint", "atomic_write", "FileFormatError", "UnsafePickleError", "FORMAT_VERSION",
+    "load_checkpoint", "load_onnx", "OnnxImportError", "atomic_write", "FileFormatError", "UnsafePickleError", "FORMAT_VERSION",
 ]
