@@ -81,21 +81,21 @@ class GraphModule(Module):
         values = dict(zip(self.inputs, inputs))
         for value, attr in self.param_values.items():
             values[value] = self.array(attr)
-        shapes = {}
+        shapes, tuples = {}, []
         for name, ins, outs in self.nodes:
             out = self._modules[name](*(values[v] for v in ins))
-            outs_values = out if len(outs) > 1 else (out,)
-            for v, y in zip(outs, outs_values):
+            tuples.append(isinstance(out, tuple))
+            for v, y in zip(outs, out if tuples[-1] else (out,)):
                 values[v] = y
                 shapes[v] = (np.shape(y), getattr(y, "dtype", None))
-        self._save_for_backward(shapes)
+        self._save_for_backward((shapes, tuples))
         result = tuple(values[v] for v in self.outputs)
         return result[0] if len(result) == 1 else result
 
     def _run_backward(self, grad_output: Any, data_boundary: bool) -> dict[str, np.ndarray]:
         """Gradients of every value, nodes in reverse; ``data_boundary``: a node reading only graph inputs
         runs ``backward_params`` (d input is not needed)."""
-        shapes = self._saved()
+        shapes, tuples = self._saved()
         grads: dict[str, np.ndarray] = {}
         seeds = grad_output if len(self.outputs) > 1 else (grad_output,)
         if len(seeds) != len(self.outputs):
@@ -103,10 +103,10 @@ class GraphModule(Module):
         for v, g in zip(self.outputs, seeds):
             _accumulate(grads, v, g)
         inputs = set(self.inputs)
-        for name, ins, outs in reversed(self.nodes):
+        for (name, ins, outs), is_tuple in zip(reversed(self.nodes), reversed(tuples)):
             gs = [grads.pop(v, None) for v in outs]
             gs = [np.zeros(shapes[v][0], shapes[v][1]) if g is None else g for v, g in zip(outs, gs)]
-            g_out = tuple(gs) if len(outs) > 1 else gs[0]
+            g_out = tuple(gs) if is_tuple else gs[0]
             module = self._modules[name]
             if data_boundary and all(v in inputs for v in ins):
                 module.backward_params(g_out)

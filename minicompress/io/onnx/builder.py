@@ -153,7 +153,7 @@ class Builder:
             except (ValueError, TypeError, IndexError) as e:
                 raise refuse(node, f"{module._name()} fails on inputs of shapes "
                                    f"{[np.shape(a) for a in args]}: {e}") from None
-            probes.append(out if len(outputs) > 1 else (out,))
+            probes.append(out if isinstance(out, tuple) else (out,))
         self.modules[name] = module
         self.nodes.append((name, tuple(self.renamed.get(v, v) for v in inputs), tuple(outputs)))
         for j, o in enumerate(outputs):
