@@ -163,3 +163,37 @@ def test_vit_import_saves_quantizes_dynamically_and_trains_its_class_token(torch
     model.train()
     model.backward_params(np.ones(model(x).shape, np.float32))
     assert np.abs(model.class_token.grad).sum() > 0 and model.encoder_pos_embedding.grad.shape == (1, 17, 16)
+
+
+def test_a_view_flatten_and_constant_arithmetic_prune_like_flatten(torch, tmp_path):
+    """``x.view(x.size(0), -1)`` exports as Shape -> Gather -> Concat -> Reshape: a Reshape(0, -1) that
+    merges the channels with the spatial axes is followed as a Flatten; ``x * 0.5`` keeps the channels;
+    a per-channel constant (varies along them) refuses its group by name."""
+    class Net(torch.nn.Module):
+        def __init__(self, per_channel):
+            super().__init__()
+            self.c1, self.fc = torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.Linear(6 * 8 * 8, 3)
+            self.scale = torch.arange(1.0, 7.0).reshape(6, 1, 1) if per_channel else 0.5
+
+        def forward(self, x):
+            h = torch.relu(self.c1(x)) * self.scale
+            return self.fc(h.view(h.size(0), -1))
+
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    for per_channel in (False, True):
+        path = tmp_path / f"v{per_channel}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Net(per_channel).eval(), (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False,
+                              opset_version=17, input_names=["x"], dynamic_axes={"x": {0: "N"}})
+        model = io.load_onnx(path)
+        assert "Reshape" in {type(m).__name__ for m in model.children()}
+        dg = prune.dependency_graph(model, x)
+        if per_channel:
+            assert not dg.prunable() and "varies along the channel axis" in " ".join(dg.refused().values())
+            continue
+        mask_planned(model, x, 0.5)
+        small = prune.channel_prune(model, x, 0.5)
+        with mc.no_grad():
+            assert_close(small(x), model(x), "surgered vs masked", rtol=1e-5, atol=1e-6)
+        assert small.fc.in_features == 3 * 64

@@ -183,20 +183,25 @@ def batch_template(node: OnnxNode, in_shapes: Sequence[tuple[int, ...]],
                    out_shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
     """One ONNX Reshape target that maps each probe's input shape to its output shape.
 
-    A size equal at both probes is written as itself; one that follows the batch is 0 (copy the input's
-    size on that axis) where the input has it on the same axis, else -1 (inferred: at most one).
+    A size the input has on the same axis (at both probes) is 0, "copy" (the batch axis; also any axis
+    the reshape keeps, so that the module stays right when pruning changes a width); a size that follows
+    the batch otherwise is -1 (inferred: at most one); the others are written as themselves, the last
+    of them as -1 when no entry is (a flatten's merged axis then follows a pruned width too).
     """
     (i1, i2), (o1, o2) = in_shapes, out_shapes
     if len(o1) != len(o2):
         raise refuse(node, f"its output rank depends on the batch size ({o1} and {o2})")
     template = []
     for d, (a, b) in enumerate(zip(o1, o2)):
-        if a == b and a > 0:
-            template.append(a)
-        elif d < len(i1) and i1[d] == a and i2[d] == b:
+        if d < len(i1) and i1[d] == a and i2[d] == b and a > 0:
             template.append(0)
+        elif a == b:
+            template.append(a)
         else:
             template.append(-1)
+    fixed = [d for d, t in enumerate(template) if t > 0]
+    if -1 not in template and fixed:
+        template[fixed[-1]] = -1
     from ...nn.layers.shape import reshape_target
     try:
         ok = template.count(-1) <= 1 and reshape_target(i1, template) == tuple(o1) and \
