@@ -9,22 +9,9 @@ from minicompress import io, metrics, models, train
 from minicompress.cli import main
 from minicompress.recipe import load_recipe
 from minicompress.user_model import load_user_model
+from tests.test_cli import TINY as CLI_TINY
 
-TINY = """
-seed = 1
-[teacher]
-channels = [8, 16]
-hidden = 32
-epochs = 1
-[student]
-channels = [4, 8]
-hidden = 16
-epochs = 1
-[prune]
-epochs = 1
-[quant]
-calibration_batches = 2
-"""
+TINY = CLI_TINY.replace("epochs = 2", "epochs = 1")      # test_cli's tiny recipe, one epoch a stage
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import numpy as np
 from ..module import Module
 from ._utils import check_array, check_grad
 from .merge import unbroadcast
+from .misc import _Reshaping
 
 
 def reshape_target(in_shape: tuple[int, ...], shape: Sequence[int]) -> tuple[int, ...]:
@@ -34,7 +35,7 @@ def reshape_target(in_shape: tuple[int, ...], shape: Sequence[int]) -> tuple[int
     return tuple(target)
 
 
-class Reshape(Module):
+class Reshape(_Reshaping):
     """y = x.reshape(target), target = ``shape`` with ONNX's rules: 0 copies the input's size on that axis
     (keeps the batch axis of a batch-agnostic model), one -1 is inferred. dx = dy.reshape(x.shape)."""
 
@@ -49,14 +50,7 @@ class Reshape(Module):
             target = reshape_target(x.shape, self.shape)
         except ValueError as e:
             raise ValueError(f"{self._name()}: {e}") from None
-        y = x.reshape(target)
-        self._save_for_backward((y.shape, x.shape))
-        return y
-
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        shape, in_shape = self._saved()
-        check_grad(self, grad_output, shape)
-        return grad_output.reshape(in_shape)
+        return self._reshaped(x, target)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
