@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from ....nn import layers as L
+from ....nn.init import skip_init
 from ..builder import PROBE_BATCHES, Builder, batch_template, refuse
 from ..fold import FOLD
 from ..reader import OnnxNode
+from ._weights import set_tensor
 
 
 def _reshape_to(b: Builder, node: OnnxNode, out_shapes: tuple) -> None:
@@ -75,7 +77,7 @@ def split(b: Builder, node: OnnxNode) -> None:
         k = int(node.attr("num_outputs", len(node.outputs)))
         part = -(-shape[axis] // k)
         sizes = [min(part, shape[axis] - i * part) for i in range(k)]
-    if any(s != t for s, t in zip(b.shapes(node, 0)[0], b.shapes(node, 0)[1])) and axis == 0:
+    if axis == 0 and b.shapes(node, 0)[0][0] != b.shapes(node, 0)[1][0]:
         raise refuse(node, "a split along the batch axis is not supported")
     b.emit(node, L.Split(sizes, axis), [b.data(node, 0)])
 
@@ -101,8 +103,6 @@ def gather(b: Builder, node: OnnxNode) -> None:
         if axis != 0 or table.ndim != 2:
             raise refuse(node, f"a constant table of shape {table.shape} gathered along axis {axis}: only 2-D "
                                f"tables along axis 0 (an embedding) are supported")
-        from ....nn.init import skip_init
-        from ._weights import set_tensor
         with skip_init():
             module = L.Embedding(table.shape[0], table.shape[1])
         set_tensor(module, "weight", table)
