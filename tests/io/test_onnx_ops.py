@@ -284,3 +284,16 @@ def test_a_data_dependent_shape_is_refused_by_node_name(tmp_path):
     onnx.save(make_model(onnx, nodes, [("x", ["N", 2])], ["y"], {}, 17), str(path))
     with pytest.raises(OnnxImportError, match=r"'cast_x' \(Cast\): Cast of an activation is not supported"):
         load_onnx(path)
+
+
+def test_the_package_imports_without_onnx_and_load_onnx_names_the_extra(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = ("import sys\nsys.modules['onnx'] = None\nimport minicompress, minicompress.io, minicompress.cli\n"
+              "try:\n    minicompress.io.load_onnx('m.onnx')\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'minicompress[onnx]'" in out.stdout
