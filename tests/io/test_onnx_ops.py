@@ -297,3 +297,20 @@ def test_the_package_imports_without_onnx_and_load_onnx_names_the_extra(tmp_path
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.returncode == 0, out.stderr
     assert "pip install 'minicompress[onnx]'" in out.stdout
+
+
+def test_hostile_sizes_are_refused_before_allocating(tmp_path):
+    from minicompress.io import FileFormatError, load_onnx
+    big = np.array([1 << 20, 1 << 20], np.int64)
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["zeros"], name="huge"),
+             helper.make_node("Add", ["x", "zeros"], ["y"])]
+    path = tmp_path / "h.onnx"
+    onnx.save(make_model(onnx, nodes, [("x", ["N", 1])], ["y"], {"shape": big}, 17), str(path))
+    with pytest.raises(OnnxImportError, match=r"'huge' \(ConstantOfShape\).*at most 4194304 elements"):
+        load_onnx(path)
+    path = tmp_path / "w.onnx"
+    onnx.save(make_model(onnx, [helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", ["N", 64])], ["y"],
+                         {"w": np.zeros((64, 64), np.float32)}, 17), str(path))
+    with pytest.raises(FileFormatError, match=r"initializer 'w' \[64, 64\] would take 16384 bytes"):
+        load_onnx(path, max_bytes=1000)
+    assert load_onnx(path, max_bytes=20000).nodes

@@ -60,10 +60,36 @@ def _mod(node: OnnxNode, xs: list[Any]) -> np.ndarray:
     return np.fmod(xs[0], xs[1]) if node.attr("fmod", 0) else np.mod(xs[0], xs[1])
 
 
+# Shape arithmetic never needs large arrays: a constant this evaluates has at most this many elements
+# (a file asking ConstantOfShape / Expand / Range for more is refused before anything is allocated).
+MAX_FOLDED_ELEMENTS = 1 << 22
+
+
+def _sized(shape: Any, node: OnnxNode) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in np.asarray(shape).reshape(-1))
+    if any(s < 0 for s in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_FOLDED_ELEMENTS:
+        raise ValueError(f"node {node.name!r} ({node.op_type}) asks for a constant of shape {shape}; at most "
+                         f"{MAX_FOLDED_ELEMENTS} elements are evaluated at load time")
+    return shape
+
+
 def _constant_of_shape(node: OnnxNode, xs: list[Any]) -> np.ndarray:
     value = node.attr("value")
     value = np.zeros(1, np.float32) if value is None else np.asarray(value)
-    return np.full(tuple(int(s) for s in np.asarray(xs[0]).reshape(-1)), value.reshape(-1)[0], value.dtype)
+    return np.full(_sized(xs[0], node), value.reshape(-1)[0], value.dtype)
+
+
+def _range(node: OnnxNode, xs: list[Any]) -> np.ndarray:
+    start, limit, delta = (np.asarray(x).item() for x in xs[:3])
+    _sized([max(int(np.ceil((limit - start) / delta)), 0) if delta else -1], node)
+    return np.arange(start, limit, delta, dtype=np.asarray(xs[0]).dtype)
+
+
+def _expand(node: OnnxNode, xs: list[Any]) -> np.ndarray:
+    x = np.asarray(xs[0])
+    shape = np.broadcast_shapes(x.shape, _sized(xs[1], node))
+    _sized(shape, node)
+    return np.broadcast_to(x, shape).copy()
 
 
 def _cast(node: OnnxNode, xs: list[Any]) -> np.ndarray:
@@ -107,9 +133,8 @@ FOLD: dict[str, Callable[[OnnxNode, list[Any]], np.ndarray]] = {
     "Sqrt": lambda node, xs: np.sqrt(xs[0]), "Floor": lambda node, xs: np.floor(xs[0]),
     "Ceil": lambda node, xs: np.ceil(xs[0]), "Pow": _binary(np.power),
     "ConstantOfShape": _constant_of_shape,
-    "Range": lambda node, xs: np.arange(np.asarray(xs[0]).item(), np.asarray(xs[1]).item(), np.asarray(xs[2]).item(),
-                                        dtype=np.asarray(xs[0]).dtype),
-    "Expand": lambda node, xs: np.asarray(xs[0]) * np.ones(tuple(np.asarray(xs[1]).reshape(-1)), np.asarray(xs[0]).dtype),
+    "Range": _range,
+    "Expand": _expand,
     "ReduceProd": lambda node, xs: np.prod(xs[0], axis=None if _axes(node, xs, 1) is None else tuple(_axes(node, xs, 1)),
                                            keepdims=bool(node.attr("keepdims", 1))),
 }

@@ -84,16 +84,17 @@ def _trainable(value: Value) -> bool:
     return value.initializer is not None and value.probes[0].dtype.kind == "f" and value.probes[0].size > 1
 
 
-def load_onnx(path: str, *, seed: int = 0) -> GraphModule:
+def load_onnx(path: str, *, seed: int = 0, max_bytes: int | None = None) -> GraphModule:
     """The ONNX model at ``path`` as an ``nn.GraphModule`` (eval mode) made of the engine's layers.
 
     Weights come from the initializers; shape arithmetic is evaluated at load time (``fold.py``); the
     first axis of each input may be dynamic (the batch), every other must be fixed. A model with an
     operator this loader has no converter for is refused with each such operator, where it sits and how
-    many there are. ``seed`` draws the random probe batches that run each layer once while building.
+    many there are. ``seed`` draws the random probe batches that run each layer once while building;
+    ``max_bytes`` bounds the initializers' arrays (``io.limits``; default 256 MiB + 64 x the file's size).
     Needs the ``onnx`` package (``pip install 'minicompress[onnx]'``).
     """
-    graph = read_onnx(path)
+    graph = read_onnx(path, max_bytes)
     _refuse_unsupported(path, graph)
     b = Builder(graph)
     _probe_inputs(b, np.random.default_rng(seed))

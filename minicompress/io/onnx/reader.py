@@ -7,10 +7,13 @@ converter table refuses its node by op type.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..limits import ByteBudget
 
 SUPPORTED_OPSETS = range(13, 22)
 
@@ -55,12 +58,28 @@ def import_onnx() -> Any:
     return onnx
 
 
-def read_onnx(path: str) -> OnnxGraph:
-    """Parse ``path`` (checked by ``onnx.checker``) into an ``OnnxGraph``; refuses opsets outside 13-21."""
+def read_onnx(path: str, max_bytes: int | None = None) -> OnnxGraph:
+    """Parse ``path`` (checked by ``onnx.checker``) into an ``OnnxGraph``; refuses opsets outside 13-21.
+
+    Only single-file models are read (an initializer whose data lives in an external file is refused:
+    such a file names other paths to read). The initializers' arrays count against ``max_bytes``
+    (``io.limits``: default 256 MiB + 64 x the file's size), checked from their shapes before any is built.
+    """
     onnx = import_onnx()
     from onnx import helper, numpy_helper
+    name = os.fspath(path)
+    budget = ByteBudget(name, os.path.getsize(name), max_bytes)
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(name, load_external_data=False)
+    except Exception as e:
+        raise ValueError(f"load_onnx: {path} is not a valid ONNX model ({type(e).__name__}: {e})") from None
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise ValueError(f"load_onnx: {path}: initializer {t.name!r} keeps its data in an external file; "
+                             f"only single-file models are read (onnx.save_model(..., save_as_external_data=False))")
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        budget.spend(int(np.prod(t.dims, dtype=np.int64)) * itemsize, f"initializer {t.name!r} {list(t.dims)}")
+    try:
         onnx.checker.check_model(model)
     except Exception as e:
         raise ValueError(f"load_onnx: {path} is not a valid ONNX model ({type(e).__name__}: {e})") from None
