@@ -9,6 +9,10 @@ ViT's class token or position embedding), listed in ``param_values`` as ``{value
     backward:  for each node in reverse: g_ins = module.backward(g_outs); a value read by several nodes
                (fan-out) gets the sum of their gradients: g_v = sum_k g_v^(k)
 
+``backward_params`` (the input is data, train.fit's call) runs ``backward_params`` on every node that
+reads only data: the graph inputs and what parameter-free nodes compute from them (a normalising Sub,
+a Reshape), so the first weighted layer computes no d input.
+
 Nodes are kept in a topological order (checked when built). A node whose outputs received no gradient
 still runs its backward on zeros, so that every module's forward cache is consumed. Integer values
 (embedding indices) and size-only inputs get no gradient (their modules return None for them).
@@ -92,9 +96,18 @@ class GraphModule(Module):
         result = tuple(values[v] for v in self.outputs)
         return result[0] if len(result) == 1 else result
 
+    def _data_values(self) -> set[str]:
+        """The graph inputs and every value computed from them by parameter-free nodes only (data: no
+        parameter lies behind them, so nobody needs their gradient)."""
+        data = set(self.inputs)
+        for name, ins, outs in self.nodes:
+            if all(v in data for v in ins) and next(self._modules[name].parameters(), None) is None:
+                data.update(outs)
+        return data
+
     def _run_backward(self, grad_output: Any, data_boundary: bool) -> dict[str, np.ndarray]:
-        """Gradients of every value, nodes in reverse; ``data_boundary``: a node reading only graph inputs
-        runs ``backward_params`` (d input is not needed)."""
+        """Gradients of every value, nodes in reverse; ``data_boundary``: a node reading only data
+        (``_data_values``) runs ``backward_params`` (its d input is not needed)."""
         shapes, tuples = self._saved()
         grads: dict[str, np.ndarray] = {}
         seeds = grad_output if len(self.outputs) > 1 else (grad_output,)
@@ -102,13 +115,13 @@ class GraphModule(Module):
             raise ValueError(f"GraphModule: backward expected {len(self.outputs)} gradients, got {len(seeds)}")
         for v, g in zip(self.outputs, seeds):
             _accumulate(grads, v, g)
-        inputs = set(self.inputs)
+        data = self._data_values() if data_boundary else set()
         for (name, ins, outs), is_tuple in zip(reversed(self.nodes), reversed(tuples)):
             gs = [grads.pop(v, None) for v in outs]
             gs = [np.zeros(shapes[v][0], shapes[v][1]) if g is None else g for v, g in zip(outs, gs)]
             g_out = tuple(gs) if is_tuple else gs[0]
             module = self._modules[name]
-            if data_boundary and all(v in inputs for v in ins):
+            if all(v in data for v in ins):
                 module.backward_params(g_out)
                 continue
             g_in = module.backward(g_out)

@@ -87,3 +87,23 @@ def test_wiring_out_of_order_is_refused_by_name():
                        ["x"], ["r"])
     with pytest.raises(ValueError, match="expected 1 inputs"):
         diamond()(np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32))
+
+
+def test_backward_params_skips_d_input_behind_parameter_free_nodes():
+    """x -> reshape -> fc: the fc reads data only, so it runs backward_params (no d input GEMM)."""
+    calls = []
+
+    class Recording(nn.Linear):
+        def backward(self, grad_output):
+            calls.append(self.needs_input_grad)
+            return super().backward(grad_output)
+
+    nn.manual_seed(0)
+    fc = Recording(4, 2)
+    model = nn.GraphModule({"flat": nn.Reshape((0, -1)), "fc": fc}, [("flat", ["x"], ["f"]), ("fc", ["f"], ["y"])],
+                           ["x"], ["y"])
+    model(np.ones((3, 2, 2), np.float32))
+    model.backward_params(np.ones((3, 2), np.float32))
+    model(np.ones((3, 2, 2), np.float32))
+    assert model.backward(np.ones((3, 2), np.float32)).shape == (3, 2, 2)
+    assert calls == [False, True]
