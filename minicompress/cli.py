@@ -81,7 +81,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.data is not None:
         recipe["data"]["source"] = args.data
     quiet = args.quiet or args.json
-    report = run(recipe, args.out, quiet=quiet, log=(lambda _: None) if quiet else print)
+    report = run(recipe, args.out, quiet=quiet, log=(lambda _: None) if quiet else print, model=args.model,
+                 arch=args.arch)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="a TOML recipe (defaults: minicompress/recipes/default.toml)")
     p.add_argument("--data", help="'digits' (bundled) or an .npz with x_train, y_train, x_test, y_test")
     p.add_argument("--out", default="runs/latest", help="output directory (default: runs/latest)")
+    p.add_argument("--model", help="your own model as the teacher (not trained): .onnx, a minicompress model file, "
+                                   "or a state dict (.pt/.pth/.npz/.safetensors) with --arch")
+    p.add_argument("--arch", help="the architecture of a --model state dict: cnn, mlp, resnet18 (/34/50/20/32/56), "
+                                  "mobilenet_v2, vit (other arguments from the recipe's teacher table)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=_cmd_run)

@@ -226,8 +226,11 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
 
 # ---------------------------------------------------------------------------- the run
 def run(recipe: dict, out_dir: str | os.PathLike, quiet: bool = False,
-        log: Callable[[str], Any] = print) -> dict:
+        log: Callable[[str], Any] = print, model: str | None = None, arch: str | None = None) -> dict:
     """Run every enabled stage of ``recipe``; write models, ``report.json`` and ``report.md`` to ``out_dir``.
+
+    ``model``: the user's own model file is the teacher (evaluated, not trained; ``user_model``), with
+    ``arch`` naming the architecture of a state dict.
 
     The recipe and the data are checked before any training. ``out_dir`` is written as one
     transaction (``run_dir.output_directory``): a failed or killed run leaves the previous run there
@@ -237,8 +240,13 @@ def run(recipe: dict, out_dir: str | os.PathLike, quiet: bool = False,
     recipe = validate_recipe(recipe)
     start = time.perf_counter()
     data = load_data(recipe["data"]["source"])
+    given = None
+    if model is not None:
+        from .user_model import load_user_model
+        given = load_user_model(model, arch, recipe["teacher"], data)
     with output_directory(out_dir, planned_files(recipe)) as work:
-        report = _run_stages(recipe, data, work, quiet, lambda line: log(f"[{time.perf_counter() - start:6.1f} s] {line}"))
+        report = _run_stages(recipe, data, work, quiet, lambda line: log(f"[{time.perf_counter() - start:6.1f} s] {line}"),
+                             given)
         report["seconds"] = time.perf_counter() - start
         write_report(report, work)
     return report
@@ -251,7 +259,8 @@ def planned_files(recipe: dict) -> set[str]:
     return {f"{i}_{s}.npz" for i, s in enumerate(stages)} | {"report.json", "report.md", "accuracy_vs_size.png"}
 
 
-def _run_stages(recipe: dict, data: tuple, out: Path, quiet: bool, log: Callable[[str], Any]) -> dict:
+def _run_stages(recipe: dict, data: tuple, out: Path, quiet: bool, log: Callable[[str], Any],
+                given: nn.Module | None = None) -> dict:
     rng = manual_seed(recipe["seed"])
     x_test, y_test = data[2], data[3]
     batch_size = recipe["data"]["batch_size"]
@@ -265,8 +274,12 @@ def _run_stages(recipe: dict, data: tuple, out: Path, quiet: bool, log: Callable
         log(f"{stage:<8} done: accuracy {row['accuracy']:.4f}  {row['params']:,} params  "
             f"{row['bytes_on_disk']:,} bytes")
 
-    log(f"teacher  training {recipe['teacher']['epochs']} epochs")
-    teacher = train_teacher(recipe["teacher"], data, batch_size, rng, quiet)
+    if given is None:
+        log(f"teacher  training {recipe['teacher']['epochs']} epochs")
+        teacher = train_teacher(recipe["teacher"], data, batch_size, rng, quiet)
+    else:
+        log("teacher  the given model (evaluated, not trained)")
+        teacher = given
     teacher.eval()
     record("teacher", teacher)
     current = teacher

@@ -82,6 +82,8 @@ def _tree(node: dict, indent: str, label: str = "") -> list[str]:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 16:          # a GraphModule's wiring: one line per child below
+        return f"<{len(value)} entries>"
     if isinstance(value, list):
         return "(" + ", ".join(_short(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     if isinstance(value, dict) and len(value) == 1:

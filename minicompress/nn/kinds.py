@@ -19,7 +19,7 @@ token modules) or ``'elementwise'`` (QuantStub / DeQuantStub, identities in floa
 """
 from __future__ import annotations
 
-from .layers import (GELU, AdaptiveAvgPool2d, Add, AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Cat, Conv1d,
+from .layers import (GELU, Erf, AdaptiveAvgPool2d, Add, AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Cat, Conv1d,
                      Conv2d, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU, Linear,
                      MaxPool1d, MaxPool2d, Mul, ReLU, Sigmoid, SiLU, Tanh)
 from .layers import FloatFunctional, MultiheadAttention
@@ -31,7 +31,7 @@ KINDS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("linear", (Linear,)),
     ("conv", (Conv1d, Conv2d)),
     ("batchnorm", (BatchNorm1d, BatchNorm2d)),
-    ("elementwise", (ReLU, LeakyReLU, Hardtanh, Hardswish, Hardsigmoid, SiLU, Tanh, Sigmoid, GELU, Dropout,
+    ("elementwise", (ReLU, LeakyReLU, Erf, Hardtanh, Hardswish, Hardsigmoid, SiLU, Tanh, Sigmoid, GELU, Dropout,
                      Identity)),
     ("pool", (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool2d)),
     ("flatten", (Flatten,)),

@@ -21,6 +21,9 @@ Each traced call joins the elements that must be removed together (a union-find)
     Cat along the channel axis                         input k's c = output (offset_k + c)
     Flatten over the channel axis                      input c = every output feature whose coordinate there is c
     Permute / Unflatten / Flatten elsewhere            the channel axis moves
+    Reshape keeping the axes up to the channels        input c = output c; merging the channels with every
+                                                       later axis: as Flatten; any other reshape: refused
+    ConstantOperand (x op c)                           input c = output c when c does not vary along them
     RNN / LSTM / GRU (no proj_size)                    input feature c = its 'in' c; output feature d H + j,
                                                        h_n[..., j], c_n[..., j], h0 / c0 [..., j] = its 'hidden' j
 
@@ -43,8 +46,8 @@ import numpy as np
 
 from ..nn.graph import Graph, Node, Source, trace_graph
 from ..nn.kinds import layer_kind
-from ..nn.layers import (Cat, Embedding, FloatFunctional, GroupNorm, LayerNorm, MultiheadAttention, Permute, PReLU,
-                         Unflatten)
+from ..nn.layers import (Cat, ConstantOperand, Embedding, FloatFunctional, GroupNorm, LayerNorm, MultiheadAttention,
+                         Permute, PReLU, Reshape, Unflatten)
 from ..nn.layers.rnn import RNNBase
 from ..nn.layers.activation import _SoftmaxBase
 from ..nn.module import Module
@@ -231,6 +234,12 @@ class _Builder:
         if isinstance(module, Unflatten):
             self._unflatten(module, label, ins[0], outs[0])
             return
+        if isinstance(module, Reshape):
+            self._reshape(label, ins[0], outs[0])
+            return
+        if isinstance(module, ConstantOperand):
+            self._constant_operand(module, label, ins[0], outs[0])
+            return
         if kind == "merge" or isinstance(module, FloatFunctional):
             self._merge(module, label, ins, outs[0])
             return
@@ -377,6 +386,31 @@ class _Builder:
             return
         self._set_axis(out, axis if axis < dim else axis + len(module.unflattened_size) - 1)
         self.join(src, out)
+
+    def _reshape(self, label: str, src: Source, out: Source) -> None:
+        """A reshape that keeps every axis up to the channel axis is channel-preserving; one that keeps the
+        axes before it and merges the channel axis with all after it is a Flatten; anything else is refused."""
+        if src not in self.axis:
+            return
+        shape, out_shape, axis = self.shape[src], self.shape[out], self.axis[src]
+        if shape[:axis + 1] == out_shape[:axis + 1]:
+            self._set_axis(out, axis)
+            self.join(src, out)
+        elif shape[:axis] == out_shape[:axis] and len(out_shape) == axis + 1:
+            self._flatten(label, src, out, axis, len(shape) - 1)
+        else:
+            self._opaque([src], [out], f"{label} reshapes {shape} to {out_shape}, moving the channel axis {axis}")
+
+    def _constant_operand(self, module: ConstantOperand, label: str, src: Source, out: Source) -> None:
+        """x (op) c keeps the channels when c is one value along the channel axis (a scalar, or broadcast there)."""
+        if src not in self.axis:
+            return
+        position = module.constant.ndim - (len(self.shape[src]) - self.axis[src])   # the channel axis, from the right
+        if position >= 0 and module.constant.shape[position] != 1:
+            self._opaque([src], [out], f"{label} has a constant of shape {module.constant.shape} that varies "
+                                       f"along the channel axis")
+        else:
+            self._preserve(src, out)
 
     def _merge(self, module: Module, label: str, ins: list[Source], out: Source) -> None:
         """Add / Mul (broadcasting), Cat, FloatFunctional's ops (told apart by their shapes)."""

@@ -15,6 +15,7 @@ Layers of the package (each file one job):
 - ``modules``, ``passthrough``, ``qmerge``  quantized Modules; ``fuse``  BatchNorm folding and fused float modules
 - ``qconfig``, ``flows``  QConfig, quantize_dynamic, prepare, convert; ``mappings``  every module mapping;
   ``wrapper``  QuantWrapper / add_quant_dequant (quantize chosen layers of a float model)
+  ``graph_fusion``  graph_fusion_groups (the fuse_modules groups of an nn.GraphModule, e.g. an ONNX import)
 - ``numeric_suite``  per-layer SQNR of int8 vs float (compare_weights, compare_model_outputs, layer_sensitivity)
 - ``fake_quant_ops``, ``fake_quantize``, ``learnable``, ``qat_modules``, ``qat``  quantization-aware training;
   ``fixed_qparams``  fixed-range observers / fake-quants (sigmoid, tanh, softmax) and RecordingObserver
@@ -61,6 +62,7 @@ from .fixed_qparams import (FixedQParamsFakeQuantize, FixedQParamsObserver, Reco
                             default_fixed_qparams_range_neg1to1_observer,
                             default_symmetric_fixed_qparams_fake_quant, default_symmetric_fixed_qparams_observer)
 from .wrapper import QuantWrapper, add_quant_dequant
+from .graph_fusion import graph_fusion_groups
 from . import numeric_suite
 from .numeric_suite import compare_model_outputs, compare_weights, compute_sqnr, layer_sensitivity
 from .fuse import ConvBn2d, ConvBnReLU2d
@@ -98,6 +100,6 @@ __all__ = [
     "default_symmetric_fixed_qparams_observer", "default_affine_fixed_qparams_observer",
     "default_fixed_qparams_range_0to1_fake_quant", "default_fixed_qparams_range_neg1to1_fake_quant",
     "default_symmetric_fixed_qparams_fake_quant", "default_affine_fixed_qparams_fake_quant",
-    "default_float_qparams_observer_4bit", "QuantWrapper", "add_quant_dequant",
+    "default_float_qparams_observer_4bit", "QuantWrapper", "add_quant_dequant", "graph_fusion_groups",
     "numeric_suite", "compute_sqnr", "compare_weights", "compare_model_outputs", "layer_sensitivity",
 ]

@@ -108,7 +108,21 @@ class Permute(Module):
         return f"dims={self.dims}"
 
 
-class Unflatten(Module):
+class _Reshaping(Module):
+    """A layer that only reshapes: y = x.reshape(target); dx = dy.reshape(x.shape)."""
+
+    def _reshaped(self, x: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
+        y = x.reshape(target)
+        self._save_for_backward((y.shape, x.shape))
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        shape, in_shape = self._saved()
+        check_grad(self, grad_output, shape)
+        return grad_output.reshape(in_shape)
+
+
+class Unflatten(_Reshaping):
     """Split axis ``dim`` into ``unflattened_size`` (a reshape), as ``torch.nn.Unflatten``."""
 
     def __init__(self, dim: int, unflattened_size: Any) -> None:
@@ -128,14 +142,7 @@ class Unflatten(Module):
         if int(np.prod(sizes)) != x.shape[d]:
             raise ValueError(f"{self._name()}: cannot split axis {self.dim} of size {x.shape[d]} (input {x.shape}) "
                              f"into {self.unflattened_size}")
-        y = x.reshape(x.shape[:d] + tuple(sizes) + x.shape[d + 1:])
-        self._save_for_backward((y.shape, x.shape))
-        return y
-
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        shape, in_shape = self._saved()
-        check_grad(self, grad_output, shape)
-        return grad_output.reshape(in_shape)
+        return self._reshaped(x, x.shape[:d] + tuple(sizes) + x.shape[d + 1:])
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
