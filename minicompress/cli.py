@@ -82,15 +82,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         recipe["data"]["source"] = args.data
     quiet = args.quiet or args.json
     report = run(recipe, args.out, quiet=quiet, log=(lambda _: None) if quiet else print, model=args.model,
-                 arch=args.arch)
+                 arch=args.arch, export_onnx=args.export_onnx)
+    failed = args.export_onnx is not None and report.get("onnx") is None
     if args.json:
         print(json.dumps(report))
-        return 0
+        return 1 if failed else 0
     print()
     print(format_table(report["stages"]))
     print(f"\nwrote {args.out}/report.json, report.md and one model file per stage in {report['seconds']:.1f} s")
     if report.get("plot") is None:
         print("no plot: install matplotlib (pip install 'minicompress[plot]') for accuracy_vs_size.png")
+    if failed:
+        print(f"final.onnx NOT written (the rest of the run is): {report['onnx_error']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -129,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or a state dict (.pt/.pth/.npz/.safetensors) with --arch")
     p.add_argument("--arch", help="the architecture of a --model state dict: cnn, mlp, resnet18 (/34/50/20/32/56), "
                                   "mobilenet_v2, vit (other arguments from the recipe's teacher table)")
+    p.add_argument("--export-onnx", nargs="?", const="qdq", choices=("qdq", "qoperator"), default=None,
+                   help="also write the final model as DIR/final.onnx (int8 as QDQ, the default, or QOperator; "
+                        "needs the [onnx] extra)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=_cmd_run)

@@ -225,12 +225,19 @@ def quantize_student(model: nn.Module, teacher: nn.Module, recipe: dict, data: t
 
 
 # ---------------------------------------------------------------------------- the run
+ONNX_FILE = "final.onnx"
+
+
 def run(recipe: dict, out_dir: str | os.PathLike, quiet: bool = False,
-        log: Callable[[str], Any] = print, model: str | None = None, arch: str | None = None) -> dict:
+        log: Callable[[str], Any] = print, model: str | None = None, arch: str | None = None,
+        export_onnx: str | None = None) -> dict:
     """Run every enabled stage of ``recipe``; write models, ``report.json`` and ``report.md`` to ``out_dir``.
 
     ``model``: the user's own model file is the teacher (evaluated, not trained; ``user_model``), with
-    ``arch`` naming the architecture of a state dict.
+    ``arch`` naming the architecture of a state dict. ``export_onnx`` ('qdq' or 'qoperator', the int8 layout):
+    the final stage is also written as ``final.onnx`` (``io.export_onnx``); a model the exporter refuses
+    leaves ``report['onnx'] = None`` and the exporter's message in ``report['onnx_error']``, the rest of the
+    run kept.
 
     The recipe and the data are checked before any training. ``out_dir`` is written as one
     transaction (``run_dir.output_directory``): a failed or killed run leaves the previous run there
@@ -244,12 +251,30 @@ def run(recipe: dict, out_dir: str | os.PathLike, quiet: bool = False,
     if model is not None:
         from .user_model import load_user_model
         given = load_user_model(model, arch, recipe["teacher"], data)
-    with output_directory(out_dir, planned_files(recipe)) as work:
-        report = _run_stages(recipe, data, work, quiet, lambda line: log(f"[{time.perf_counter() - start:6.1f} s] {line}"),
-                             given)
+    if export_onnx is not None and export_onnx not in ("qdq", "qoperator"):
+        raise ValueError(f"export_onnx must be 'qdq' or 'qoperator', got {export_onnx!r}")
+    with output_directory(out_dir, planned_files(recipe) | ({ONNX_FILE} if export_onnx else set())) as work:
+        stamp = lambda line: log(f"[{time.perf_counter() - start:6.1f} s] {line}")  # noqa: E731
+        report = _run_stages(recipe, data, work, quiet, stamp, given)
+        if export_onnx is not None:
+            _export_final(report, work, data[2][:2], export_onnx, stamp)
         report["seconds"] = time.perf_counter() - start
         write_report(report, work)
     return report
+
+
+
+def _export_final(report: dict, out: Path, example: np.ndarray, int8_format: str, log: Callable[[str], Any]) -> None:
+    """The last stage's model as ONNX (``run``'s ``export_onnx``)."""
+    report["onnx"], report["onnx_error"] = None, None
+    try:
+        io.export_onnx(report.pop("_final_model"), out / ONNX_FILE, example, int8_format=int8_format)
+    except (TypeError, ValueError, ImportError) as error:
+        report["onnx_error"] = str(error)
+        log(f"onnx     NOT written: {error}")
+        return
+    report["onnx"] = ONNX_FILE
+    log(f"onnx     {ONNX_FILE} ({int8_format} for int8)")
 
 
 def planned_files(recipe: dict) -> set[str]:
@@ -298,14 +323,15 @@ def _run_stages(recipe: dict, data: tuple, out: Path, quiet: bool, log: Callable
         current = quantize_student(current, teacher, recipe, data, batch_size, rng, quiet)
         record("int8", current)
     _add_ratios(stages)
-    return {"stages": stages, "recipe": recipe}
+    return {"stages": stages, "recipe": recipe, "_final_model": current}
 
 
 def write_report(report: dict, out: Path) -> None:
     """``report.json`` (every figure), ``report.md`` (the table) and, with matplotlib, ``accuracy_vs_size.png``."""
     report["plot"] = plot_accuracy_vs_size(report["stages"], out / "accuracy_vs_size.png")
+    report.pop("_final_model", None)
     report["files"] = [row["file"] for row in report["stages"]] + ["report.json", "report.md"] + (
-        [report["plot"]] if report["plot"] else [])
+        [report["plot"]] if report["plot"] else []) + ([report["onnx"]] if report.get("onnx") else [])
     with io.atomic_write(out / "report.json") as f:
         f.write(json.dumps(report, indent=2).encode())
     markdown = (f"# minicompress run\n\n{format_table(report['stages'])}\n\nTotal time {report['seconds']:.1f} s. "
