@@ -46,8 +46,19 @@ class WeightFakeQuant:
     """The parametrization ``value(module, w) = module.weight_fake_quant(w)``; its backward is the STE.
 
     Stateless (the fake-quant and its cache live in the module's ``weight_fake_quant`` child), so the
-    one instance :data:`WEIGHT_FAKE_QUANT` serves every QAT module.
+    one instance :data:`WEIGHT_FAKE_QUANT` serves every QAT module -- and stays the one instance through
+    ``copy.deepcopy`` and pickling (``float_weight`` finds the chain's end by identity: a copied model, as
+    ``convert(inplace=False)`` makes, must not fake-quantize the weight it hands to ``to_float``).
     """
+
+    def __deepcopy__(self, memo: dict) -> "WeightFakeQuant":
+        return self
+
+    def __copy__(self) -> "WeightFakeQuant":
+        return self
+
+    def __reduce__(self) -> str:
+        return "WEIGHT_FAKE_QUANT"
 
     def value(self, module: nn.Module, w: np.ndarray) -> np.ndarray:
         return module.weight_fake_quant(w)

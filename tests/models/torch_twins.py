@@ -15,7 +15,11 @@ def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, smal
     """``quantizable``: torchvision's ``models.quantization`` ResNet (FloatFunctional add_relu, relu1/relu2,
     QuantStub/DeQuantStub, ``fuse_model``), same float function and keys."""
     nn = torch.nn
-    fuse = torch.ao.quantization.fuse_modules
+    def fuse(model, modules, inplace=True, is_qat=None):
+        """torchvision's ``_fuse_modules``: the QAT fuser when ``is_qat`` (default: the model is training)."""
+        qat = model.training if is_qat is None else is_qat
+        fuser = torch.ao.quantization.fuse_modules_qat if qat else torch.ao.quantization.fuse_modules
+        return fuser(model, modules, inplace=inplace)
 
     def conv3x3(i, o, stride=1):
         return nn.Conv2d(i, o, 3, stride, 1, bias=False)
@@ -39,10 +43,10 @@ def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, smal
             identity = x if self.downsample is None else self.downsample(x)
             return self.add_relu.add_relu(out, identity) if quantizable else self.relu(out + identity)
 
-        def fuse_model(self):
-            fuse(self, [["conv1", "bn1", "relu"], ["conv2", "bn2"]], inplace=True)
+        def fuse_model(self, is_qat=None):
+            fuse(self, [["conv1", "bn1", "relu"], ["conv2", "bn2"]], inplace=True, is_qat=is_qat)
             if self.downsample is not None:
-                fuse(self.downsample, ["0", "1"], inplace=True)
+                fuse(self.downsample, ["0", "1"], inplace=True, is_qat=is_qat)
 
     class Bottleneck(nn.Module):
         expansion = 4
@@ -69,10 +73,10 @@ def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, smal
             identity = x if self.downsample is None else self.downsample(x)
             return self.skip_add_relu.add_relu(out, identity) if quantizable else self.relu(out + identity)
 
-        def fuse_model(self):
-            fuse(self, [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["conv3", "bn3"]], inplace=True)
+        def fuse_model(self, is_qat=None):
+            fuse(self, [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["conv3", "bn3"]], inplace=True, is_qat=is_qat)
             if self.downsample is not None:
-                fuse(self.downsample, ["0", "1"], inplace=True)
+                fuse(self.downsample, ["0", "1"], inplace=True, is_qat=is_qat)
 
     cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
 
@@ -112,11 +116,11 @@ def resnet_twin(torch, block: str, layers, num_classes=1000, in_channels=3, smal
             x = self.fc(torch.flatten(self.avgpool(x), 1))
             return self.dequant(x) if quantizable else x
 
-        def fuse_model(self):
-            fuse(self, ["conv1", "bn1", "relu"], inplace=True)
+        def fuse_model(self, is_qat=None):
+            fuse(self, ["conv1", "bn1", "relu"], inplace=True, is_qat=is_qat)
             for m in self.modules():
                 if type(m) in (BasicBlock, Bottleneck):
-                    m.fuse_model()
+                    m.fuse_model(is_qat)
 
     return ResNet()
 
@@ -126,7 +130,11 @@ def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, sm
     """``quantizable``: torchvision's ``models.quantization.mobilenet_v2`` (FloatFunctional skip_add,
     QuantStub/DeQuantStub, ReLU6 replaced by ReLU as its ``_replace_relu`` does, ``fuse_model``)."""
     nn = torch.nn
-    fuse = torch.ao.quantization.fuse_modules
+    def fuse(model, modules, inplace=True, is_qat=None):
+        """torchvision's ``_fuse_modules``: the QAT fuser when ``is_qat`` (default: the model is training)."""
+        qat = model.training if is_qat is None else is_qat
+        fuser = torch.ao.quantization.fuse_modules_qat if qat else torch.ao.quantization.fuse_modules
+        return fuser(model, modules, inplace=inplace)
     activation = (lambda: nn.ReLU()) if quantizable else (lambda: nn.ReLU6(inplace=True))
 
     def make_divisible(v, divisor=8):
@@ -154,10 +162,10 @@ def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, sm
                 return self.conv(x)
             return self.skip_add.add(x, self.conv(x)) if quantizable else x + self.conv(x)
 
-        def fuse_model(self):
+        def fuse_model(self, is_qat=None):
             for idx in range(len(self.conv)):
                 if type(self.conv[idx]) is nn.Conv2d:
-                    fuse(self.conv, [str(idx), str(idx + 1)], inplace=True)
+                    fuse(self.conv, [str(idx), str(idx + 1)], inplace=True, is_qat=is_qat)
 
     class MobileNetV2(nn.Module):
         def __init__(self):
@@ -184,12 +192,12 @@ def mobilenet_v2_twin(torch, num_classes=1000, width_mult=1.0, in_channels=3, sm
             x = self.classifier(torch.flatten(x, 1))
             return self.dequant(x) if quantizable else x
 
-        def fuse_model(self):
+        def fuse_model(self, is_qat=None):
             for m in self.modules():
                 if type(m) is nn.Sequential and len(m) == 3 and type(m[0]) is nn.Conv2d:
-                    fuse(m, ["0", "1", "2"], inplace=True)
+                    fuse(m, ["0", "1", "2"], inplace=True, is_qat=is_qat)
                 if type(m) is InvertedResidual:
-                    m.fuse_model()
+                    m.fuse_model(is_qat)
 
     return MobileNetV2()
 

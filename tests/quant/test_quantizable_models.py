@@ -95,3 +95,87 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+# MobileNetV2 is not here: after QAT steps its activations exceed their trained ranges, get codes above 127
+# (reduce_range's 0..127 sets the scale, the int8 layers clamp to 0..255), and then torch's int8 depthwise
+# convolution (features.1.conv.0.0) differs from the exact sum in ~3 % of its outputs, by up to 255 codes,
+# where ours equals a float64 reference of the same int8 layer exactly (measured; suspected: fbgemm's int16
+# pair sums saturating next to -128 weight codes -- not yet reproduced, see PYTORCH_SEMANTICS.md).
+QAT_CASES = ("resnet20",)
+
+
+@pytest.mark.parametrize("name", QAT_CASES)
+def test_qat_flow_equals_torch_step_by_step(torch, name):
+    """``prepare_qat`` -> SGD steps -> ``convert``, against PyTorch's QAT flow on the same weights.
+
+    Float training diverges chaotically once two float32 sums round differently, so PyTorch is handed our whole
+    state (weights, BatchNorm statistics, fake-quant scales, observer ranges) before every step: each step must
+    then compute what PyTorch computes (the fake-quantized forward exactly but for a rare code flip at a tie,
+    every gradient to float tolerance), and ``convert`` (BatchNorm folded with the trained statistics, weights
+    quantized with the trained fake-quants; on deep copies, which once fake-quantized the weight it folds)
+    must give identical int8 layers and output codes."""
+    import minicompress
+    from minicompress import optim
+    from minicompress.nn.losses import CrossEntropyLoss
+
+    build, twin_of, shape = CASES[name]
+    minicompress.manual_seed(0)
+    torch.manual_seed(0)
+    ours = randomise_batchnorm(build()).train()
+    twin = twin_of(torch).train()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ours.state_dict().items()})
+    ours.fuse_model(is_qat=True)
+    twin.fuse_model(is_qat=True)
+    ours.qconfig = quant.get_default_qat_qconfig("x86")
+    twin.qconfig = torch.ao.quantization.get_default_qat_qconfig("x86")
+    prepared, theirs = quant.prepare_qat(ours), torch.ao.quantization.prepare_qat(twin)
+
+    def hand_over():
+        theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in prepared.state_dict().items()})
+
+    opt = optim.SGD(prepared.parameters(), lr=0.05, momentum=0.9)
+    rng = np.random.default_rng(1)
+    their_params = dict(theirs.named_parameters())
+    flips = 0
+    for _ in range(3):
+        hand_over()
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = rng.integers(0, 10, shape[0])
+        loss = CrossEntropyLoss()
+        out = prepared(x)
+        loss(out, y)
+        prepared.zero_grad()
+        prepared.backward(loss.backward())
+        their_out = theirs(torch.from_numpy(x))
+        torch.nn.functional.cross_entropy(their_out, torch.from_numpy(y)).backward()
+        if np.abs(out - their_out.detach().numpy()).max() > 1e-5:
+            flips += 1                          # a fake-quant code flipped at a tie: the gradients may differ too
+        else:
+            for key, p in prepared.named_parameters():
+                g = their_params[key].grad.numpy()
+                np.testing.assert_allclose(p.grad, g, rtol=0, atol=1e-4 * max(np.abs(g).max(), 1e-6), err_msg=key)
+        for p in their_params.values():
+            p.grad = None
+        opt.step()
+    assert flips <= 1
+    hand_over()
+    prepared.eval()
+    theirs.eval()
+    q, tq = quant.convert(prepared), torch.ao.quantization.convert(theirs)    # inplace=False: deep copies
+    mine, their_layers = _quantized_layers(q), dict(tq.named_modules())
+    for key, m in mine.items():
+        t = their_layers[key]
+        assert _num(m.scale) == _num(t.scale) and _num(m.zero_point) == _num(t.zero_point), key
+        if hasattr(m, "weight_qtensor"):
+            np.testing.assert_array_equal(m.weight_qtensor().int_repr, t.weight().int_repr().numpy(), err_msg=key)
+            np.testing.assert_array_equal(m.weight_scale, t.weight().q_per_channel_scales().numpy(), err_msg=key)
+    x = rng.standard_normal(shape).astype(np.float32)
+    with nn.no_grad():
+        got = q(x)
+    with torch.no_grad():
+        expected = tq(torch.from_numpy(x)).numpy()
+    head = mine["fc" if "fc" in mine else "classifier.1"]
+    scale, zero_point = _num(head.scale), int(_num(head.zero_point))
+    codes = lambda v: np.round(v / scale).astype(np.int64) + zero_point  # noqa: E731
+    np.testing.assert_array_equal(codes(got), codes(expected))
