@@ -50,6 +50,14 @@ class Int32OverflowWarning(RuntimeWarning):
 
     ``warnings.filterwarnings('error', category=Int32OverflowWarning)`` turns it into an error everywhere.
     """
+
+
+class Int16SaturationWarning(RuntimeWarning):
+    """fbgemm's depthwise kernel saturated int16 pair sums (``depthwise.py`` eq. 1'): the codes are PyTorch's,
+    not the exact convolution's; ``conv2d(..., accumulation='exact')`` gives the exact sum."""
+
+
+ACCUMULATION_MODES = ("fbgemm", "exact")
 PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs), waking the thread pool costs more than the work
 
 
@@ -285,15 +293,21 @@ def linear(input: QTensor, weight: QTensor | PackedWeight, bias: Any = None, sca
 
 def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1, scale: float = 1.0, zero_point: int = 0, *,
-           relu: bool = False, requant: str = "fbgemm", overflow: str = "warn") -> QTensor:
+           relu: bool = False, requant: str = "fbgemm", overflow: str = "warn",
+           accumulation: str = "fbgemm") -> QTensor:
     """Quantized 2-D convolution: quint8 (N, C, H, W) * qint8 (OC, C/groups, KH, KW) -> quint8 (N, OC, OH, OW).
 
     OH = floor((H + 2*ph - dh*(KH - 1) - 1) / sh) + 1 (likewise OW), computed here once by the float
     engine's ``conv_output_size``; im2col (padded with the input zero point, channels-last columns) then
-    one GEMM per group with the linear epilogue (a depthwise convolution -- one input and one output channel
-    per group -- runs all groups in one kernel, ``depthwise.py``, same codes).
+    one GEMM per group with the linear epilogue (a depthwise convolution -- one input channel per group --
+    runs all groups in one kernel, ``depthwise.py``, same codes).
     ``weight`` may also be ``pack_weight(w, groups)`` (a list of per-group PackedWeights).
+    ``accumulation='fbgemm'`` (PyTorch's): where fbgemm takes its depthwise fast path, neighbouring tap
+    products are summed in saturating int16 pairs as fbgemm does (``depthwise.py`` eq. 1'), with an
+    ``Int16SaturationWarning`` when that changed a sum; ``'exact'``: the exact int32 sum everywhere.
     """
+    if accumulation not in ACCUMULATION_MODES:
+        raise ValueError(f"conv2d: accumulation must be one of {ACCUMULATION_MODES}, got {accumulation!r}")
     x = _check_input(input, "quint8", "conv2d")
     if groups < 1:
         raise ValueError(f"conv2d: groups must be >= 1, got {groups}")
@@ -323,12 +337,19 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
     out = np.empty((n * oh * ow, oc), np.uint8)
     kg, ocg = cg * kh * kw, oc // groups
     whole = getattr(packs, "whole", None)
-    if groups > 1 and cg == 1 and ocg == 1 and requant == "fbgemm" and whole is not None:
+    if groups > 1 and cg == 1 and requant == "fbgemm" and whole is not None:
         check_int32_range(cols, x.zero_point, (0, 255), whole, "conv2d", overflow)       # depthwise: one kernel
         bias_term, mult = requant_params(x.scale, whole, b, scale)
-        with _threads_for(cols.size):
-            depthwise.depthwise_requant(cols, whole.codes, x.zero_point, whole.zero_points, bias_term, mult,
-                                        zero_point, bool(relu), out)
+        saturate = accumulation == "fbgemm" and depthwise.fbgemm_fast_path(c, oc, groups, (kh, kw), (sh, sw),
+                                                                           (ph, pw), (dh, dw))
+        with _threads_for(cols.size * ocg):
+            clipped = depthwise.depthwise_requant(cols, whole.codes, x.zero_point, whole.zero_points, bias_term,
+                                                  mult, zero_point, bool(relu), saturate, out)
+        if clipped:
+            warnings.warn(f"conv2d: {clipped} int16 pair sums saturated in a depthwise {kh}x{kw} convolution of "
+                          f"{c} channels, as fbgemm's kernel does (PyTorch 2.13 computes the same codes); "
+                          f"activation codes above 127 next to weight codes near -128 cause it; "
+                          f"accumulation='exact' gives the exact sum", Int16SaturationWarning, stacklevel=2)
         packs = []
     for g, wg in enumerate(packs):
         rows = slice(g * ocg, (g + 1) * ocg)

@@ -165,11 +165,22 @@ def im2col(x, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, pad_value) -> np.n
     return cols.reshape(n * oh * ow, c * kh * kw)
 
 
-def depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu) -> np.ndarray:
-    """Twin of ``depthwise.depthwise_requant``: raw[m, c] = sum_k (cols[m, cK + k] - z_a)(w[c, k] - z_w[c])
-    (int64, wrapped to int32), then the requantisation epilogue; uint8 (M, C)."""
-    m, (c, k) = cols.shape[0], w.shape
-    a = cols.reshape(m, c, k).astype(np.int64) - a_zp                                  # (M, C, K)
-    raw = (a * (w.astype(np.int64) - np.asarray(w_zp, np.int64)[:, None])).sum(axis=2)
+def depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu, saturate=False) -> np.ndarray:
+    """Twin of ``depthwise.depthwise_requant``: raw[m, o] = sum_k (cols[m, gK + k] - z_a)(w[o, k] - z_w[o]),
+    g = o // (OC / C) (int64, wrapped to int32); with ``saturate`` fbgemm's (1'): neighbouring tap products
+    summed in pairs, each pair clamped to int16, then the zero-point terms; the requantisation epilogue;
+    uint8 (M, OC)."""
+    m, (oc, k) = cols.shape[0], w.shape
+    c = cols.shape[1] // k
+    x = np.repeat(cols.reshape(m, c, k).astype(np.int64), oc // c, axis=1)              # (M, OC, K)
+    wi, zw = w.astype(np.int64), np.asarray(w_zp, np.int64)[:, None]
+    if saturate:
+        prod = x * wi
+        if k % 2:
+            prod = np.concatenate([prod, np.zeros((m, oc, 1), np.int64)], axis=2)
+        raw = np.clip(prod[..., 0::2] + prod[..., 1::2], -32768, 32767).sum(axis=2)
+        raw = raw - a_zp * wi.sum(axis=1) - zw[:, 0] * x.sum(axis=2) + k * a_zp * zw[:, 0]
+    else:
+        raw = ((x - a_zp) * (wi - zw)).sum(axis=2)
     raw = raw.astype(np.int32)                                                          # wraps as int32
     return requant_epilogue(raw, bias_term, mult, out_zp, out_zp if relu else 0).astype(np.uint8)

@@ -14,6 +14,7 @@ histograms, and everything after that must be identical.
 """
 import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -97,16 +98,16 @@ class _nothing:
         return False
 
 
-# MobileNetV2 is not here: after QAT steps its activations exceed their trained ranges, get codes above 127
-# (reduce_range's 0..127 sets the scale, the int8 layers clamp to 0..255), and then torch's int8 depthwise
-# convolution (features.1.conv.0.0) differs from the exact sum in ~3 % of its outputs, by up to 255 codes,
-# where ours equals a float64 reference of the same int8 layer exactly (measured; suspected: fbgemm's int16
-# pair sums saturating next to -128 weight codes -- not yet reproduced, see PYTORCH_SEMANTICS.md).
-QAT_CASES = ("resnet20",)
+# (case, compare each step). MobileNetV2's steps are not compared: on this input one fake-quant code of
+# features.7.conv.2 flips at a tie (the float convolutions sum in another order) and the flipped element is its
+# batch's extreme, so every later moving-average range moves. Its convert is compared after the hand-over; there
+# activations beyond their trained ranges get codes above 127 and torch's depthwise layers saturate int16 pair
+# sums (quant/depthwise.py eq. 1'), which this test needs us to reproduce.
+QAT_CASES = (("resnet20", True), ("mobilenet_v2", False))
 
 
-@pytest.mark.parametrize("name", QAT_CASES)
-def test_qat_flow_equals_torch_step_by_step(torch, name):
+@pytest.mark.parametrize("name,each_step", QAT_CASES, ids=[c for c, _ in QAT_CASES])
+def test_qat_flow_equals_torch_step_by_step(torch, name, each_step):
     """``prepare_qat`` -> SGD steps -> ``convert``, against PyTorch's QAT flow on the same weights.
 
     Float training diverges chaotically once two float32 sums round differently, so PyTorch is handed our whole
@@ -149,7 +150,9 @@ def test_qat_flow_equals_torch_step_by_step(torch, name):
         prepared.backward(loss.backward())
         their_out = theirs(torch.from_numpy(x))
         torch.nn.functional.cross_entropy(their_out, torch.from_numpy(y)).backward()
-        if np.abs(out - their_out.detach().numpy()).max() > 1e-5:
+        if not each_step:
+            pass
+        elif np.abs(out - their_out.detach().numpy()).max() > 1e-5:
             flips += 1                          # a fake-quant code flipped at a tie: the gradients may differ too
         else:
             for key, p in prepared.named_parameters():
@@ -171,8 +174,10 @@ def test_qat_flow_equals_torch_step_by_step(torch, name):
             np.testing.assert_array_equal(m.weight_qtensor().int_repr, t.weight().int_repr().numpy(), err_msg=key)
             np.testing.assert_array_equal(m.weight_scale, t.weight().q_per_channel_scales().numpy(), err_msg=key)
     x = rng.standard_normal(shape).astype(np.float32)
-    with nn.no_grad():
-        got = q(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", quant.functional.Int16SaturationWarning)
+        with nn.no_grad():
+            got = q(x)
     with torch.no_grad():
         expected = tq(torch.from_numpy(x)).numpy()
     head = mine["fc" if "fc" in mine else "classifier.1"]
