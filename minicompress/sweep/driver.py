@@ -48,6 +48,8 @@ def local_cluster(workers: int) -> Iterator[Any]:
 
     The nanny exports ``distributed.nanny.pre-spawn-environ`` before it starts a worker process (and before
     that process imports NumPy): Dask's defaults pin OMP, MKL and OpenBLAS to 1 thread, we add Numba.
+    ``dashboard_address=None`` turns the dashboard off, but the scheduler still serves its HTTP routes
+    (health, metrics) on port 8787 by default, warning when that is taken: they go to a free loopback port.
     """
     dask, distributed = _distributed()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -55,7 +57,8 @@ def local_cluster(workers: int) -> Iterator[Any]:
     env = {name: 1 for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": v for name, v in env.items()}):
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+                                           dashboard_address=None,
+                                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
     with cluster:
         yield cluster
 
