@@ -20,6 +20,7 @@ def plot_pareto(trials: list[dict], front: dict[str, list[str]], path: Path) -> 
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     panels = ((axes[0], SIZE, 1 / 1024, "size on disk (KiB, log scale)", "pareto_size"),
@@ -34,6 +35,11 @@ def plot_pareto(trials: list[dict], front: dict[str, list[str]], path: Path) -> 
         for t, x, y in zip(on_front, xs, ys):
             ax.annotate(t["id"], (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        xs_all = [t["final"][key] * unit for t in done]
+        ax.set_xlim(min(xs_all) / 1.3, max(xs_all) * 1.3)
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")

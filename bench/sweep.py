@@ -1,0 +1,58 @@
+"""Question: how much faster does a sweep finish on 2 local Dask workers than on 1?
+
+Runs the same 8-trial sweep (``minicompress/recipes/sweep_example.toml``'s grid over a base recipe with
+longer training, so that a trial takes about ten seconds on one core) twice, into fresh directories: on a
+LocalCluster of 1 worker process, then of 2 (one thread each). Wall time includes starting and closing
+the cluster, as a user pays it. Prints a table (wall time, the trials' summed run time, speed-up) and one
+JSON line. Usage: PYTHONPATH=. python bench/sweep.py [--workers 1 2] [--epochs-scale 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from minicompress.sweep import load_sweep, run_sweep
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "minicompress" / "recipes" / "sweep_example.toml"
+
+
+def bench_sweep(directory: Path, epochs_scale: int) -> Path:
+    """The example's grid over a base of 4 x ``epochs_scale`` teacher, 5 x student and 2 x pruning epochs."""
+    (directory / "base.toml").write_text(
+        f"[teacher]\nepochs = {4 * epochs_scale}\n[student]\nepochs = {5 * epochs_scale}\n"
+        f"[prune]\nepochs = {2 * epochs_scale}\n[quant]\ncalibration_batches = 4\n")
+    grid = EXAMPLE.read_text().split("[grid]", 1)[1]
+    path = directory / "sweep.toml"
+    path.write_text(f'base = "base.toml"\n[grid]{grid}')
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--epochs-scale", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="minicompress-bench-sweep-"))
+    sweep = load_sweep(bench_sweep(work, args.epochs_scale))
+    rows = []
+    for workers in args.workers:
+        start = time.perf_counter()
+        state = run_sweep(sweep, work / f"out-{workers}", workers=workers, log=lambda _: None)
+        wall = time.perf_counter() - start
+        assert all(t["status"] == "done" for t in state["trials"]), state["trials"]
+        rows.append({"workers": workers, "trials": len(state["trials"]), "wall_s": wall,
+                     "trial_s_sum": sum(t["seconds"] for t in state["trials"])})
+    base = rows[0]["wall_s"]
+    print(f"{len(sweep.trials)} trials ({', '.join(sweep.keys)}), teacher/student/prune epochs x{args.epochs_scale}")
+    print(f"{'workers':>7}  {'wall s':>7}  {'sum of trial s':>14}  {'speed-up':>8}")
+    for row in rows:
+        row["speedup"] = base / row["wall_s"]
+        print(f"{row['workers']:>7}  {row['wall_s']:7.1f}  {row['trial_s_sum']:14.1f}  {row['speedup']:7.2f}x")
+    print(json.dumps({"bench": "sweep", "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
