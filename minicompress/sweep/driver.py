@@ -31,6 +31,7 @@ from .trial import TRIALS, finished_report, run_trial, trial_id, write_trial
 SWEEP_JSON = "sweep.json"
 PLOT = "pareto.png"
 EXTRA = "pip install 'minicompress[sweep]'"
+CONNECT_TIMEOUT = "20s"          # to reach an existing scheduler
 
 
 def _distributed():
@@ -40,6 +41,11 @@ def _distributed():
     except ImportError:
         raise ImportError(f"minicompress sweep runs on Dask distributed: {EXTRA}") from None
     return dask, distributed
+
+
+def check_workers(workers: int) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
 
 
 @contextlib.contextmanager
@@ -52,8 +58,7 @@ def local_cluster(workers: int) -> Iterator[Any]:
     (health, metrics) on port 8787 by default, warning when that is taken: they go to a free loopback port.
     """
     dask, distributed = _distributed()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
+    check_workers(workers)
     env = {name: 1 for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": v for name, v in env.items()}):
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -69,7 +74,7 @@ def sweep_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     _, distributed = _distributed()
     if scheduler is not None:
         try:
-            client = distributed.Client(scheduler, timeout="20s")
+            client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise OSError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({exc})") from None
         with client:
@@ -85,7 +90,11 @@ def _check_out(out: Path, resume: bool) -> None:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out {out}: the parent directory {out.parent} does not exist")
     trials = out / TRIALS
-    started = (out / SWEEP_JSON).exists() or (trials.is_dir() and any(trials.iterdir()))
+    try:
+        recorded = json.loads((out / SWEEP_JSON).read_text()).get("trials")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    started = bool(recorded) or (trials.is_dir() and any(not p.name.startswith(".") for p in trials.iterdir()))
     if started and not resume:
         raise FileExistsError(f"--out {out} holds a sweep already: pass --resume to run only its unfinished "
                               f"trials, or choose another --out")
@@ -125,6 +134,9 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike, workers: int | None = No
     at the end (with matplotlib; its name under ``"plot"`` in the returned dict). ``log`` gets one line
     per trial as it ends.
     """
+    _, distributed = _distributed()
+    if scheduler is None and workers is not None:
+        check_workers(workers)
     out = Path(out_dir).absolute()
     _check_out(out, resume)
     (out / TRIALS).mkdir(parents=True, exist_ok=True)
@@ -140,7 +152,6 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike, workers: int | None = No
     log(f"{len(ids)} trials: {len(records)} finished already, {len(pending)} to run")
     write_sweep_json(out, sweep, ids, records)
     if pending:
-        _, distributed = _distributed()
         with sweep_client(workers, scheduler) as client:
             futures = {client.submit(run_trial, trial.recipe, key=f"minicompress-trial-{tid}", pure=False,
                                      retries=retries): (tid, trial) for tid, trial in pending}

@@ -1,5 +1,8 @@
 """Sweep files: grid and random expansion, validation naming the key, trial ids, recipe.toml round trip."""
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -152,3 +155,43 @@ def test_recipe_toml_round_trips_every_trial_and_shipped_recipe(tmp_path):
     recipes[0]["data"]["source"] = 'dir "quoted" \\ ü\n'
     for recipe in recipes:
         assert tomllib.loads(recipe_toml(recipe)) == recipe
+
+
+def test_the_package_and_cli_load_without_importing_dask_or_matplotlib():
+    code = ("import sys, minicompress.cli, minicompress.sweep; minicompress.cli.build_parser(); "
+            "print(sorted(m for m in ('dask', 'distributed', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_distributed_the_sweep_names_the_extra(tmp_path, monkeypatch, capsys):
+    from minicompress.cli import main
+
+    monkeypatch.setitem(sys.modules, "distributed", None)            # as on a machine without it
+    path = sweep_file(tmp_path, '[grid]\n"student.alpha" = [0.5]\n')
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert "pip install 'minicompress[sweep]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()                             # nothing written: a rerun needs no --resume
+    assert main(["sweep", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "out")]) == 1
+    assert "sweep file not found" in capsys.readouterr().err
+
+
+def test_bad_workers_or_unreachable_scheduler_leave_no_started_sweep(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("distributed")
+    from minicompress.cli import main
+    from minicompress.sweep import driver
+
+    monkeypatch.setattr(driver, "CONNECT_TIMEOUT", "0.5s")
+
+    path = sweep_file(tmp_path, '[grid]\n"student.alpha" = [0.5]\n')
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "0"]) == 1
+    assert "--workers must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["sweep", str(path), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9", "--retries", "0"]) == 1
+    assert "cannot reach a Dask scheduler there" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9"]) == 1
+    assert "cannot reach a Dask scheduler there" in capsys.readouterr().err      # no --resume needed
+    assert main(["sweep", str(path), "--out", str(out), "--retries", "-1"]) == 1
+    assert "--retries must be >= 0" in capsys.readouterr().err
