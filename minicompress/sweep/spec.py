@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..recipe import RecipeError, default_recipe, load_recipe, tomllib, validate_recipe
+from ..recipe import RecipeError, default_recipe, load_recipe, read_toml, validate_recipe
 
 MAX_TRIALS = 10_000
 _TOP_KEYS = ("base", "grid", "random")
@@ -190,16 +190,4 @@ def parse_sweep(table: dict, path: Path) -> Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     """The sweep file at ``path``, parsed and every trial recipe validated (module doc)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise RecipeError(f"sweep file not found: {path}") from None
-    except IsADirectoryError:
-        raise RecipeError(f"sweep file {path} is a directory, not a TOML file") from None
-    except UnicodeDecodeError as exc:
-        raise RecipeError(f"{path}: not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML: {exc}") from None
-    return parse_sweep(table, path)
+    return parse_sweep(read_toml(path, "sweep"), Path(path))

@@ -195,3 +195,15 @@ def test_bad_workers_or_unreachable_scheduler_leave_no_started_sweep(tmp_path, c
     assert "cannot reach a Dask scheduler there" in capsys.readouterr().err      # no --resume needed
     assert main(["sweep", str(path), "--out", str(out), "--retries", "-1"]) == 1
     assert "--retries must be >= 0" in capsys.readouterr().err
+
+
+def test_readme_sweep_example_is_the_shipped_one_and_its_random_variant_loads(tmp_path):
+    readme = (Path(minicompress.__file__).parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if "[grid]" in b]
+    shipped = Path(minicompress.__file__).parent / "recipes" / "sweep_example.toml"
+    assert tomllib.loads(block) == tomllib.loads(shipped.read_text())
+    random_variant = "\n".join(line.removeprefix("# ") for line in block.split("# or, instead of [grid]:\n")[1]
+                               .splitlines())
+    (tmp_path / "quick.toml").write_text("")
+    sweep = load_sweep(sweep_file(tmp_path, 'base = "quick.toml"\n' + random_variant))
+    assert len(sweep.trials) == 8 and sweep.keys == ("student.temperature", "student.hidden", "quant.mode")
