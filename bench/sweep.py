@@ -12,9 +12,11 @@ import argparse
 import json
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from minicompress.sweep import load_sweep, run_sweep
+from minicompress.sweep.toml_out import toml_value
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "minicompress" / "recipes" / "sweep_example.toml"
 
@@ -24,9 +26,9 @@ def bench_sweep(directory: Path, epochs_scale: int) -> Path:
     (directory / "base.toml").write_text(
         f"[teacher]\nepochs = {4 * epochs_scale}\n[student]\nepochs = {5 * epochs_scale}\n"
         f"[prune]\nepochs = {2 * epochs_scale}\n[quant]\ncalibration_batches = 4\n")
-    grid = EXAMPLE.read_text().split("[grid]", 1)[1]
+    grid = tomllib.loads(EXAMPLE.read_text())["grid"]
     path = directory / "sweep.toml"
-    path.write_text(f'base = "base.toml"\n[grid]{grid}')
+    path.write_text('base = "base.toml"\n[grid]\n' + "".join(f'"{k}" = {toml_value(v)}\n' for k, v in grid.items()))
     return path
 
 

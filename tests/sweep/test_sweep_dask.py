@@ -17,7 +17,7 @@ from minicompress.cli import main  # noqa: E402
 from minicompress.sweep import load_sweep, trial_id  # noqa: E402
 from minicompress.sweep.driver import local_cluster, run_sweep  # noqa: E402
 from minicompress.sweep.pareto import fronts  # noqa: E402
-from minicompress.sweep.trial import THREAD_VARIABLES, finished_report, thread_settings  # noqa: E402
+from minicompress.sweep.trial import THREAD_VARIABLES, finished_report, worker_settings  # noqa: E402
 
 TINY = """
 [teacher]
@@ -117,11 +117,11 @@ def test_resume_skips_finished_trials_and_reruns_the_rest(tmp_path, cluster, cap
     assert "3 trials: 3 finished already, 0 to run" in capsys.readouterr().out
 
 
-def test_trials_run_with_one_thread_for_blas_openmp_and_numba(cluster):
+def test_trials_run_with_one_thread_for_blas_openmp_and_numba_and_glibc_malloc_thresholds(cluster):
     with distributed.Client(cluster) as client:
-        inside = client.submit(thread_settings, pure=False).result()
+        inside = client.submit(worker_settings, pure=False).result()
         numba_max = client.submit(lambda: __import__("numba").config.NUMBA_NUM_THREADS, pure=False).result()
-    assert inside == {"numba": 1, **{name: "1" for name in THREAD_VARIABLES}}
+    assert inside == {"numba": 1, "malloc": True, **{name: "1" for name in THREAD_VARIABLES}}
     assert numba_max == 1                      # NUMBA_NUM_THREADS was 1 when numba loaded in the worker
 
 
