@@ -4,7 +4,9 @@ Runs the same 8-trial sweep (``minicompress/recipes/sweep_example.toml``'s grid 
 longer training, so that a trial takes about ten seconds on one core) twice, into fresh directories: on a
 LocalCluster of 1 worker process, then of 2 (one thread each). Wall time includes starting and closing
 the cluster, as a user pays it. Prints a table (wall time, the trials' summed run time, speed-up) and one
-JSON line. Usage: PYTHONPATH=. python bench/sweep.py [--workers 1 2] [--epochs-scale 2]
+JSON line; "busy workers" = the trials' summed run time / wall time (how many ran at once, on average): on
+an idle machine the speed-up approaches it, on a loaded one each trial slows down instead.
+Usage: PYTHONPATH=. python bench/sweep.py [--workers 1 2] [--epochs-scale 2] [--rounds 1]
 """
 from __future__ import annotations
 
@@ -36,23 +38,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs-scale", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the fastest wall time counts")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="minicompress-bench-sweep-"))
     sweep = load_sweep(bench_sweep(work, args.epochs_scale))
-    rows = []
-    for workers in args.workers:
-        start = time.perf_counter()
-        state = run_sweep(sweep, work / f"out-{workers}", workers=workers, log=lambda _: None)
-        wall = time.perf_counter() - start
-        assert all(t["status"] == "done" for t in state["trials"]), state["trials"]
-        rows.append({"workers": workers, "trials": len(state["trials"]), "wall_s": wall,
-                     "trial_s_sum": sum(t["seconds"] for t in state["trials"])})
-    base = rows[0]["wall_s"]
-    print(f"{len(sweep.trials)} trials ({', '.join(sweep.keys)}), teacher/student/prune epochs x{args.epochs_scale}")
-    print(f"{'workers':>7}  {'wall s':>7}  {'sum of trial s':>14}  {'speed-up':>8}")
+    best: dict[int, dict] = {}
+    for r in range(args.rounds):
+        for workers in args.workers:
+            start = time.perf_counter()
+            state = run_sweep(sweep, work / f"out-{workers}-{r}", workers=workers, log=lambda _: None)
+            wall = time.perf_counter() - start
+            assert all(t["status"] == "done" for t in state["trials"]), state["trials"]
+            row = {"workers": workers, "trials": len(state["trials"]), "wall_s": wall,
+                   "trial_s_sum": sum(t["seconds"] for t in state["trials"])}
+            if workers not in best or wall < best[workers]["wall_s"]:
+                best[workers] = row
+    rows = [best[w] for w in args.workers]
+    print(f"{len(sweep.trials)} trials ({', '.join(sweep.keys)}), teacher/student/prune epochs x{args.epochs_scale}, "
+          f"fastest of {args.rounds} interleaved round(s)")
+    print(f"{'workers':>7}  {'wall s':>7}  {'sum of trial s':>14}  {'busy workers':>12}  {'speed-up':>8}")
     for row in rows:
-        row["speedup"] = base / row["wall_s"]
-        print(f"{row['workers']:>7}  {row['wall_s']:7.1f}  {row['trial_s_sum']:14.1f}  {row['speedup']:7.2f}x")
+        row["speedup"] = rows[0]["wall_s"] / row["wall_s"]
+        row["busy_workers"] = row["trial_s_sum"] / row["wall_s"]      # trials running at once, on average
+        print(f"{row['workers']:>7}  {row['wall_s']:7.1f}  {row['trial_s_sum']:14.1f}  {row['busy_workers']:12.2f}  "
+              f"{row['speedup']:7.2f}x")
     print(json.dumps({"bench": "sweep", "rows": rows}))
 
 
