@@ -5,7 +5,8 @@ longer training, so that a trial takes about ten seconds on one core) twice, int
 LocalCluster of 1 worker process, then of 2 (one thread each). Wall time includes starting and closing
 the cluster, as a user pays it. Prints a table (wall time, the trials' summed run time, speed-up) and one
 JSON line; "busy workers" = the trials' summed run time / wall time (how many ran at once, on average): on
-an idle machine the speed-up approaches it, on a loaded one each trial slows down instead.
+an idle machine the speed-up approaches it, on a loaded one each trial slows down instead. "trial CPU s"
+(the trials' own thread CPU time) should not grow with the workers: that is the work, wherever it ran.
 Usage: PYTHONPATH=. python bench/sweep.py [--workers 1 2] [--epochs-scale 2] [--rounds 1]
 """
 from __future__ import annotations
@@ -50,17 +51,20 @@ def main() -> None:
             wall = time.perf_counter() - start
             assert all(t["status"] == "done" for t in state["trials"]), state["trials"]
             row = {"workers": workers, "trials": len(state["trials"]), "wall_s": wall,
-                   "trial_s_sum": sum(t["seconds"] for t in state["trials"])}
+                   "trial_s_sum": sum(t["seconds"] for t in state["trials"]),
+                   "trial_cpu_s_sum": sum(t["cpu_seconds"] for t in state["trials"])}
             if workers not in best or wall < best[workers]["wall_s"]:
                 best[workers] = row
     rows = [best[w] for w in args.workers]
     print(f"{len(sweep.trials)} trials ({', '.join(sweep.keys)}), teacher/student/prune epochs x{args.epochs_scale}, "
           f"fastest of {args.rounds} interleaved round(s)")
-    print(f"{'workers':>7}  {'wall s':>7}  {'sum of trial s':>14}  {'busy workers':>12}  {'speed-up':>8}")
+    print(f"{'workers':>7}  {'wall s':>7}  {'sum of trial s':>14}  {'trial CPU s':>11}  {'busy workers':>12}  "
+          f"{'speed-up':>8}")
     for row in rows:
         row["speedup"] = rows[0]["wall_s"] / row["wall_s"]
         row["busy_workers"] = row["trial_s_sum"] / row["wall_s"]      # trials running at once, on average
-        print(f"{row['workers']:>7}  {row['wall_s']:7.1f}  {row['trial_s_sum']:14.1f}  {row['busy_workers']:12.2f}  "
+        print(f"{row['workers']:>7}  {row['wall_s']:7.1f}  {row['trial_s_sum']:14.1f}  {row['trial_cpu_s_sum']:11.1f}  "
+              f"{row['busy_workers']:12.2f}  "
               f"{row['speedup']:7.2f}x")
     print(json.dumps({"bench": "sweep", "rows": rows}))
 

@@ -100,11 +100,12 @@ def _check_out(out: Path, resume: bool) -> None:
                               f"trials, or choose another --out")
 
 
-def done_record(tid: str, params: dict, report: dict, seconds: float | None = None) -> dict:
-    """The ``sweep.json`` entry of a finished trial: its final stage's row of ``report.json``."""
+def done_record(tid: str, params: dict, report: dict, outcome: dict | None = None) -> dict:
+    """The ``sweep.json`` entry of a finished trial: its final stage's row of ``report.json``, and the
+    wall and CPU seconds of its run when it ran in this sweep (``outcome`` of ``run_trial``)."""
     record = {"id": tid, "params": params, "status": "done", "final": report["stages"][-1]}
-    if seconds is not None:
-        record["seconds"] = seconds
+    if outcome is not None:
+        record.update(seconds=outcome["seconds"], cpu_seconds=outcome["cpu_seconds"])
     return record
 
 
@@ -164,7 +165,7 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike, workers: int | None = No
                 if outcome["status"] == "done":
                     write_trial(out / TRIALS / tid, trial.recipe, outcome["files"])
                     report = json.loads(outcome["files"]["report.json"])
-                    records[tid] = done_record(tid, trial.params, report, outcome["seconds"])
+                    records[tid] = done_record(tid, trial.params, report, outcome)
                 else:
                     records[tid] = {"id": tid, "params": trial.params, "status": "failed", "error": outcome["error"]}
                 write_sweep_json(out, sweep, ids, records)

@@ -81,6 +81,19 @@ def with_params(recipe: dict, params: dict) -> dict:
     return out
 
 
+def dotted_keys(table: dict, recipe: dict, prefix: str = "") -> dict:
+    """``table`` with nested recipe tables flattened into dotted keys: TOML reads an unquoted
+    ``student.alpha = [...]`` as ``{"student": {"alpha": [...]}}``, which means ``"student.alpha" = [...]``.
+    A table is flattened only where the recipe has a table of that name (a range stays a value)."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            out.update(dotted_keys(value, recipe[key], f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def grid_params(grid: dict, where: str) -> list[dict]:
     """The product of the grid's lists, one params dict per trial (the last key varies fastest)."""
     if not grid:
@@ -176,7 +189,8 @@ def parse_sweep(table: dict, path: Path) -> Sweep:
     if base_name is not None and not isinstance(base_name, str):
         raise RecipeError(f"{where}: base: expected the path of a recipe file, got {base_name!r}")
     base = load_recipe(path.parent / base_name) if base_name is not None else default_recipe()
-    all_params = grid_params(table["grid"], where) if kind == "grid" else random_params(table["random"], where)
+    varied = dotted_keys(table[kind], default_recipe())
+    all_params = grid_params(varied, where) if kind == "grid" else random_params(varied, where)
     trials = []
     for index, params in enumerate(all_params):
         recipe = validate_recipe(with_params(base, params), f"{where}: trial {index} {params}")
@@ -184,7 +198,7 @@ def parse_sweep(table: dict, path: Path) -> Sweep:
         if source != "digits":
             recipe["data"]["source"] = str((path.parent / source).absolute())
         trials.append(Trial(params=params, recipe=recipe))
-    keys = tuple(k for k in table[kind] if k not in ("trials", "seed") or kind == "grid")
+    keys = tuple(k for k in varied if k not in ("trials", "seed") or kind == "grid")
     return Sweep(path=path, keys=keys, trials=tuple(trials))
 
 

@@ -70,7 +70,8 @@ def worker_settings() -> dict:
 def run_trial(recipe: dict) -> dict:
     """The Dask task of one trial: run ``recipe`` in a temporary directory, return its outcome.
 
-    Returns ``{"status": "done", "files": {name: bytes}, "seconds", "threads"}``, or ``{"status":
+    Returns ``{"status": "done", "files": {name: bytes}, "seconds", "cpu_seconds" (of the trial's thread),
+    "threads"}``, or ``{"status":
     "failed", "error": message}`` when the run raises (a bad data file, a failing stage): a failed run is
     the trial's result, not a task error, so Dask does not retry it. A worker that dies is another matter
     (the scheduler re-runs the task elsewhere: ``driver``).
@@ -78,7 +79,7 @@ def run_trial(recipe: dict) -> dict:
     from ..pipeline import run
 
     threads = worker_settings()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.thread_time()
     with tempfile.TemporaryDirectory(prefix="minicompress-trial-") as tmp:
         out = Path(tmp) / "run"
         try:
@@ -89,7 +90,8 @@ def run_trial(recipe: dict) -> dict:
                                                  f"({Path(last.filename).name}:{last.lineno})",
                     "seconds": time.perf_counter() - start, "threads": threads}
         files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
-    return {"status": "done", "files": files, "seconds": time.perf_counter() - start, "threads": threads}
+    return {"status": "done", "files": files, "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.thread_time() - cpu_start, "threads": threads}
 
 
 def write_trial(trial_dir: Path, recipe: dict, files: dict[str, bytes]) -> None:

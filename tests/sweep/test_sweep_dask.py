@@ -82,6 +82,7 @@ def test_cli_sweep_on_local_workers_records_done_and_failed_trials(tmp_path, cap
         directory = out / "trials" / t["id"]
         report = finished_report(directory)
         assert t["final"] == report["stages"][-1]
+        assert 0 < t["cpu_seconds"] <= t["seconds"]                        # one thread: CPU time within wall time
         assert t["final"]["stage"] == ("int8" if trial.params["quant.enabled"] else "pruned")
         assert report["recipe"] == trial.recipe
         assert tomllib.loads((directory / "recipe.toml").read_text()) == trial.recipe

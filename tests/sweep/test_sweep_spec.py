@@ -36,6 +36,16 @@ def test_grid_is_the_product_in_key_order_over_the_base_recipe(tmp_path):
         assert t.recipe["teacher"] == default_recipe()["teacher"]         # the rest: defaults
 
 
+def test_unquoted_dotted_keys_mean_the_same_as_quoted_ones(tmp_path):
+    quoted = load_sweep(sweep_file(tmp_path, '[grid]\n"student.alpha" = [0.5, 0.9]\n"student.vit.num_heads" = [2]\n'))
+    bare = load_sweep(sweep_file(tmp_path, '[grid]\nstudent.alpha = [0.5, 0.9]\nstudent.vit.num_heads = [2]\n', "b.toml"))
+    assert bare.keys == quoted.keys == ("student.alpha", "student.vit.num_heads")
+    assert bare.trials == quoted.trials
+    ranged = load_sweep(sweep_file(tmp_path, '[random]\ntrials = 2\nseed = 0\nstudent.alpha = { low = 0.1, high = 0.9 }\n',
+                                   "r.toml"))
+    assert ranged.keys == ("student.alpha",) and 0.1 <= ranged.trials[0].params["student.alpha"] < 0.9
+
+
 def test_relative_data_path_is_resolved_against_the_sweep_file(tmp_path):
     (tmp_path / "sub").mkdir()
     sweep = load_sweep(sweep_file(tmp_path / "sub", '[grid]\n"data.source" = ["digits", "d.npz", "/abs/e.npz"]\n'))
