@@ -14,6 +14,9 @@ Random draws come from ``numpy.random.default_rng(S)`` in key order, trial by tr
 equal an earlier trial's is drawn again (the same recipe would give the same result), so N trials are N
 distinct recipes, or an error when the lists allow fewer than N.
 
+Dotted keys may be quoted (``"student.alpha" = [...]``) or not (TOML then reads a nested table, which is
+flattened back where the recipe has that table: ``dotted_keys``).
+
 Every trial's recipe is checked with ``recipe.validate_recipe`` before anything runs: a bad value in the
 seventh trial is an error naming the key and that trial's params. A relative ``data.source`` path is
 taken relative to the sweep file and made absolute, so every worker reads the same file.
