@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Describe a minicompress model file, .npz, .safetensors or PyTorch .pt/.pth file.")
     p.add_argument("file", help="the file to describe")
     p.set_defaults(func=_cmd_inspect)
+
+    from .sweep.command import add_sweep_parser
+    add_sweep_parser(sub)
     return parser
 
 

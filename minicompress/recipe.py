@@ -153,16 +153,20 @@ def load_recipe(path: str | Path | None = None) -> dict:
     """The default recipe, updated with the TOML file at ``path`` (validated key by key)."""
     if path is None:
         return default_recipe()
+    return validate_recipe(read_toml(path, "recipe"), str(path))
+
+
+def read_toml(path: str | Path, kind: str) -> dict:
+    """The TOML file at ``path`` as a dict; a RecipeError naming the ``kind`` of file and the path otherwise."""
     path = Path(path)
     if path.is_dir():
-        raise RecipeError(f"recipe {path} is a directory, not a TOML file")
+        raise RecipeError(f"{kind} {path} is a directory, not a TOML file")
     try:
         with open(path, "rb") as f:
-            given = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise RecipeError(f"recipe file not found: {path}") from None
+        raise RecipeError(f"{kind} file not found: {path}") from None
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from None
-    return validate_recipe(given, str(path))

@@ -46,5 +46,6 @@ def test_missing_recipe_file(tmp_path):
 def test_shipped_recipes_load():
     from pathlib import Path
     import minicompress
+    from minicompress.sweep import load_sweep
     for path in (Path(minicompress.__file__).parent / "recipes").glob("*.toml"):
-        load_recipe(path)
+        load_sweep(path) if path.stem.startswith("sweep") else load_recipe(path)
