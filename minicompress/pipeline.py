@@ -163,7 +163,8 @@ def prune_student(student: nn.Module, teacher: nn.Module, recipe: dict, data: tu
 
 
 def _fusion_groups(model: nn.Sequential) -> list[list[str]]:
-    """Names of Conv-BN(-ReLU), Conv-ReLU, Linear-BN and Linear-ReLU runs in a flat Sequential."""
+    """Names of Conv-BN(-ReLU), Conv-ReLU, Linear-BN and Linear-ReLU runs in a flat Sequential (the fusions
+    ``fuse_modules`` knows: as in PyTorch there is no Linear-BN-ReLU, so that run fuses as Linear-BN)."""
     names, mods = zip(*model.named_children())
     groups, i = [], 0
     while i < len(mods):
@@ -173,7 +174,7 @@ def _fusion_groups(model: nn.Sequential) -> list[list[str]]:
             if j < len(mods) and isinstance(mods[j], (nn.BatchNorm2d, nn.BatchNorm1d)):
                 run.append(j)
                 j += 1
-            if j < len(mods) and isinstance(mods[j], nn.ReLU):
+            if j < len(mods) and isinstance(mods[j], nn.ReLU) and not (len(run) == 2 and isinstance(mods[i], nn.Linear)):
                 run.append(j)
         if len(run) > 1:
             groups.append([names[k] for k in run])
