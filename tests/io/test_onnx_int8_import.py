@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 pytest.importorskip("onnx")
-from onnx_int8_models import IMAGE, export_float, quantize  # noqa: E402
+from onnx_int8_models import IMAGE, export_float, quantize, quantize_dynamic  # noqa: E402
 from ort_oracle import ort_module  # noqa: E402
 
 import minicompress as mc  # noqa: E402
@@ -21,7 +21,7 @@ from minicompress.io import load_onnx  # noqa: E402
 from minicompress.io.onnx import OnnxImportError  # noqa: E402
 from minicompress.io.onnx.load import build_onnx  # noqa: E402
 
-ARCHS = ("cnn", "resnet18", "mobilenet_v2")
+ARCHS = ("cnn", "resnet18", "mobilenet_v2", "ops")
 INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
                "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu")
 
@@ -35,7 +35,8 @@ def int8_file(torch, tmp_path_factory):
         if arch not in floats:
             floats[arch] = export_float(torch, arch, tmp_path_factory.mktemp(arch) / "float.onnx")
         if (arch, fmt, per_channel) not in files:
-            files[arch, fmt, per_channel] = quantize(floats[arch], arch, fmt, per_channel)
+            files[arch, fmt, per_channel] = (quantize_dynamic(floats[arch]) if fmt == "dynamic" else
+                                             quantize(floats[arch], arch, fmt, per_channel))
         return files[arch, fmt, per_channel]
     return get
 
@@ -84,6 +85,19 @@ def test_fused_groups_are_onnxruntimes(int8_file, arch, tmp_path):
     assert ours == theirs and sum(ours.values()) > 0
     literal = load_onnx(path, fuse_qdq=False)
     assert not any(type(m).__name__ in INTEGER_OPS for m in literal.children())
+
+
+@pytest.mark.parametrize("optimized", [True, False])
+def test_dynamic_quantization_matches_onnxruntime(int8_file, optimized):
+    """quantize_dynamic's DynamicQuantizeLinear / ConvInteger / MatMulInteger values equal onnxruntime's; the only
+    float operator that differs on equal inputs is Sigmoid (onnxruntime's float Sigmoid is MLAS's rational
+    approximation, ours the exact logistic: <= 1 ulp), and what follows it carries that."""
+    result = compare_onnx(str(int8_file("ops", "dynamic", False)), optimized=optimized, seed=2)
+    ops = {r["op"] for r in result["rows"]}
+    assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= ops
+    for row in result["rows"]:
+        if row["share_differing"] and not row["explanation"].startswith("input "):
+            assert row["op"] == "Sigmoid" and row["explanation"] == "float arithmetic (equal inputs)", row
 
 
 def test_fusion_changes_codes(int8_file, tmp_path):
