@@ -41,7 +41,7 @@ class _Int8Node(Module):
 
     def extra_repr(self) -> str:
         parts = []
-        for name, value in self._buffers.items():
+        for name, value in self.named_buffers(recurse=False):
             if value is not None and value.size == 1:
                 parts.append(f"{name}={value.reshape(-1)[0]}")
         return ", ".join(parts)
