@@ -125,22 +125,20 @@ def compare_onnx(path: str, inputs: str | None = None, *, optimized: bool = True
     ours = run_ours(model, feeds)
     folded = {b.renamed[a] for a in b.renamed if a != b.renamed[a] and
               any(n.op_type == "Add" and a in n.outputs for n in b.graph.nodes)}   # a MatMul given the next Add's bias
-    rows, names = [], []
+    rows, producer = [], {}
     for node in b.graph.nodes:
         for o in node.outputs:
             key = b.renamed.get(o, o)
             if o and b.values.get(o) is not None and b.values[o].kind == "data" and key in ours and key not in folded:
-                rows.append({"op": node.op_type, "node": node.name, "output": o, "key": key})
-                names.append(o)
+                rows.append({"op": node.op_type, "node": node.name, "output": o})
+                producer[o] = node
+    names = [r["output"] for r in rows]
     theirs = run_onnxruntime(path, names, {o: np.asarray(ours[b.renamed.get(o, o)]).dtype for o in names}, feeds,
                              optimized)
     differs: set[str] = set()
-    producer = {o: n for n in b.graph.nodes for o in n.outputs if o}
     for row in rows:
-        o = row.pop("output")
-        node = producer[o]
-        a, t = np.asarray(ours[row.pop("key")]), np.asarray(theirs[o])
-        row["output"] = o
+        o, node = row["output"], producer[row["output"]]
+        a, t = np.asarray(ours[b.renamed.get(o, o)]), np.asarray(theirs[o])
         row["dtype"] = str(a.dtype)
         if a.shape != t.shape:
             row.update(max_abs_diff=None, share_differing=1.0, explanation=f"shapes differ: {a.shape} vs {t.shape}")

@@ -47,23 +47,23 @@ class _Int8Node(Module):
         return ", ".join(parts)
 
 
-class QuantizeLinear(_Int8Node):
-    """(O1) q = clamp(rint(fl32(x / s)) + z); s, z per tensor or per ``axis`` (the codes have z's dtype)."""
+class _AxisQParams(_Int8Node):
+    """One (scale, zero point) per tensor or per ``axis``."""
 
     def __init__(self, scale: Any, zero_point: Any, axis: int = 1) -> None:
         super().__init__(scale=np.asarray(scale, np.float32), zero_point=zero_point)
         self.axis = axis
+
+
+class QuantizeLinear(_AxisQParams):
+    """(O1) q = clamp(rint(fl32(x / s)) + z); s, z per tensor or per ``axis`` (the codes have z's dtype)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return O.quantize_linear(x, self.c("scale"), self.c("zero_point"), self.axis)
 
 
-class DequantizeLinear(_Int8Node):
+class DequantizeLinear(_AxisQParams):
     """(O2) y = fl32(fl32(q - z) * s), float32; per tensor or per ``axis``."""
-
-    def __init__(self, scale: Any, zero_point: Any, axis: int = 1) -> None:
-        super().__init__(scale=np.asarray(scale, np.float32), zero_point=zero_point)
-        self.axis = axis
 
     def forward(self, q: np.ndarray) -> np.ndarray:
         return O.dequantize_linear(q, self.c("scale"), self.c("zero_point"), self.axis)
