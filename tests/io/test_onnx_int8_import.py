@@ -147,6 +147,55 @@ def test_quantize_dequantize_nodes_match_onnxruntime(tmp_path_factory, channels,
         assert result["agree"] and [r["output"] for r in result["rows"]] == ["q", "y"], result
 
 
+def _qdq_conv_model(rng, c_in, c_out, kernel, stride, pad, depthwise, per_channel, relu):
+    """x -> Q -> DQ -> Conv(DQ(int8 w), DQ(int32 b)) [-> Relu] -> Q -> DQ -> y, as quantize_static writes it."""
+    from onnx import TensorProto, helper, numpy_helper
+    groups, c_out = (c_in, c_in) if depthwise else (1, c_out)
+    w = rng.integers(-127, 128, (c_out, c_in // groups, kernel, kernel)).astype(np.int8)
+    sw = (rng.uniform(0.5, 2, c_out if per_channel else 1) * 2.0 ** -7).astype(np.float32).reshape(-1 if per_channel else ())
+    sx, sy = np.float32(2.0 ** -5), np.float32(rng.uniform(0.02, 0.2))
+    zx, zy = np.uint8(rng.integers(100, 156)), np.uint8(0 if relu else rng.integers(100, 156))
+    bias = rng.integers(-2000, 2000, c_out).astype(np.int32)
+    consts = {"sx": sx, "zx": zx, "w": w, "sw": sw, "zw": np.zeros(sw.shape, np.int8), "b": bias,
+              "sb": (sx * sw).astype(np.float32), "zb": np.zeros(sw.shape, np.int32), "sy": sy, "zy": zy}
+    conv_out, side = ("c" if relu else "r"), (6 + 2 * pad - kernel) // stride + 1
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wd"], axis=0),
+             helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["bd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "bd"], [conv_out], kernel_shape=[kernel] * 2, strides=[stride] * 2,
+                              pads=[pad] * 4, group=groups, name="conv")]
+    nodes += [helper.make_node("Relu", ["c"], ["r"])] if relu else []
+    nodes += [helper.make_node("QuantizeLinear", ["r", "sy", "zy"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c_in, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c_out, side, side])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@given(c_in=st.integers(1, 4), c_out=st.integers(1, 4), kernel=st.integers(1, 3), stride=st.integers(1, 2),
+       pad=st.integers(0, 1), depthwise=st.booleans(), per_channel=st.booleans(), relu=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_a_qdq_conv_group_fuses_as_onnxruntime(tmp_path_factory, c_in, c_out, kernel, stride, pad, depthwise,
+                                               per_channel, relu, seed):
+    """One DQ -> Conv [-> Relu] -> Q group (shapes, stride, padding, depthwise, per-channel weights, a redundant
+    Relu drawn): fused to one QLinearConv, whose codes equal a default onnxruntime session's at every value;
+    literal, every code equals ORT_DISABLE_ALL's unless a float input crossed a rounding boundary."""
+    ort_module()
+    rng = np.random.default_rng(seed)
+    folder = tmp_path_factory.mktemp("conv")
+    model = _qdq_conv_model(rng, c_in, c_out, kernel, stride, pad, depthwise, per_channel, relu)
+    (folder / "m.onnx").write_bytes(model.SerializeToString())
+    np.savez(folder / "x.npz", x=rng.standard_normal((2, c_in, 6, 6)).astype(np.float32))
+    fused = load_onnx(folder / "m.onnx")
+    assert [type(m).__name__ for m in fused.children()] == ["QuantizeLinear", "QLinearConv", "DequantizeLinear"]
+    assert compare_onnx(str(folder / "m.onnx"), str(folder / "x.npz"), optimized=True)["agree"]
+    for row in compare_onnx(str(folder / "m.onnx"), str(folder / "x.npz"), optimized=False)["rows"]:
+        if row["op"] == "QuantizeLinear" and row["share_differing"]:
+            assert "div-half-even" in row["rules"] and row["max_abs_diff"] <= np.ceil(row["input_shift_codes"]), row
+
+
 def test_unsupported_int8_nodes_are_refused_by_name(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="to_int16")]
