@@ -222,7 +222,7 @@ def test_compare_command(int8_file, tmp_path, capsys):
     """``minicompress compare``: the table and exit 0 on an agreeing file; --literal --json on mobilenet_v2
     (float operators differ in the last bits): exit 1, rows say why; a bad --inputs file: exit 1, named keys."""
     path = str(int8_file("resnet18", "QDQ", True))
-    assert main(["compare", path]) == 0
+    assert main(["compare", path, "--optimized"]) == 0
     out = capsys.readouterr().out
     assert "QLinearConv" in out and "values agree with onnxruntime exactly" in out
     assert main(["compare", str(int8_file("mobilenet_v2", "QDQ", True)), "--literal", "--json"]) == 1
