@@ -27,6 +27,11 @@ from .reader import OnnxGraph, OnnxNode
 
 PROBE_BATCHES = (2, 3)
 
+# Operators that only move or select values: on integer codes (an int8 file's MaxPool, Flatten, Reshape) their
+# layer runs on the codes as float32 (exact) and casts back (``quant.onnxruntime_modules.OnCodes``).
+MOVES_VALUES = frozenset({"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Slice",
+                          "Expand", "Split", "Concat"})
+
 
 class OnnxImportError(ValueError):
     """A node ``load_onnx`` cannot turn into modules; the message names the node and the reason."""
@@ -143,6 +148,9 @@ class Builder:
         """Add ``module`` as a node reading ``inputs`` and defining ``outputs`` (the node's), run on the probes."""
         outputs = [o for o in (node.outputs if outputs is None else outputs)]
         name = self._unique(_sanitize(name_hint or node.name) or node.op_type, self.modules)
+        if node.op_type in MOVES_VALUES and any(self.values[v].probes[0].dtype.kind in "iu" for v in inputs[:1]):
+            from ...quant.onnxruntime_modules import OnCodes
+            module = OnCodes(module)
         probes = []
         module.eval()
         for p in range(2):

@@ -10,6 +10,7 @@ from ...nn.graph_module import GraphModule
 from .builder import PROBE_BATCHES, Builder, OnnxImportError, Value, refuse
 from .converters import CONVERTERS
 from .fold import FOLD, constant_node_value, shape_of
+from .qdq_fusion import fuse_qdq_groups
 from .reader import OnnxGraph, read_onnx
 
 
@@ -84,7 +85,7 @@ def _trainable(value: Value) -> bool:
     return value.initializer is not None and value.probes[0].dtype.kind == "f" and value.probes[0].size > 1
 
 
-def load_onnx(path: str, *, seed: int = 0, max_bytes: int | None = None) -> GraphModule:
+def load_onnx(path: str, *, fuse_qdq: bool = True, seed: int = 0, max_bytes: int | None = None) -> GraphModule:
     """The ONNX model at ``path`` as an ``nn.GraphModule`` (eval mode) made of the engine's layers.
 
     Weights come from the initializers; shape arithmetic is evaluated at load time (``fold.py``); the
@@ -93,8 +94,22 @@ def load_onnx(path: str, *, seed: int = 0, max_bytes: int | None = None) -> Grap
     many there are. ``seed`` draws the random probe batches that run each layer once while building;
     ``max_bytes`` bounds the initializers' arrays (``io.limits``; default 256 MiB + 64 x the file's size).
     Needs the ``onnx`` package (``pip install 'minicompress[onnx]'``).
+
+    int8 files (QOperator or QDQ, e.g. from onnxruntime's ``quantize_static``) run with onnxruntime 1.32's CPU
+    arithmetic (``quant.onnxruntime_modules``). ``fuse_qdq`` (default, as an onnxruntime session with its
+    default graph optimisations): the DequantizeLinear -> op -> QuantizeLinear groups onnxruntime fuses become
+    its integer operators (``qdq_fusion.py``); False: every node as written (``ORT_DISABLE_ALL``).
     """
+    return build_onnx(path, fuse_qdq=fuse_qdq, seed=seed, max_bytes=max_bytes)[0]
+
+
+def build_onnx(path: str, *, fuse_qdq: bool = True, seed: int = 0,
+               max_bytes: int | None = None) -> tuple[GraphModule, Builder]:
+    """``load_onnx``'s work: (the model, the Builder that made it -- its graph (after QDQ fusion), the value
+    kinds and the aliases ``renamed``, which map ONNX value names to the GraphModule's)."""
     graph = read_onnx(path, max_bytes)
+    if fuse_qdq:
+        graph = fuse_qdq_groups(graph)
     _refuse_unsupported(path, graph)
     b = Builder(graph)
     _probe_inputs(b, np.random.default_rng(seed))
@@ -113,4 +128,4 @@ def load_onnx(path: str, *, seed: int = 0, max_bytes: int | None = None) -> Grap
             raise OnnxImportError(f"load_onnx: output {name!r} of {path} is a constant, not computed from the inputs")
         outputs.append(b.renamed.get(name, name))
     model = GraphModule(b.modules, b.nodes, [i.name for i in graph.inputs], outputs, b.param_values, b.params)
-    return model.eval()
+    return model.eval(), b

@@ -21,13 +21,15 @@ OPS = ("add", "sub", "mul", "div")
 
 
 def constant_op_forward(x: np.ndarray, c: np.ndarray, op: str, constant_first: bool) -> np.ndarray:
-    """y = x + c,  x - c (c - x if constant_first),  x * c,  x / c (c / x if constant_first)."""
+    """y = x + c,  x - c (c - x if constant_first),  x * c,  x / c (c / x if constant_first).
+
+    0-d operands give a 0-d array (NumPy would return a scalar): a dynamic quantization scale is one."""
     a, b = (c, x) if constant_first else (x, c)
     if op == "add":
-        return a + b
+        return np.asarray(a + b)
     if op == "sub":
-        return a - b
-    return a * b if op == "mul" else a / b
+        return np.asarray(a - b)
+    return np.asarray(a * b if op == "mul" else a / b)
 
 
 def constant_op_backward(dy: np.ndarray, x: np.ndarray, y: np.ndarray, c: np.ndarray, op: str,

@@ -53,8 +53,8 @@ def add_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, ...]:
 
 
 def mul_forward(x: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """y = x * other (elementwise, broadcasting); cache: both inputs."""
-    return x * other, (x, other)
+    """y = x * other (elementwise, broadcasting; 0-d inputs give a 0-d array); cache: both inputs."""
+    return np.asarray(x * other), (x, other)
 
 
 def mul_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray]:
