@@ -10,10 +10,15 @@ time of inference at batch 64 (fastest of interleaved rounds, dense and pruned i
   each MLP's hidden units (``channel_prune``).
 
     python bench/prune_architectures.py [--epochs 30] [--finetune 15] [--kd] [--seeds 0 1 2] [--threads 1]
+                                        [--iterative N]
+
+``--iterative N`` (ResNet / MobileNetV2): reach the same ratio in N steps of ``prune.ChannelPruner``
+(Torch-Pruning's iterative schedule), fine-tuning finetune / N epochs after each step.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -84,6 +89,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--kd", action="store_true", help="fine-tune with distillation from the dense model")
+    parser.add_argument("--iterative", type=int, default=1, help="prune in N steps, fine-tuning after each")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))
@@ -102,7 +108,16 @@ def main() -> None:
             dense_acc = accuracy(model, data)
             small, how = prune_model(name, model.eval(), x64)
             pruned_acc = accuracy(small, data)
-            fit(small, data, args.finetune, 1e-3, seed + 100, teacher=model.eval() if args.kd else None)
+            teacher = model.eval() if args.kd else None
+            if args.iterative > 1 and not name.startswith("vit"):
+                small = copy.deepcopy(model)
+                pruner = prune.ChannelPruner(small, x64, float(how.split()[-1]), "l2", iterative_steps=args.iterative)
+                for step in range(args.iterative):
+                    pruner.step()
+                    fit(small, data, max(1, args.finetune // args.iterative), 1e-3, seed + 100 + step, teacher=teacher)
+                how += f" in {args.iterative} steps"
+            else:
+                fit(small, data, args.finetune, 1e-3, seed + 100, teacher=teacher)
             tuned_acc = accuracy(small, data)
             macs = metrics.count_macs(model, x64.shape[1:]) / metrics.count_macs(small, x64.shape[1:])
             params = metrics.count_params(model) / metrics.count_params(small)
@@ -119,6 +134,7 @@ def main() -> None:
               f"{mean['ms_dense']:>10.2f}{mean['ms_pruned']:>10.2f}{mean['ms_dense'] / mean['ms_pruned']:>9.2f}")
         results[name] = rows
     print(json.dumps({"bench": "prune_architectures", "epochs": args.epochs, "finetune": args.finetune, "kd": args.kd,
+                      "iterative": args.iterative,
                       "results": results}))
 
 
