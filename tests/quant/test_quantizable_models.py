@@ -72,16 +72,25 @@ def test_static_int8_flow_equals_torch(torch, name):
     with pytest.warns(UserWarning, match="not called during calibration") if name == "mobilenet_v2" else _nothing():
         q = quant.convert(prepared)
     tq = torch.ao.quantization.convert(theirs)
+    assert_same_int8(torch, q, tq, x)
+
+
+def assert_same_int8(torch, q, tq, x):
+    """Every quantized layer's output (scale, zero point), int8 weights and weight scales, and the output codes
+    of ``q`` (ours) and ``tq`` (PyTorch's) on ``x`` are identical."""
     mine, their_layers = _quantized_layers(q), dict(tq.named_modules())
     assert mine, "no quantized layers"
     for key, m in mine.items():
         t = their_layers[key]
-        assert _num(m.scale) == _num(t.scale), key
-        assert _num(m.zero_point) == _num(t.zero_point), key
+        assert _num(m.scale) == _num(t.scale) and _num(m.zero_point) == _num(t.zero_point), key
         if hasattr(m, "weight_qtensor"):
             np.testing.assert_array_equal(m.weight_qtensor().int_repr, t.weight().int_repr().numpy(), err_msg=key)
-    with nn.no_grad():
-        got = q(x)
+            their_scales = t.weight().q_per_channel_scales().numpy() if m.weight_scale.ndim else t.weight().q_scale()
+            np.testing.assert_array_equal(m.weight_scale, their_scales, err_msg=key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", quant.functional.Int16SaturationWarning)     # reproduced, as torch's
+        with nn.no_grad():
+            got = q(x)
     with torch.no_grad():
         expected = tq(torch.from_numpy(x)).numpy()
     head = mine["fc" if "fc" in mine else "classifier.1"]
@@ -166,21 +175,4 @@ def test_qat_flow_equals_torch_step_by_step(torch, name, each_step):
     prepared.eval()
     theirs.eval()
     q, tq = quant.convert(prepared), torch.ao.quantization.convert(theirs)    # inplace=False: deep copies
-    mine, their_layers = _quantized_layers(q), dict(tq.named_modules())
-    for key, m in mine.items():
-        t = their_layers[key]
-        assert _num(m.scale) == _num(t.scale) and _num(m.zero_point) == _num(t.zero_point), key
-        if hasattr(m, "weight_qtensor"):
-            np.testing.assert_array_equal(m.weight_qtensor().int_repr, t.weight().int_repr().numpy(), err_msg=key)
-            np.testing.assert_array_equal(m.weight_scale, t.weight().q_per_channel_scales().numpy(), err_msg=key)
-    x = rng.standard_normal(shape).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", quant.functional.Int16SaturationWarning)
-        with nn.no_grad():
-            got = q(x)
-    with torch.no_grad():
-        expected = tq(torch.from_numpy(x)).numpy()
-    head = mine["fc" if "fc" in mine else "classifier.1"]
-    scale, zero_point = _num(head.scale), int(_num(head.zero_point))
-    codes = lambda v: np.round(v / scale).astype(np.int64) + zero_point  # noqa: E731
-    np.testing.assert_array_equal(codes(got), codes(expected))
+    assert_same_int8(torch, q, tq, rng.standard_normal(shape).astype(np.float32))
