@@ -24,6 +24,13 @@ from typing import Any, Iterator
 import numpy as np
 
 HALF, COMPUTE = np.dtype(np.float16), np.dtype(np.float32)
+_SEEN = [False]        # has any float16 parameter or buffer been made? Until then no call pays for the check
+
+
+def note(array: Any) -> None:
+    """Called where arrays become parameters or buffers: the first float16 one switches eq. (1)'s check on."""
+    if not _SEEN[0] and getattr(array, "dtype", None) == HALF:
+        _SEEN[0] = True
 
 
 def _is_half(x: Any) -> bool:
@@ -46,14 +53,29 @@ def _any_half(value: Any) -> bool:
 
 
 def computes_in_half(module: Any, inputs: tuple) -> bool:
-    """Whether eq. (1) applies to this call (module docstring)."""
-    params, buffers = module._parameters.values(), module._buffers.values()
-    if any(p is not None and p.data.dtype == HALF for p in params) or any(_is_half(b) for b in buffers):
-        return True
-    if not _any_half(inputs):
+    """Whether eq. (1) applies to this call (module docstring). On every module call: plain loops, no
+    allocations (a parameter decides for the module: ``to`` casts all of a module's tensors together).
+    Free until the process has made a float16 parameter or buffer (``note``)."""
+    if not _SEEN[0]:
         return False
-    has_own = any(p is not None for p in params) or any(b is not None for b in buffers)
-    return has_own or not module._modules                     # a container without state: its children round
+    d = module.__dict__
+    own = False
+    for p in d["_parameters"].values():
+        if p is not None:
+            if p.data.dtype == HALF:
+                return True
+            own = True
+            break
+    if not own:
+        for b in d["_buffers"].values():
+            if b is not None:
+                if b.dtype == HALF:
+                    return True
+                own = True
+    for x in inputs:
+        if (type(x) is np.ndarray and x.dtype == HALF) or (type(x) in (tuple, list) and _any_half(x)):
+            return own or not d["_modules"]                 # a container without state: its children round
+    return False
 
 
 @contextmanager

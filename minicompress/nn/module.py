@@ -48,6 +48,7 @@ import numpy as np
 
 from .grad_mode import is_grad_enabled
 from .half import computes_in_half, forward_in_float32
+from .half import note as note_half
 from .parameter import IncompatibleKeys, Parameter, Parametrized, RemovableHandle
 
 __all__ = ["Module", "Parameter", "Parametrized", "RemovableHandle", "IncompatibleKeys", "CACHE_WARNING_DEPTH"]
@@ -132,6 +133,7 @@ class Module:
             params[name] = None
         elif name in buffers:
             buffers[name] = None if value is None else np.asarray(value)
+            note_half(buffers[name])
         elif name in modules:
             if value is not None:
                 raise TypeError(f"{self._name()}: cannot assign {type(value).__name__} to child module {name!r}")
@@ -170,6 +172,7 @@ class Module:
         self.__dict__.pop(name, None)
         self._parameters.pop(name, None)
         self._buffers[name] = None if array is None else np.asarray(array)
+        note_half(self._buffers[name])
         if persistent:
             self._non_persistent.discard(name)
         else:
@@ -493,6 +496,7 @@ class Module:
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise TypeError(f"{self._name()}.to: expected a floating dtype, got {dtype}")
+        note_half(np.empty(0, dtype))
         for module in self.modules():
             for p in module._parameters.values():
                 if p is not None and p.data.dtype.kind == "f":
@@ -587,6 +591,7 @@ class Module:
                 owner._parameters[name].data = arrays[key]
             else:
                 owner._buffers[name] = arrays[key]
+            note_half(arrays[key])
         for module in self.modules():
             module._values.clear()
         return IncompatibleKeys(missing, unexpected)

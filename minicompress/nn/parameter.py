@@ -5,6 +5,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .half import note as note_half
+
 
 class Parameter:
     """A learned array: ``data`` (ndarray) and ``grad`` (ndarray of the same shape, or None)."""
@@ -14,6 +16,7 @@ class Parameter:
     def __init__(self, data: Any, grad: np.ndarray | None = None) -> None:
         self.data = np.array(data, dtype=getattr(data, "dtype", np.float32), copy=True)
         self.grad = grad
+        note_half(self.data)
 
     @property
     def shape(self) -> tuple[int, ...]:

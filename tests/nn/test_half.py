@@ -97,3 +97,20 @@ def test_float32_inputs_to_a_half_layer_compute_in_float32():
     y = lin(x)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, x @ lin.weight.data.astype(np.float32).T + lin.bias.data.astype(np.float32))
+
+
+def test_a_fresh_process_loading_a_half_model_computes_it_in_float32(tmp_path):
+    """The check of eq. (1) is switched on by the first float16 parameter or buffer a process makes; a process
+    whose first one comes from a model file (``io.load``) must switch it on too."""
+    import subprocess
+    import sys
+    model = models.digits_cnn((4, 8), 16, rng=np.random.default_rng(0)).eval().half()
+    io.save(model, tmp_path / "h.npz")
+    x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import numpy as np, sys; from minicompress import io; from minicompress.nn import half; "
+            "assert not half._SEEN[0]; m = io.load(sys.argv[1]); y = m(np.load(sys.argv[2])); "
+            "np.save(sys.argv[3], y)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "h.npz"), str(tmp_path / "x.npy"),
+                    str(tmp_path / "y.npy")], check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model(x))
