@@ -160,12 +160,16 @@ class _QLinearBinary(_Int8Node):
     op: Any = None
 
     def __init__(self, a_scale: Any, a_zero_point: Any, b_scale: Any, b_zero_point: Any, c_scale: Any,
-                 c_zero_point: Any) -> None:
+                 c_zero_point: Any, a_codes: Any = None, b_codes: Any = None) -> None:
         super().__init__(a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale, b_zero_point=b_zero_point,
-                         c_scale=c_scale, c_zero_point=c_zero_point)
+                         c_scale=c_scale, c_zero_point=c_zero_point, a_codes=a_codes, b_codes=b_codes)
 
-    def forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        c = self.c
+    def forward(self, *operands: np.ndarray) -> np.ndarray:
+        """The activation operands' codes, in order; a constant operand of the node (a QDQ file's
+        DequantizeLinear of an initializer: attention's scaling, a bias) is ``a_codes`` / ``b_codes``."""
+        c, given = self.c, iter(operands)
+        a = c("a_codes") if c("a_codes") is not None else next(given)
+        b = c("b_codes") if c("b_codes") is not None else next(given)
         return type(self).op(a, c("a_scale"), c("a_zero_point"), b, c("b_scale"), c("b_zero_point"), c("c_scale"),
                              c("c_zero_point"))
 

@@ -232,3 +232,48 @@ def test_compare_command(int8_file, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", image=np.zeros((1, 3, 32, 32), np.float32))
     assert main(["compare", path, "--inputs", str(tmp_path / "bad.npz")]) == 1
     assert "['image']" in capsys.readouterr().err
+
+
+def test_a_vit_quantized_by_onnxruntime_runs_exactly_as_written(torch, tmp_path):
+    """torch's small ViT exported, ``quantize_static`` (QDQ, uint8 activations, per-channel weights): literal mode
+    equals an ORT_DISABLE_ALL session bit for bit. The fused mode (needs QLinearAdd / QLinearMul with a constant
+    operand: attention's scaling, the position embedding) agrees on every prediction but not exactly: onnxruntime's
+    default session also rewrites the float attention, LayerNorm and GELU between the int8 groups."""
+    import sys
+    import warnings
+    from pathlib import Path
+
+    ort = pytest.importorskip("onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    from torch_twins import vit_twin
+
+    torch.manual_seed(0)
+    model = vit_twin(torch, 8, 2, 2, 4, 32, 64, 10, in_channels=1).eval()
+    float_path, int8_path = tmp_path / "vit.onnx", tmp_path / "vit_int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(4, 1, 8, 8),), str(float_path), dynamo=False, opset_version=17,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": np.random.default_rng(i).standard_normal((4, 1, 8, 8)).astype(np.float32)}
+                                 for i in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(float_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    x = np.random.default_rng(9).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    outputs = {}
+    for fused, level in ((False, ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                         (True, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)):
+        options = ort.SessionOptions()
+        options.graph_optimization_level, options.intra_op_num_threads = level, 1
+        session = ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
+        outputs[fused] = (load_onnx(str(int8_path), fuse_qdq=fused)(x), session.run(None, {"x": x})[0])
+    np.testing.assert_array_equal(*outputs[False])
+    ours, theirs = outputs[True]
+    assert np.array_equal(ours.argmax(1), theirs.argmax(1)) and np.abs(ours - theirs).max() < 0.1

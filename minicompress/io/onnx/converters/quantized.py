@@ -156,9 +156,14 @@ def qgemm(b: Builder, node: OnnxNode) -> None:
 
 def _binary(cls: type):
     def convert(b: Builder, node: OnnxNode) -> None:
-        """com.microsoft QLinearAdd / QLinearMul(A, s_a, z_a, B, s_b, z_b, s_c, z_c) of two activations."""
-        module = cls(*_qparams(b, node, 1, "A"), *_qparams(b, node, 4, "B"), *_qparams(b, node, 6, "C"))
-        b.emit(node, module, [b.data(node, 0, "A"), b.data(node, 3, "B")])
+        """com.microsoft QLinearAdd / QLinearMul(A, s_a, z_a, B, s_b, z_b, s_c, z_c): activations, or one of
+        them constant codes (a QDQ file's DequantizeLinear of a constant, e.g. attention's scaling)."""
+        qparams = (*_qparams(b, node, 1, "A"), *_qparams(b, node, 4, "B"), *_qparams(b, node, 6, "C"))
+        constant = {f"{x.lower()}_codes": _weight(b, node, k) for k, x in ((0, "A"), (3, "B")) if b.is_const(node, k)}
+        if len(constant) == 2:
+            raise refuse(node, "both operands are constants (fold them before exporting)")
+        inputs = [b.data(node, k, x) for k, x in ((0, "A"), (3, "B")) if f"{x.lower()}_codes" not in constant]
+        b.emit(node, cls(*qparams, **constant), inputs)
     return convert
 
 
