@@ -256,20 +256,21 @@ def run(recipe: dict, out_dir: str | os.PathLike, quiet: bool = False,
         raise ValueError(f"export_onnx must be 'qdq' or 'qoperator', got {export_onnx!r}")
     with output_directory(out_dir, planned_files(recipe) | ({ONNX_FILE} if export_onnx else set())) as work:
         stamp = lambda line: log(f"[{time.perf_counter() - start:6.1f} s] {line}")  # noqa: E731
-        report = _run_stages(recipe, data, work, quiet, stamp, given)
+        report, final = _run_stages(recipe, data, work, quiet, stamp, given)
         if export_onnx is not None:
-            _export_final(report, work, data[2][:2], export_onnx, stamp)
+            _export_final(report, final, work, data[2][:2], export_onnx, stamp)
         report["seconds"] = time.perf_counter() - start
         write_report(report, work)
     return report
 
 
 
-def _export_final(report: dict, out: Path, example: np.ndarray, int8_format: str, log: Callable[[str], Any]) -> None:
-    """The last stage's model as ONNX (``run``'s ``export_onnx``)."""
+def _export_final(report: dict, final: nn.Module, out: Path, example: np.ndarray, int8_format: str,
+                  log: Callable[[str], Any]) -> None:
+    """The last stage's model ``final`` as ONNX (``run``'s ``export_onnx``); the outcome goes into ``report``."""
     report["onnx"], report["onnx_error"] = None, None
     try:
-        io.export_onnx(report.pop("_final_model"), out / ONNX_FILE, example, int8_format=int8_format)
+        io.export_onnx(final, out / ONNX_FILE, example, int8_format=int8_format)
     except (TypeError, ValueError, ImportError) as error:
         report["onnx_error"] = str(error)
         log(f"onnx     NOT written: {error}")
@@ -286,7 +287,8 @@ def planned_files(recipe: dict) -> set[str]:
 
 
 def _run_stages(recipe: dict, data: tuple, out: Path, quiet: bool, log: Callable[[str], Any],
-                given: nn.Module | None = None) -> dict:
+                given: nn.Module | None = None) -> tuple[dict, nn.Module]:
+    """Every enabled stage, each recorded into ``out``: ``(report, the last stage's model)``."""
     rng = manual_seed(recipe["seed"])
     x_test, y_test = data[2], data[3]
     batch_size = recipe["data"]["batch_size"]
@@ -324,13 +326,12 @@ def _run_stages(recipe: dict, data: tuple, out: Path, quiet: bool, log: Callable
         current = quantize_student(current, teacher, recipe, data, batch_size, rng, quiet)
         record("int8", current)
     _add_ratios(stages)
-    return {"stages": stages, "recipe": recipe, "_final_model": current}
+    return {"stages": stages, "recipe": recipe}, current
 
 
 def write_report(report: dict, out: Path) -> None:
     """``report.json`` (every figure), ``report.md`` (the table) and, with matplotlib, ``accuracy_vs_size.png``."""
     report["plot"] = plot_accuracy_vs_size(report["stages"], out / "accuracy_vs_size.png")
-    report.pop("_final_model", None)
     report["files"] = [row["file"] for row in report["stages"]] + ["report.json", "report.md"] + (
         [report["plot"]] if report["plot"] else []) + ([report["onnx"]] if report.get("onnx") else [])
     with io.atomic_write(out / "report.json") as f:

@@ -33,8 +33,8 @@ def test_run_exports_the_final_int8_model_that_onnxruntime_runs(tmp_path, int8_f
 
 def test_a_final_model_the_exporter_refuses_keeps_the_run_and_says_why(tmp_path):
     pytest.importorskip("onnx")
-    report = {"_final_model": nn.Sequential(nn.Flatten(1, 2), nn.GRU(8, 4, batch_first=True))}
-    lines = []
-    pipeline._export_final(report, Path(tmp_path), np.zeros((2, 1, 8, 8), np.float32), "qdq", lines.append)
+    report, lines = {}, []
+    refused = nn.Sequential(nn.Flatten(1, 2), nn.GRU(8, 4, batch_first=True))
+    pipeline._export_final(report, refused, Path(tmp_path), np.zeros((2, 1, 8, 8), np.float32), "qdq", lines.append)
     assert report["onnx"] is None and "GRU" in report["onnx_error"]
     assert "NOT written" in lines[0] and not (tmp_path / "final.onnx").exists()
