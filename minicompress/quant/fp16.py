@@ -44,7 +44,7 @@ def linear_fp16(x: np.ndarray, w16: np.ndarray, bias: np.ndarray | None) -> np.n
     x = np.asarray(x, np.float32)
     if x.shape[-1] != w16.shape[1]:
         raise ValueError(f"linear_fp16: input (..., {w16.shape[1]}) expected, got {x.shape}")
-    y = x @ w16.astype(np.float32).T
+    y = x @ w16.astype(np.float32, copy=False).T       # a module's call already has it in float32 (nn.half)
     if bias is not None:
         y += bias
     return y

@@ -24,6 +24,7 @@ import numpy as np
 from ..nn import Conv2d, Linear
 from ..nn.module import Module
 from . import functional as QF
+from .fp16 import DynamicFloat16Linear
 from .fuse import ConvReLU2d, LinearReLU
 from .qconfig import default_dynamic_qconfig
 from .qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
@@ -259,14 +260,21 @@ class DynamicQuantizedLinear(WeightedQuantized):
         lin = _inner(mod, (LinearReLU,) if cls._relu else (Linear,))
         qconfig = getattr(lin, "qconfig", None) or getattr(mod, "qconfig", None) or default_dynamic_qconfig
         observer = qconfig.weight()
-        if observer.dtype == "float16":                     # nnqd.Linear(dtype=torch.float16)
-            if cls._relu:
-                raise ValueError(f"{mod._name()}: float16 dynamic quantization of a fused LinearReLU is not "
-                                 f"supported; quantize the Linear before fusing")
-            from .fp16 import DynamicFloat16Linear
-            return DynamicFloat16Linear.from_float(lin)
-        qweight = quantize_weight(lin.weight.data, observer)
-        return cls(lin.in_features, lin.out_features, qweight, _data(lin.bias))
+        if observer.dtype == "float16" and cls._relu:
+            raise ValueError(f"{mod._name()}: float16 dynamic quantization of a fused LinearReLU is not "
+                             f"supported; quantize the Linear before fusing")
+        return dynamic_linear(lin.weight.data, _data(lin.bias), observer, lin._name(), cls)
+
+
+def dynamic_linear(weight: np.ndarray, bias: np.ndarray | None, observer: Module, who: str,
+                   int8_cls: type | None = None) -> Module:
+    """y = x W^T + b as a dynamic module: ``int8_cls`` (default ``DynamicQuantizedLinear``) with an int8 weight of
+    ``observer``'s qparams, or ``DynamicFloat16Linear`` when the observer's dtype is float16
+    (``nnqd.Linear(dtype=torch.float16)``); ``who`` names the weight in the float16 saturation warning."""
+    if observer.dtype == "float16":
+        return DynamicFloat16Linear.from_weight(weight, bias, who)
+    int8_cls = DynamicQuantizedLinear if int8_cls is None else int8_cls
+    return int8_cls(weight.shape[1], weight.shape[0], quantize_weight(weight, observer), bias)
 
     def extra_repr(self) -> str:
         qs = "per_channel" if self.weight_scale.ndim else "per_tensor"

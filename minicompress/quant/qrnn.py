@@ -43,7 +43,7 @@ from ..nn.layers.rnn_cell import GRUCell, LSTMCell, RNNCell
 from ..nn.layers.rnn_inputs import from_seq_first, initial_states, sequence_input, valid_steps
 from ..nn.module import Module
 from .fp16 import DynamicFloat16Linear
-from .modules import DynamicQuantizedLinear, quantize_weight
+from .modules import dynamic_linear
 from .qconfig import default_dynamic_qconfig
 
 __all__ = ["DynamicQuantizedLSTM", "DynamicQuantizedGRU", "DynamicQuantizedLSTMCell", "DynamicQuantizedGRUCell",
@@ -52,10 +52,7 @@ __all__ = ["DynamicQuantizedLSTM", "DynamicQuantizedGRU", "DynamicQuantizedLSTMC
 
 def _projection(w: np.ndarray, b: np.ndarray, qconfig: Any, who: str) -> Module:
     """One projection y = x W^T + b as a dynamic int8 (or float16) linear; a fresh weight observer each."""
-    observer = qconfig.weight()
-    if observer.dtype == "float16":
-        return DynamicFloat16Linear.from_weight(w, b, who)
-    return DynamicQuantizedLinear(w.shape[1], w.shape[0], quantize_weight(w, observer), b)
+    return dynamic_linear(w, b, qconfig.weight(), who)
 
 
 def _qconfig(mod: Module) -> Any:
