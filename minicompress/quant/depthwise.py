@@ -56,6 +56,10 @@ def depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu, satura
     per_group = out_channels // (cols.shape[1] // k)
     lo = np.int32(out_zp) if relu else np.int32(0)
     za = np.int64(a_zp)
+    sum_w = np.zeros(out_channels, np.int64)          # (1')'s weight sums: once per channel, not per output
+    for o in range(out_channels):
+        for j in range(k):
+            sum_w[o] += np.int64(w[o, j])
     clipped = np.zeros(m_rows, np.int64)
     for m in prange(m_rows):
         for o in range(out_channels):
@@ -63,16 +67,10 @@ def depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu, satura
             zw = np.int64(w_zp[o])
             acc = np.int64(0)
             if saturate:
-                sum_x = np.int64(0)
-                sum_w = np.int64(0)
                 for j in range(0, k, 2):
                     pair = np.int64(cols[m, base + j]) * np.int64(w[o, j])
-                    sum_x += np.int64(cols[m, base + j])
-                    sum_w += np.int64(w[o, j])
                     if j + 1 < k:
                         pair += np.int64(cols[m, base + j + 1]) * np.int64(w[o, j + 1])
-                        sum_x += np.int64(cols[m, base + j + 1])
-                        sum_w += np.int64(w[o, j + 1])
                     if pair > INT16_MAX:
                         pair = np.int64(INT16_MAX)
                         clipped[m] += 1
@@ -80,7 +78,12 @@ def depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu, satura
                         pair = np.int64(INT16_MIN)
                         clipped[m] += 1
                     acc += pair
-                acc += -za * sum_w - zw * sum_x + np.int64(k) * za * zw
+                acc += -za * sum_w[o] + np.int64(k) * za * zw
+                if zw != 0:                           # symmetric weights (z_w = 0) need no activation sum
+                    sum_x = np.int64(0)
+                    for j in range(k):
+                        sum_x += np.int64(cols[m, base + j])
+                    acc -= zw * sum_x
             else:
                 for j in range(k):
                     acc += (np.int64(cols[m, base + j]) - za) * (np.int64(w[o, j]) - zw)
