@@ -1,12 +1,13 @@
 """Depthwise int8 convolution (groups = in channels, one or more output channels per group): one kernel.
 
-``functional.conv2d`` runs one GEMM per group; with a depthwise convolution (MobileNetV2's 3x3 layers) that is
-C tiny GEMMs of K = KH*KW columns and one output column each, and the per-group Python work dominates
-(hundreds of groups per layer). Here, with ``cols`` from ``kernels.im2col`` (rows = output positions, columns
-(g, p, q) since C/groups = 1; padding = z_a) and the weight codes w (OC, K), output channel o reading input
-channel g = o // (OC / C):
+``functional.conv2d`` would run one GEMM per group; with a depthwise convolution (MobileNetV2's 3x3 layers)
+that is C tiny GEMMs of K = KH*KW columns and one output column each. Here the kernel reads the input once,
+padded with z_a and channels last (``kernels.pad_nhwc``), and works along the channels, which are contiguous:
+with x_k[m, g] the input code at tap k = i*KW + j of output position m = (b, y, xo), i.e.
+xp[b, y*sh + i*dh, xo*sw + j*dw, g] (the im2col column (g, i, j)), the weight codes w (OC, K), and output
+channel o reading input channel g = o // (OC / C):
 
-    raw[m, o] = sum_k (cols[m, gK + k] - z_a) * (w[o, k] - z_w[o])                                  (1)
+    raw[m, o] = sum_k (x_k[m, g] - z_a) * (w[o, k] - z_w[o])                                         (1)
     out[m, o] = requant_epilogue(raw[m, o], bias_term[o], mult[o], z_o, lo)                           (2)
 
 (1) is the zero-point-corrected sum of ``quantization.md`` (5) written out, the same integer (int32,
@@ -19,8 +20,8 @@ then sums those in int32. With ``saturate=True`` the kernel computes what fbgemm
 
     raw'[m, o] = sum_pairs sat16(x_k w_k + x_k+1 w_k+1) - z_a sum_k w_k - z_w[o] sum_k x_k + K z_a z_w[o]   (1')
 
-pairs (0, 1), (2, 3), ... of the taps in (kh, kw) order, the last one alone when K is odd; x = cols (raw
-codes), sat16 clamps to [-32768, 32767]. (1') equals (1) unless a pair leaves int16 -- |x w| > 16383 on both
+pairs (0, 1), (2, 3), ... of the taps in (kh, kw) order, the last one alone when K is odd; x the raw
+codes, sat16 clamps to [-32768, 32767]. (1') equals (1) unless a pair leaves int16 -- |x w| > 16383 on both
 taps, i.e. activation codes above 127 next to weight codes near -128 (PyTorch's ``reduce_range`` keeps
 calibrated activations at 0..127 to avoid it; values beyond the calibrated range still reach 255). Measured
 against torch 2.13 on adversarial codes: 0 mismatches with (1'), thousands with (1), for 3x3 / 5x5 / 7x7,
@@ -31,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import requant_epilogue
+from .gemm import PARALLEL_MIN_MACS, _mac32, requant_epilogue
 
 INT16_MIN, INT16_MAX = -32768, 32767
 
@@ -46,46 +47,113 @@ def fbgemm_fast_path(in_channels: int, out_channels: int, groups: int, kernel: t
             and padding == ((kh - 1) // 2, (kw - 1) // 2))
 
 
+@njit(cache=True, inline="always")
+def _add_tap(acc, xb, yi, xi, w, t, per_group):
+    """acc[o] += xb[yi, xi, o // per_group] * w[t, o] in int32 (every index but o is loop-invariant, so the loop
+    vectorises; no array views are made -- each costs Numba a reference count)."""
+    if per_group == 1:
+        for o in range(acc.shape[0]):
+            acc[o] = _mac32(acc[o], xb[yi, xi, o], w[t, o])
+    else:
+        for o in range(acc.shape[0]):
+            acc[o] = _mac32(acc[o], xb[yi, xi, o // per_group], w[t, o])
+
+
+@njit(cache=True, inline="always")
+def _add_pair(acc, xb, y0, x0, y1, x1, w, t, per_group):
+    """acc[o] += sat16(x_t w[t, o] + x_t+1 w[t+1, o]) (eq. 1'); returns how many of the OC pairs saturated."""
+    lo16, hi16 = np.int32(INT16_MIN), np.int32(INT16_MAX)
+    clipped = 0
+    for o in range(acc.shape[0]):
+        g = o if per_group == 1 else o // per_group
+        pair = _mac32(_mac32(np.int32(0), xb[y0, x0, g], w[t, o]), xb[y1, x1, g], w[t + 1, o])
+        kept = min(max(pair, lo16), hi16)
+        clipped += pair != kept
+        acc[o] += kept
+    return clipped
+
+
+@njit(cache=True)
+def _depthwise_rows(xp, b, y, kh, kw, sh, sw, dh, dw, ow, w_t, za, zw, sum_w, bias_term, mult, out_zp, lo,
+                    saturate, out, row0):
+    """Output rows row0 .. row0 + OW of eqs. (1)-(2), or (1')-(2) with ``saturate``, for image row (b, y);
+    w_t: the weight codes (K, OC) as int32. Returns how many pair sums saturated. All sums are int32
+    (``_mac32``), so that the channel loops vectorise 16 lanes wide; (1) is summed expanded,
+    sum x w - z_a sum w - z_w sum x + K z_a z_w, which is the same integer modulo 2^32."""
+    k, oc = w_t.shape
+    per_group = oc // xp.shape[3]
+    xb = xp[b]
+    acc = np.empty(oc, np.int32)
+    zero_term = np.empty(oc, np.int32)
+    for o in range(oc):
+        zero_term[o] = np.int32(-za * sum_w[o] + k * za * zw[o])
+    has_zw = zw.any()
+    neg_zw = (-zw).reshape(1, oc)
+    tap_y = np.empty(k, np.int64)                         # (i*dh, j*dw) of tap t = i*KW + j: no division per pixel
+    tap_x = np.empty(k, np.int64)
+    for t in range(k):
+        tap_y[t], tap_x[t] = y * sh + (t // kw) * dh, (t % kw) * dw
+    clipped = 0
+    for xo in range(ow):
+        for o in range(oc):
+            acc[o] = zero_term[o]
+        if saturate:
+            for t in range(0, k - 1, 2):
+                clipped += _add_pair(acc, xb, tap_y[t], xo * sw + tap_x[t], tap_y[t + 1], xo * sw + tap_x[t + 1],
+                                     w_t, t, per_group)
+            if k % 2:                                    # the last tap alone: one product fits in int16
+                t = k - 1
+                _add_tap(acc, xb, tap_y[t], xo * sw + tap_x[t], w_t, t, per_group)
+        else:
+            for t in range(k):
+                _add_tap(acc, xb, tap_y[t], xo * sw + tap_x[t], w_t, t, per_group)
+        if has_zw:                                        # symmetric weights (z_w = 0) need no activation sum
+            for t in range(k):
+                _add_tap(acc, xb, tap_y[t], xo * sw + tap_x[t], neg_zw, 0, per_group)
+        for o in range(oc):
+            out[row0 + xo, o] = requant_epilogue(acc[o], bias_term[o], mult[o], out_zp, lo)
+    return clipped
+
+
 @njit(cache=True, parallel=True)
-def depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu, saturate, out):
-    """Eqs. (1)-(2), or (1')-(2) with ``saturate``: cols uint8 (M, C*K), w int8 (OC, K), w_zp int64 (OC,),
-    bias_term / mult float32 (OC,) -> out uint8 (M, OC). lo = out_zp for a fused ReLU, else 0.
-    Returns how many int16 pair sums saturated."""
-    m_rows = cols.shape[0]
+def _depthwise_parallel(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, za, zw, sum_w, bias_term, mult, out_zp, lo,
+                        saturate, out):
+    n = xp.shape[0]
+    clipped = np.zeros(n * oh, np.int64)
+    for by in prange(n * oh):
+        clipped[by] = _depthwise_rows(xp, by // oh, by % oh, kh, kw, sh, sw, dh, dw, ow, w_t, za, zw, sum_w,
+                                      bias_term, mult, out_zp, lo, saturate, out, by * ow)
+    return clipped.sum()
+
+
+@njit(cache=True)
+def _depthwise_serial(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, za, zw, sum_w, bias_term, mult, out_zp, lo,
+                      saturate, out):
+    clipped = 0
+    for by in range(xp.shape[0] * oh):
+        clipped += _depthwise_rows(xp, by // oh, by % oh, kh, kw, sh, sw, dh, dw, ow, w_t, za, zw, sum_w,
+                                   bias_term, mult, out_zp, lo, saturate, out, by * ow)
+    return clipped
+
+
+@njit(cache=True)
+def depthwise_requant(xp, kh, kw, sh, sw, dh, dw, oh, ow, w, a_zp, w_zp, bias_term, mult, out_zp, relu, saturate,
+                      out):
+    """Eqs. (1)-(2), or (1')-(2) with ``saturate``: xp uint8 (N, Hp, Wp, C), the input padded with z_a,
+    channels last; w int8 (OC, K = KH*KW); w_zp int64 (OC,); bias_term / mult float32 (OC,) -> out uint8
+    (N*OH*OW, OC) (NHWC rows). lo = out_zp for a fused ReLU, else 0. Returns how many int16 pair sums
+    saturated. The products are int32 (|x w| <= 255 * 128, a pair < 2^16, K taps far below 2^31), so
+    the channel loops vectorise. Fewer than ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread."""
     out_channels, k = w.shape
-    per_group = out_channels // (cols.shape[1] // k)
     lo = np.int32(out_zp) if relu else np.int32(0)
-    za = np.int64(a_zp)
-    sum_w = np.zeros(out_channels, np.int64)          # (1')'s weight sums: once per channel, not per output
+    w_t = np.ascontiguousarray(w.T).astype(np.int32)              # (K, OC): one contiguous row per tap
+    sum_w = np.zeros(out_channels, np.int32)           # (1')'s weight sums: once per channel, not per output
     for o in range(out_channels):
         for j in range(k):
-            sum_w[o] += np.int64(w[o, j])
-    clipped = np.zeros(m_rows, np.int64)
-    for m in prange(m_rows):
-        for o in range(out_channels):
-            base = (o // per_group) * k
-            zw = np.int64(w_zp[o])
-            acc = np.int64(0)
-            if saturate:
-                for j in range(0, k, 2):
-                    pair = np.int64(cols[m, base + j]) * np.int64(w[o, j])
-                    if j + 1 < k:
-                        pair += np.int64(cols[m, base + j + 1]) * np.int64(w[o, j + 1])
-                    if pair > INT16_MAX:
-                        pair = np.int64(INT16_MAX)
-                        clipped[m] += 1
-                    elif pair < INT16_MIN:
-                        pair = np.int64(INT16_MIN)
-                        clipped[m] += 1
-                    acc += pair
-                acc += -za * sum_w[o] + np.int64(k) * za * zw
-                if zw != 0:                           # symmetric weights (z_w = 0) need no activation sum
-                    sum_x = np.int64(0)
-                    for j in range(k):
-                        sum_x += np.int64(cols[m, base + j])
-                    acc -= zw * sum_x
-            else:
-                for j in range(k):
-                    acc += (np.int64(cols[m, base + j]) - za) * (np.int64(w[o, j]) - zw)
-            out[m, o] = requant_epilogue(np.int32(acc), bias_term[o], mult[o], out_zp, lo)
-    return clipped.sum()
+            sum_w[o] += np.int32(w[o, j])
+    zw = w_zp.astype(np.int32)
+    args = (xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, np.int32(a_zp), zw, sum_w, bias_term, mult, out_zp, lo,
+            saturate, out)
+    if out.shape[0] * out_channels * k >= PARALLEL_MIN_MACS:
+        return np.int64(_depthwise_parallel(*args))
+    return np.int64(_depthwise_serial(*args))

@@ -27,10 +27,8 @@ wrapped as fbgemm's, and an :class:`Int32OverflowWarning`) or ``'raise'`` (Overf
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 
 from ..nn.functional.conv import conv_output_size
@@ -58,21 +56,6 @@ class Int16SaturationWarning(RuntimeWarning):
 
 
 ACCUMULATION_MODES = ("fbgemm", "exact")
-PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs), waking the thread pool costs more than the work
-
-
-@contextmanager
-def _threads_for(macs: int) -> Iterator[None]:
-    """Run the kernels inside on one thread when the problem is small."""
-    if macs >= PARALLEL_MIN_MACS:
-        yield
-        return
-    n = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(n)
 
 
 class PackedWeight(NamedTuple):
@@ -219,9 +202,8 @@ def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce
     check_int32_range(a, zp, (0, 127 if reduce_range else 255), w, "linear_dynamic", overflow)
     mult = (s32[0] * w.scales).astype(np.float32)
     out = np.empty((x2.shape[0], n), np.float32)
-    with _threads_for(x2.shape[0] * n * k):
-        gemm.qgemm_dynamic(a, w.codes, w.vnni, zp, w.col_offsets, w.zero_points, mult,
-                           _bias(bias, n, "linear_dynamic"), bool(relu), out)
+    gemm.qgemm_dynamic(a, w.codes, w.vnni, zp, w.col_offsets, w.zero_points, mult,
+                       _bias(bias, n, "linear_dynamic"), bool(relu), out)
     return out.reshape(*x.shape[:-1], n)
 
 
@@ -245,14 +227,14 @@ def requant_params(x_scale: float, w: PackedWeight, bias: np.ndarray,
 
 
 def _qgemm_static(a: np.ndarray, a_zp: int, x_scale: float, w: PackedWeight, bias: np.ndarray, scale: float,
-                  zero_point: int, relu: bool, requant: str) -> np.ndarray:
-    """uint8 (M, N) codes of the requantised a @ w^T (+ bias) with output (scale, zero_point)."""
-    out = np.empty((a.shape[0], w.codes.shape[0]), np.uint8)
+                  zero_point: int, relu: bool, requant: str, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (M, N) codes of the requantised a @ w^T (+ bias) with output (scale, zero_point), into ``out``
+    (a new array when None; else uint8 (M, N) whose rows may be strided)."""
+    out = np.empty((a.shape[0], w.codes.shape[0]), np.uint8) if out is None else out
     args = (a, w.codes, w.vnni, a_zp, w.col_offsets, w.zero_points)
     if requant == "fbgemm":
         bias_term, mult = requant_params(x_scale, w, bias, scale)
-        with _threads_for(a.size * w.codes.shape[0]):
-            gemm.qgemm_requant(*args, bias_term, mult, zero_point, bool(relu), out)
+        gemm.qgemm_requant(*args, bias_term, mult, zero_point, bool(relu), out)
     elif requant == "gemmlowp":
         act_times_w = np.float64(np.float32(x_scale)) * w.scales.astype(np.float64)
         pairs = [quantize_multiplier(m) for m in act_times_w / np.float64(np.float32(scale))]
@@ -264,8 +246,7 @@ def _qgemm_static(a: np.ndarray, a_zp: int, x_scale: float, w: PackedWeight, bia
             raise OverflowError(f"requant='gemmlowp': bias[{bad}] = {float(bias[bad]):.6g} is {bias_q[bad]:.4g} in accumulator "
                                 f"units (bias / (s_x * s_w)), outside int32; use requant='fbgemm'")
         bias_q = bias_q.astype(np.int64)
-        with _threads_for(a.size * w.codes.shape[0]):
-            gemm.qgemm_fixed_point(*args, bias_q, multiplier, shift, zero_point, bool(relu), out)
+        gemm.qgemm_fixed_point(*args, bias_q, multiplier, shift, zero_point, bool(relu), out)
     else:
         raise ValueError(f"unknown requant mode {requant!r}; expected one of {REQUANT_MODES}")
     return out
@@ -330,31 +311,35 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
         raise ValueError(f"conv2d: input {x.shape} too small for kernel {(kh, kw)} with padding {(ph, pw)}")
     scale, zero_point = _check_out_qparams(scale, zero_point)
     b = _bias(bias, oc, "conv2d")
-    cols = np.empty((n * oh * ow, c * kh * kw), np.uint8)
-    with _threads_for(cols.size * 64):
-        kernels.im2col(np.ascontiguousarray(x.int_repr), kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups,
-                       x.zero_point, cols)                                          # (N*OH*OW, C*KH*KW)
     out = np.empty((n * oh * ow, oc), np.uint8)
-    kg, ocg = cg * kh * kw, oc // groups
+    x_nhwc = np.ascontiguousarray(x.int_repr.transpose(0, 2, 3, 1))
     whole = getattr(packs, "whole", None)
-    if groups > 1 and cg == 1 and requant == "fbgemm" and whole is not None:
-        check_int32_range(cols, x.zero_point, (0, 255), whole, "conv2d", overflow)       # depthwise: one kernel
+    if groups > 1 and cg == 1 and requant == "fbgemm" and whole is not None:          # depthwise: one kernel
+        xp = kernels.pad_nhwc(x_nhwc, ph, pw, x.zero_point)
+        check_int32_range(xp, x.zero_point, (0, 255), whole, "conv2d", overflow)
         bias_term, mult = requant_params(x.scale, whole, b, scale)
         saturate = accumulation == "fbgemm" and depthwise.fbgemm_fast_path(c, oc, groups, (kh, kw), (sh, sw),
                                                                            (ph, pw), (dh, dw))
-        with _threads_for(cols.size * ocg):
-            clipped = depthwise.depthwise_requant(cols, whole.codes, x.zero_point, whole.zero_points, bias_term,
-                                                  mult, zero_point, bool(relu), saturate, out)
+        clipped = depthwise.depthwise_requant(xp, kh, kw, sh, sw, dh, dw, oh, ow, whole.codes, x.zero_point,
+                                              whole.zero_points, bias_term, mult, zero_point, bool(relu), saturate,
+                                              out)
         if clipped:
             warnings.warn(f"conv2d: {clipped} int16 pair sums saturated in a depthwise {kh}x{kw} convolution of "
                           f"{c} channels, as fbgemm's kernel does (PyTorch 2.13 computes the same codes); "
                           f"activation codes above 127 next to weight codes near -128 cause it; "
                           f"accumulation='exact' gives the exact sum", Int16SaturationWarning, stacklevel=2)
         packs = []
+    else:
+        k = c * kh * kw
+        if groups == 1 and packs[0].vnni.size:      # the VNNI kernel reads 4 columns at a time: pad K with 0s
+            k = packs[0].vnni.shape[1] * 4
+        cols = np.empty((n * oh * ow, k), np.uint8)
+        kernels.im2col(x_nhwc, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, x.zero_point, cols)   # NHWC order
+    kg, ocg = cg * kh * kw, oc // groups
     for g, wg in enumerate(packs):
         rows = slice(g * ocg, (g + 1) * ocg)
         a = cols if groups == 1 else np.ascontiguousarray(cols[:, g * kg:(g + 1) * kg])
         check_int32_range(a, x.zero_point, (0, 255), wg, "conv2d", overflow)
-        out[:, rows] = _qgemm_static(a, x.zero_point, x.scale, wg, b[rows], scale, zero_point, relu, requant)
-    codes = np.ascontiguousarray(out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
-    return QTensor(codes, scale, zero_point, None, "quint8", channels_last=True)    # fbgemm's output is NHWC
+        _qgemm_static(a, x.zero_point, x.scale, wg, b[rows], scale, zero_point, relu, requant, out[:, rows])
+    codes = out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)          # NCHW view of NHWC memory, as fbgemm's
+    return QTensor(codes, scale, zero_point, None, "quint8", channels_last=True)

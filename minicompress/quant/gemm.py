@@ -57,7 +57,7 @@ def _tile4x4(a, b, i0, j0, acc, r0):
     """acc[r0:r0+4, j0:j0+4] = a[i0:i0+4] . b[j0:j0+4]^T over all k: 16 int32 accumulators in registers."""
     c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = np.int32(0)
     c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = np.int32(0)
-    for k in range(a.shape[1]):
+    for k in range(b.shape[1]):
         x0, x1, x2, x3 = a[i0, k], a[i0 + 1, k], a[i0 + 2, k], a[i0 + 3, k]
         w0, w1, w2, w3 = b[j0, k], b[j0 + 1, k], b[j0 + 2, k], b[j0 + 3, k]
         c00, c01, c02, c03 = _mac32(c00, x0, w0), _mac32(c01, x0, w1), _mac32(c02, x0, w2), _mac32(c03, x0, w3)
@@ -73,7 +73,7 @@ def _tile4x4(a, b, i0, j0, acc, r0):
 @njit(cache=True, inline="always")
 def _dot(a, i, b, j):
     acc = np.int32(0)
-    for k in range(a.shape[1]):
+    for k in range(b.shape[1]):
         acc = _mac32(acc, a[i, k], b[j, k])
     return acc
 
@@ -108,9 +108,14 @@ def _row_sum(a, i):
 
 
 @njit(cache=True, inline="always")
-def _corrected(acc, row_sum, a_zp, col_offset, b_zp):
-    """raw = acc - a_zp * col_offset - row_sum * b_zp, wrapped to int32 like FBGEMM (eq. (5))."""
-    return np.int32(np.int64(acc) - np.int64(a_zp) * col_offset - np.int64(row_sum) * b_zp)
+def _zero_point_terms(a_zp, col_offsets, b_zp):
+    """(z_a * c_j as int64 (N,), whether any z_w[j] != 0): the per-column part of eq. (5), once per call.
+    With symmetric weights (every z_w = 0, the x86 default) the row sums r_i are never needed."""
+    zc = np.int64(a_zp) * col_offsets.astype(np.int64)
+    any_b_zp = False
+    for j in range(b_zp.shape[0]):
+        any_b_zp = any_b_zp or b_zp[j] != 0
+    return zc, any_b_zp
 
 
 BLOCK_ROWS = 16   # rows of a per parallel task (a multiple of the VNNI micro-tile's 8)
@@ -258,26 +263,53 @@ def _epilogue(ep, raw, j):
     return None
 
 
-@njit(cache=True, parallel=True)
-def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, out):
-    """out[i, j] = epilogue(ep, raw_ij, j): the one block loop of every fused int8 GEMM.
+PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs) waking Numba's thread pool costs more than the work
 
-    a: uint8 (M, K) activations with zero point a_zp; b: int8 (N, K) weights, zero points b_zp (N,);
-    bp: b packed for VNNI (``vnni.pack_b``) or empty (portable loops; same result);
-    col_offsets[j] = sum_k b[j, k] - b_zp[j] * K (int32); ep: a Dynamic / Requant / FixedPoint
-    epilogue record; out: (M, N), float32 or uint8 as the epilogue produces.
-    """
+
+@njit(cache=True, inline="always")
+def _qgemm_block(a, b, bp, i0, rows, zc, b_zp, any_b_zp, ep, acc, out):
+    """Rows i0 .. i0 + rows of the fused GEMM: the accumulator block, then raw_ij (eq. (5), wrapped to
+    int32 like FBGEMM) and the epilogue, stored straight into ``out``."""
+    _gemm_block(a, b, bp, i0, rows, acc)
+    for r in range(rows):
+        rs = np.int64(_row_sum(a, i0 + r)) if any_b_zp else np.int64(0)
+        acc_r, out_r = acc[r], out[i0 + r]
+        for j in range(b.shape[0]):
+            out_r[j] = epilogue(ep, np.int32(np.int64(acc_r[j]) - zc[j] - rs * b_zp[j]), j)
+
+
+@njit(cache=True, parallel=True)
+def _qgemm_parallel(a, b, bp, zc, b_zp, any_b_zp, ep, out):
     m, n = a.shape[0], b.shape[0]
     for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
         i0 = blk * BLOCK_ROWS
-        rows = min(BLOCK_ROWS, m - i0)
-        acc = _acc_buffer(n, bp)
-        _gemm_block(a, b, bp, i0, rows, acc)
-        for r in range(rows):
-            rs = _row_sum(a, i0 + r)
-            for j in range(n):
-                raw = _corrected(acc[r, j], rs, a_zp, col_offsets[j], b_zp[j])
-                out[i0 + r, j] = epilogue(ep, raw, j)
+        _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, b_zp, any_b_zp, ep, _acc_buffer(n, bp), out)
+
+
+@njit(cache=True)
+def _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, out):
+    m, n = a.shape[0], b.shape[0]
+    acc = _acc_buffer(n, bp)
+    for i0 in range(0, m, BLOCK_ROWS):
+        _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, b_zp, any_b_zp, ep, acc, out)
+
+
+@njit(cache=True)
+def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, out):
+    """out[i, j] = epilogue(ep, raw_ij, j): the one block loop of every fused int8 GEMM.
+
+    a: uint8 (M, K') activations with zero point a_zp, K' >= K (columns past K must be 0: im2col pads
+    K to the VNNI kernel's multiple of 4); b: int8 (N, K) weights, zero points b_zp (N,);
+    bp: b packed for VNNI (``vnni.pack_b``) or empty (portable loops; same result);
+    col_offsets[j] = sum_k b[j, k] - b_zp[j] * K (int32); ep: a Dynamic / Requant / FixedPoint
+    epilogue record; out: (M, N), float32 or uint8 as the epilogue produces. Problems of fewer than
+    ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread (no thread-pool launch).
+    """
+    zc, any_b_zp = _zero_point_terms(a_zp, col_offsets, b_zp)
+    if a.shape[0] * b.shape[0] * b.shape[1] >= PARALLEL_MIN_MACS:
+        _qgemm_parallel(a, b, bp, zc, b_zp, any_b_zp, ep, out)
+    else:
+        _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, out)
 
 
 @njit(cache=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types, vectorize
+from numba import njit, types, vectorize
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -129,43 +129,76 @@ def dequantize(q, scale, zero_point, per_channel, out):
 
 
 # ------------------------------------------------------------------------------------ convolution
-@njit(cache=True, parallel=True)
-def im2col(x, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
-    """Unfold x (N, C, H, W) into out (N*OH*OW, C*KH*KW), padded with pad_value.
+@njit(cache=True, inline="always")
+def _copy_run(dst, d0, src, s0, n):
+    """dst[d0:d0 + n] = src[s0:s0 + n] for flat arrays, with unsigned offsets: Numba then emits neither
+    negative-index wrap-around tests nor a scalar loop (a slice assignment or a signed index is ~30x slower
+    on the short runs of an im2col)."""
+    for t in range(np.uint64(n)):
+        dst[np.uint64(d0) + t] = src[np.uint64(s0) + t]
 
-    out[(b, y, xo), (g, i, j, c)] = xp[b, g*C/groups + c, y*sh + i*dh, xo*sw + j*dw]   (xp: x padded)
+
+@njit(cache=True, inline="always")
+def _pad_sample(x_flat, b, h, w, c, ph, pw, xp_flat):
+    """Rows of sample b of x (N, H, W, C) into the interior of xp (N, H + 2ph, W + 2pw, C) (flat views)."""
+    hp, wp = h + 2 * ph, w + 2 * pw
+    for y in range(h):
+        _copy_run(xp_flat, ((b * hp + ph + y) * wp + pw) * c, x_flat, (b * h + y) * w * c, w * c)
+
+
+@njit(cache=True, inline="always")
+def _im2col_row(xp_flat, hp, wp, c, by, kh, kw, oh, ow, sh, sw, dh, dw, groups, k_pad, dst_flat):
+    """The OW output rows of sample b = by // OH, output row y = by % OH (``im2col``'s formula)."""
+    cg = c // groups
+    whole_rows = groups == 1 and dw == 1
+    run = kw * c if whole_rows else cg                   # elements per contiguous copy
+    taps = 1 if whole_rows else kw
+    k = c * kh * kw
+    b, y = by // oh, by % oh
+    for xo in range(ow):
+        row = (by * ow + xo) * k_pad
+        for g in range(groups):
+            for i in range(kh):
+                yi = y * sh + i * dh
+                for j in range(taps):
+                    xi = xo * sw + j * dw
+                    _copy_run(dst_flat, row + ((g * kh + i) * kw + j) * cg, xp_flat, ((b * hp + yi) * wp + xi) * c + g * cg,
+                              run)
+        for t in range(np.uint64(k_pad - k)):
+            dst_flat[np.uint64(row + k) + t] = 0
+
+
+@njit(cache=True)
+def im2col(x, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, pad_value, out):
+    """Unfold x (N, H, W, C) -- channels last, C-contiguous -- into out (N*OH*OW, K'), padded with pad_value.
+
+    out[(b, y, xo), (g, i, j, c)] = xp[b, y*sh + i*dh, xo*sw + j*dw, g*C/groups + c]   (xp: x padded)
+    for the K = C*KH*KW columns; columns K .. K' - 1 (K' >= K, the GEMM's multiple of 4) are 0.
     The output size (OH, OW) is the caller's (``nn.functional.conv.conv_output_size``).
 
     Column order (g, i, j, c) -- group, kernel row, kernel column, channel within the group -- so each
-    group's columns are one contiguous block, and every copy is a run of contiguous bytes of a padded
-    channels-last copy of x: C/groups bytes per tap, or the KW*C bytes of a whole kernel row when
-    groups = 1 and dilation_w = 1 (``functional.pack_weight`` orders 4-D weights to match).
+    group's columns are one contiguous block, and every copy is a run of contiguous elements of the padded
+    channels-last copy xp of x: C/groups per tap, or the KW*C of a whole kernel row when groups = 1 and
+    dilation_w = 1 (``functional.pack_weight`` orders 4-D weights to match).
     Padding with the input zero point (not 0) makes padded taps contribute (z - z) * w = 0.
-    The copies index flat arrays with unsigned offsets (no negative-index wrap-around tests).
+    One thread: the copy runs at memory speed, and a ``parallel=True`` version of this loop loaded from
+    Numba's cache ran ~3x slower than the same loop freshly compiled (measured, Numba 0.68).
     """
-    n, c, h, w = x.shape
-    cg = c // groups
-    hp, wp = h + 2 * ph, w + 2 * pw
-    xp = np.full((n, hp, wp, c), pad_value, x.dtype)     # padded, channels last
-    for b in prange(n):
-        for y in range(h):
-            for xi in range(w):
-                for ch in range(c):
-                    xp[b, ph + y, pw + xi, ch] = x[b, ch, y, xi]
-    src_flat, dst_flat = xp.ravel(), out.ravel()
-    whole_rows = groups == 1 and dw == 1
-    run = np.uint64(kw * c if whole_rows else cg)        # bytes per contiguous copy
-    taps = 1 if whole_rows else kw
-    for by in prange(n * oh):
-        b, y = by // oh, by % oh
-        for xo in range(ow):
-            row = by * ow + xo
-            for g in range(groups):
-                for i in range(kh):
-                    yi = y * sh + i * dh
-                    for j in range(taps):
-                        xi = xo * sw + j * dw
-                        src = np.uint64(((b * hp + yi) * wp + xi) * c + g * cg)
-                        dst = np.uint64(row * out.shape[1] + ((g * kh + i) * kw + j) * cg)
-                        for t in range(run):
-                            dst_flat[dst + t] = src_flat[src + t]
+    n, h, w, c = x.shape
+    xp = pad_nhwc(x, ph, pw, pad_value)
+    xp_flat, out_flat = xp.ravel(), out.ravel()
+    for by in range(n * oh):
+        _im2col_row(xp_flat, h + 2 * ph, w + 2 * pw, c, by, kh, kw, oh, ow, sh, sw, dh, dw, groups, out.shape[1],
+                    out_flat)
+
+
+@njit(cache=True)
+def pad_nhwc(x, ph, pw, pad_value):
+    """x (N, H, W, C), C-contiguous, with ph rows and pw columns of pad_value on each side:
+    (N, H + 2ph, W + 2pw, C) (a new array)."""
+    n, h, w, c = x.shape
+    xp = np.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, x.dtype)
+    x_flat, xp_flat = x.ravel(), xp.ravel()
+    for b in range(n):
+        _pad_sample(x_flat, b, h, w, c, ph, pw, xp_flat)
+    return xp

@@ -38,22 +38,30 @@ def test_depthwise_kernel_equals_per_group_gemms(seed):
         assert fast.channels_last and (fast.scale, fast.zero_point) == (loop.scale, loop.zero_point)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_depthwise_kernel_equals_its_numpy_twin(seed):
-    from minicompress.quant import depthwise, reference
+    """The kernel reads the padded NHWC input; its twin reads the im2col columns of the same input."""
+    from minicompress.quant import depthwise, kernels, reference
+    from minicompress.nn.functional.conv import conv_output_size
     rng = np.random.default_rng(seed)
-    m, c, k = int(rng.integers(1, 50)), int(rng.integers(1, 20)), int(rng.choice([1, 9, 25]))
-    per = int(rng.integers(1, 3))
-    cols = rng.choice(np.array([0, 3, 128, 200, 255], np.uint8), (m, c * k))
+    c, ks, per = int(rng.integers(1, 20)), int(rng.choice([1, 3, 5])), int(rng.integers(1, 3))
+    stride, pad, dil = int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3))
+    size = int(rng.integers(dil * (ks - 1) + 1, 12))
+    a_zp, out_zp = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+    x = rng.choice(np.array([0, 3, 128, 200, 255], np.uint8), (2, c, size, size))
+    oh = conv_output_size(size, ks, stride, (pad, pad), dil)
+    cols = reference.im2col(x, ks, ks, oh, oh, stride, stride, pad, pad, dil, dil, c, a_zp)
+    xp = kernels.pad_nhwc(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), pad, pad, a_zp)
+    k = ks * ks
     w = rng.choice(np.array([-128, -127, -3, 0, 90, 127], np.int8), (c * per, k))
-    w_zp = rng.integers(-5, 6, c * per).astype(np.int64)
+    w_zp = rng.integers(-5, 6, c * per).astype(np.int64) if seed % 2 else np.zeros(c * per, np.int64)
     bias_term = rng.normal(0, 100, c * per).astype(np.float32)
     mult = rng.uniform(1e-5, 1e-3, c * per).astype(np.float32)
-    a_zp, out_zp = int(rng.integers(0, 256)), int(rng.integers(0, 256))
     for relu in (False, True):
         for saturate in (False, True):
-            out = np.empty((m, c * per), np.uint8)
-            clipped = depthwise.depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult, out_zp, relu, saturate, out)
+            out = np.empty((cols.shape[0], c * per), np.uint8)
+            clipped = depthwise.depthwise_requant(xp, ks, ks, stride, stride, dil, dil, oh, oh, w, a_zp, w_zp,
+                                                  bias_term, mult, out_zp, relu, saturate, out)
             np.testing.assert_array_equal(out, reference.depthwise_requant(cols, w, a_zp, w_zp, bias_term, mult,
                                                                            out_zp, relu, saturate))
             assert (clipped > 0) == (saturate and k > 1 and bool(np.any(

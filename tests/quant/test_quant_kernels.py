@@ -4,6 +4,7 @@ Both GEMM paths run: the AVX-512 VNNI micro-kernel (when the CPU has it) and the
 are drawn off the tile sizes (M % 16, N % 32, K % 4 != 0) to exercise every tail.
 """
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -112,6 +113,30 @@ def test_qgemm_dynamic_equals_twin(shape, seed, relu):
         np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
 
 
+@pytest.mark.parametrize("m", [7, 700])          # 700 x 29 x 40 is above PARALLEL_MIN_MACS: the threaded loop
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_qgemm_requant_threaded_and_k_padded(m, symmetric):
+    """Both block loops (calling thread, thread pool) and an activation matrix whose K is padded with zero
+    columns (as conv2d's im2col pads it for the VNNI kernel) give the twin's codes."""
+    k, n = 29, 40
+    assert (m * k * n >= G.PARALLEL_MIN_MACS) == (m == 700)
+    rng = np.random.default_rng(m)
+    a, b = operands(rng, m, k, n)
+    a_zp, b_zp, col = _epilogue_args(rng, n, k, b)
+    if symmetric:
+        b_zp, col = np.zeros(n, np.int64), b.astype(np.int64).sum(1).astype(np.int32)
+    mult = rng.uniform(1e-4, 1e-2, n).astype(np.float32)
+    bias_term = (rng.normal(size=n) * 1e3).astype(np.float32)
+    want = R.qgemm_requant(a, b, a_zp, col, b_zp, bias_term, mult, 17, False)
+    a_padded = np.zeros((m, 32), np.uint8)
+    a_padded[:, :k] = a
+    for bp in packings(b, np.uint8):
+        for operand in (a, a_padded):
+            out = np.empty((m, n), np.uint8)
+            G.qgemm_requant(operand, b, bp, a_zp, col, b_zp, bias_term, mult, 17, False, out)
+            np.testing.assert_array_equal(out, want)
+
+
 @given(gemm_shapes, seeds, st.booleans(), st.floats(1e-5, 3.0))
 def test_qgemm_requant_equals_twin(shape, seed, relu, mult_scale):
     """Multipliers up to 3 make (raw + bias) * mult overflow int32 sometimes: cvtps2dq -> INT32_MIN -> 0."""
@@ -168,8 +193,13 @@ def test_im2col_equals_twin(n, cg, groups, h, w, kh, kw, stride, pad, dil, seed)
     want = R.im2col(x, kh, kw, oh, ow, stride, stride, pad, pad, dil, dil, groups, 77)
     assert want.shape == (n * oh * ow, cg * groups * kh * kw)
     out = np.empty(want.shape, np.uint8)
-    K.im2col(x, kh, kw, oh, ow, stride, stride, pad, pad, dil, dil, groups, 77, out)
+    K.im2col(x.transpose(0, 2, 3, 1), kh, kw, oh, ow, stride, stride, pad, pad, dil, dil, groups, 77, out)
     np.testing.assert_array_equal(out, want)
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))          # a channels-last array, and K padded to 4
+    padded = np.full((want.shape[0], -(-want.shape[1] // 4) * 4 + 4), 9, np.uint8)
+    K.im2col(nhwc, kh, kw, oh, ow, stride, stride, pad, pad, dil, dil, groups, 77, padded)
+    np.testing.assert_array_equal(padded[:, :want.shape[1]], want)
+    assert not padded[:, want.shape[1]:].any()
     if groups == 1 and cg == 1:          # one channel: the classic (c, i, j) unfold
         xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=77)
         assert out[0, 0] == xp[0, 0, 0, 0] and out[0, kw - 1] == xp[0, 0, 0, (kw - 1) * dil]
