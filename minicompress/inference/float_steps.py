@@ -1,0 +1,166 @@
+"""The float steps of an inference plan: convolutions as NHWC im2col + one BLAS GEMM, BatchNorm folded.
+
+    Conv2d [+ BatchNorm2d] [+ ReLU]     cols (N*OH*OW, KH*KW*C) @ W'^T (KH*KW*C, OC) + b'  -> NHWC rows
+    Linear [+ BatchNorm1d] [+ ReLU]     x @ W'^T + b' (after a Flatten of NHWC: columns reordered)
+    ReLU, MaxPool2d, Flatten, Identity, Dropout (eval)
+
+W', b' = ``quant.fuse_conv_bn_weights`` / ``fuse_linear_bn_weights`` (what ``torch.jit.freeze`` and
+onnxruntime fold): y = (W x + b - mean) gamma / sqrt(var + eps) + beta = W' x + b'. Folding, and summing in
+another order than the engine's layers, moves results by float32 rounding only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Linear, MaxPool2d, ReLU
+from ..nn.functional.conv import conv_output_size
+from ..quant import kernels
+from ..quant.fuse import fuse_conv_bn_eval, fuse_linear_bn_eval
+from .int8_steps import MaxPoolStep, flatten_step, _hwc_columns, _Pass, fits_conv, pooled_size
+from .plan import Spec, Step, has_hooks, register_builder
+
+
+def _next(chain: list, i: int, kind: type):
+    """chain[i] if it is exactly ``kind`` and has no hooks, else None."""
+    if i < len(chain) and type(chain[i]) is kind and not has_hooks(chain[i]):
+        return chain[i]
+    return None
+
+
+def _foldable(bn) -> bool:
+    return bn is not None and bn.running_mean is not None and bn.running_var is not None
+
+
+def _bias(layer, n: int, dtype) -> np.ndarray:
+    return np.zeros(n, dtype) if layer.bias is None else layer.bias.data.astype(dtype)
+
+
+class ConvStep(Step):
+    """Conv2d (groups 1, zero padding) [+ folded BatchNorm2d] [+ ReLU] on an NHWC float activation."""
+
+    def __init__(self, conv: Conv2d, bn, relu: bool, names: str, x: np.ndarray) -> None:
+        self.name, self.relu = names, relu
+        conv = fuse_conv_bn_eval(conv, bn) if bn is not None else conv
+        w = conv.weight.data
+        oc, c, self.kh, self.kw = w.shape
+        self.wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, oc), x.dtype)     # (KH*KW*C, OC)
+        self.b = _bias(conv, oc, x.dtype)
+        (pt, _), (pl, _) = conv._pads()
+        self.stride, self.pad, self.dil = tuple(conv.stride), (pt, pl), tuple(conv.dilation)
+        n, h, wd, _ = x.shape
+        oh = conv_output_size(h, self.kh, self.stride[0], (pt, pt), self.dil[0])
+        ow = conv_output_size(wd, self.kw, self.stride[1], (pl, pl), self.dil[1])
+        self.cols = np.empty((n * oh * ow, self.wt.shape[0]), x.dtype)
+        self.out = np.empty((n * oh * ow, oc), x.dtype)
+        self.out_shape = (n, oh, ow, oc)
+        self.pad_value = x.dtype.type(0)
+        self.out_spec = Spec("nhwc")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.pad, self.dil
+        kernels.im2col(np.ascontiguousarray(x), self.kh, self.kw, self.out_shape[1], self.out_shape[2], sh, sw, ph, pw, dh, dw, 1,
+                       self.pad_value, self.cols)
+        np.matmul(self.cols, self.wt, out=self.out)
+        self.out += self.b
+        if self.relu:
+            np.maximum(self.out, 0, out=self.out)
+        return self.out.reshape(self.out_shape)
+
+
+class LinearStep(Step):
+    """Linear [+ folded BatchNorm1d] [+ ReLU] on (N, K); a 'flat_hwc' input reorders the weight columns."""
+
+    def __init__(self, lin: Linear, bn, relu: bool, names: str, x: np.ndarray, spec: Spec) -> None:
+        self.name, self.relu = names, relu
+        lin = fuse_linear_bn_eval(lin, bn) if bn is not None else lin
+        w = lin.weight.data
+        if spec.layout == "flat_hwc":
+            w = w[:, _hwc_columns(spec.chw)]
+        self.wt = np.ascontiguousarray(w.T, x.dtype)
+        self.b = _bias(lin, lin.out_features, x.dtype)
+        self.out = np.empty((x.shape[0], lin.out_features), x.dtype)
+        self.out_spec = Spec()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        np.matmul(x, self.wt, out=self.out)
+        self.out += self.b
+        if self.relu:
+            np.maximum(self.out, 0, out=self.out)
+        return self.out
+
+
+class ReLUStep(Step):
+    def __init__(self, mod: ReLU, x: np.ndarray, spec: Spec) -> None:
+        self.name, self.out_spec, self.out = mod._name(), spec, np.empty(x.shape, x.dtype)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0, out=self.out)
+
+
+def _nhwc(x: np.ndarray, spec: Spec) -> np.ndarray | None:
+    """A 4-D float activation as an (N, H, W, C) array (a view of a logical NCHW input), else None."""
+    if x.ndim != 4:
+        return None
+    return x if spec.layout == "nhwc" else x.transpose(0, 2, 3, 1)
+
+
+class _FromLogical(Step):
+    """Wrap a step that reads NHWC so that it also takes the plan's logical NCHW input (as a view)."""
+
+    def __init__(self, step: Step) -> None:
+        self.step, self.name, self.out_spec = step, step.name, step.out_spec
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.step(x.transpose(0, 2, 3, 1))
+
+
+def _conv_chain(chain: list, i: int, x: np.ndarray, spec: Spec):
+    conv = chain[i]
+    nhwc = _nhwc(x, spec)
+    if (nhwc is None or conv.groups != 1 or getattr(conv, "padding_mode", "zeros") != "zeros"
+            or any(a != b for a, b in conv._pads()) or conv.weight.data.dtype != x.dtype
+            or not fits_conv(conv, nhwc)):
+        return None
+    bn = _next(chain, i + 1, BatchNorm2d)
+    bn = bn if _foldable(bn) else None
+    j = i + 1 + (bn is not None)
+    relu = _next(chain, j, ReLU) is not None
+    names = " + ".join(m._name() for m in chain[i:j + relu])
+    step = ConvStep(conv, bn, relu, names, nhwc)
+    return (step if spec.layout == "nhwc" else _FromLogical(step)), j + relu - i
+
+
+def _linear_chain(chain: list, i: int, x: np.ndarray, spec: Spec):
+    lin = chain[i]
+    if x.ndim != 2 or x.shape[1] != lin.in_features or lin.weight.data.dtype != x.dtype:
+        return None
+    bn = _next(chain, i + 1, BatchNorm1d)
+    bn = bn if _foldable(bn) and bn.num_features == lin.out_features else None
+    j = i + 1 + (bn is not None)
+    relu = _next(chain, j, ReLU) is not None
+    names = " + ".join(m._name() for m in chain[i:j + relu])
+    return LinearStep(lin, bn, relu, names, x, spec), j + relu - i
+
+
+@register_builder
+def float_step(chain: list, i: int, x: np.ndarray, spec: Spec):
+    """The step of chain[i] (and the BatchNorm / ReLU it absorbs) for a float activation."""
+    mod = chain[i]
+    if spec.qparams is not None or x.dtype.kind != "f":
+        return None
+    kind = type(mod)
+    if kind is Conv2d:
+        return _conv_chain(chain, i, x, spec)
+    if kind is Linear:
+        return _linear_chain(chain, i, x, spec)
+    if kind in (Identity, Dropout):
+        return _Pass(mod, spec), 1
+    if kind is ReLU:
+        return ReLUStep(mod, x, spec), 1
+    if kind is MaxPool2d and x.ndim == 4 and pooled_size(mod, _nhwc(x, spec)) is not None:
+        step = MaxPoolStep(mod, _nhwc(x, spec), spec._replace(layout="nhwc"))
+        return (step if spec.layout == "nhwc" else _FromLogical(step)), 1
+    if kind is Flatten:
+        step = flatten_step(mod, x, spec)
+        return None if step is None else (step, 1)
+    return None

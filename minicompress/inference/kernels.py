@@ -1,0 +1,38 @@
+"""Numba kernels of the inference plans: channels-last (N, H, W, C) arrays in, arrays out."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def max_pool_nhwc(x, kh, kw, sh, sw, ph, pw, dh, dw, out):
+    """out[b, y, xo, c] = max over the window taps inside x of x[b, y*sh - ph + i*dh, xo*sw - pw + j*dw, c].
+
+    x (N, H, W, C), any strides; out (N, OH, OW, C). Padding never wins (it is -inf, as in PyTorch's
+    max pooling); a NaN tap wins and stays (``val > max or isnan(val)``, PyTorch's rule). Every window
+    holds at least one tap of x (``pool_output_size`` guarantees it).
+    """
+    n, h, w, c = x.shape
+    _, oh, ow, _ = out.shape
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                first = True
+                for i in range(kh):
+                    yi = y * sh - ph + i * dh
+                    if yi < 0 or yi >= h:
+                        continue
+                    for j in range(kw):
+                        xi = xo * sw - pw + j * dw
+                        if xi < 0 or xi >= w:
+                            continue
+                        if first:
+                            for ch in range(c):
+                                out[b, y, xo, ch] = x[b, yi, xi, ch]
+                            first = False
+                        else:
+                            for ch in range(c):
+                                v = x[b, yi, xi, ch]
+                                if v > out[b, y, xo, ch] or v != v:
+                                    out[b, y, xo, ch] = v
