@@ -17,6 +17,7 @@ from ..nn.functional.conv import conv_output_size
 from ..quant import kernels
 from ..quant.fuse import fuse_conv_bn_eval, fuse_linear_bn_eval
 from .int8_steps import MaxPoolStep, flatten_step, _hwc_columns, _Pass, fits_conv, pooled_size
+from .kernels import add_bias_relu
 from .plan import Spec, Step, has_hooks, register_builder
 
 
@@ -61,9 +62,7 @@ class ConvStep(Step):
         kernels.im2col(np.ascontiguousarray(x), self.kh, self.kw, self.out_shape[1], self.out_shape[2], sh, sw, ph, pw, dh, dw, 1,
                        self.pad_value, self.cols)
         np.matmul(self.cols, self.wt, out=self.out)
-        self.out += self.b
-        if self.relu:
-            np.maximum(self.out, 0, out=self.out)
+        add_bias_relu(self.out, self.b, self.relu)
         return self.out.reshape(self.out_shape)
 
 
@@ -83,9 +82,7 @@ class LinearStep(Step):
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         np.matmul(x, self.wt, out=self.out)
-        self.out += self.b
-        if self.relu:
-            np.maximum(self.out, 0, out=self.out)
+        add_bias_relu(self.out, self.b, self.relu)
         return self.out
 
 

@@ -6,6 +6,7 @@ so its codes are the module's (held to it on every new input shape, ``_checked``
 
     Quantize      q = clamp(rint(fma(x, 1/s, z)), 0, 255)            kernels.quantize, then NHWC
     Conv(ReLU)2d  im2col (NHWC) -> qgemm_requant -> (N*OH*OW, OC)     = NHWC output, no transpose
+                  dense, symmetric weights, VNNI: conv_vnni.conv_requant (implicit GEMM, no im2col)
                   depthwise: depthwise_requant (fbgemm's int16 pairs where fbgemm takes its fast path)
     Linear(ReLU)  qgemm_requant; after a Flatten of NHWC codes the weight columns are reordered (C,H,W) -> (H,W,C)
     ReLU          max(q, z);  MaxPool2d: max over the window (codes are monotone in the value)
@@ -13,15 +14,13 @@ so its codes are the module's (held to it on every new input shape, ``_checked``
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from ..nn import Dropout, Identity
 from ..nn.functional.conv import conv_output_size
 from ..nn.functional.pool import pool_output_size
 from ..nn.layers._utils import ntuple
-from ..quant import depthwise, gemm, kernels
+from ..quant import gemm, kernels
 from ..quant import functional as QF
 from ..quant.modules import DeQuantize, Quantize, QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear
 from ..quant.passthrough import QuantizedDropout, QuantizedFlatten, QuantizedMaxPool2d, QuantizedReLU
@@ -69,75 +68,28 @@ class QuantizeStep(Step):
 
 
 class ConvStep(Step):
-    """QuantizedConv2d / ConvReLU2d on NHWC codes (module docstring)."""
+    """QuantizedConv2d / ConvReLU2d on NHWC codes: ``functional.PreparedConv2d`` built once per input shape."""
 
     def __init__(self, mod: QuantizedConv2d, x: np.ndarray, spec: Spec) -> None:
-        self.name, self.relu = mod._name(), bool(mod._relu)
+        self.name = mod._name()
         n, h, w, c = x.shape
-        (self.kh, self.kw), self.stride, self.pad, self.dil = (
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
             ntuple(v, 2, what, self.name) for v, what in ((mod.kernel_size, "kernel_size"), (mod.stride, "stride"),
                                                           (mod.padding, "padding"), (mod.dilation, "dilation")))
-        self.groups = mod.groups
-        oh = conv_output_size(h, self.kh, self.stride[0], (self.pad[0],) * 2, self.dil[0])
-        ow = conv_output_size(w, self.kw, self.stride[1], (self.pad[1],) * 2, self.dil[1])
-        self.in_scale, self.in_zp = spec.qparams
-        self.scale, self.zp = float(mod.scale), int(mod.zero_point)
-        packs = QF.pack_weight(mod.weight_qtensor(), self.groups)
-        bias = QF._bias(mod.bias, mod.out_channels, self.name)
-        oc = mod.out_channels
-        cg = c // self.groups
-        self.depthwise = self.groups > 1 and cg == 1
-        if self.depthwise:
-            self.whole = packs.whole
-            self.saturate = depthwise.fbgemm_fast_path(c, oc, self.groups, (self.kh, self.kw), self.stride,
-                                                       self.pad, self.dil)
-            self.ep = QF.requant_params(self.in_scale, self.whole, bias, self.scale)
-            self.parts = []
-        else:
-            packs = packs if isinstance(packs, list) else [packs]
-            ocg = oc // self.groups
-            self.parts = [(wg, slice(g * ocg, (g + 1) * ocg), slice(g * cg * self.kh * self.kw,
-                                                                    (g + 1) * cg * self.kh * self.kw),
-                           QF.requant_params(self.in_scale, wg, bias[g * ocg:(g + 1) * ocg], self.scale))
-                          for g, wg in enumerate(packs)]
-        if not self.depthwise:
-            k = c * self.kh * self.kw
-            if self.groups == 1 and self.parts[0][0].vnni.size:
-                k = self.parts[0][0].vnni.shape[1] * 4            # zero columns up to the VNNI kernel's 4
-            self.cols = np.empty((n * oh * ow, k), np.uint8)
-        self.out = np.empty((n * oh * ow, oc), np.uint8)
-        self.out_shape = (n, oh, ow, oc)
-        worst = max(self.in_zp, 255 - self.in_zp)
-        weights = [self.whole] if self.depthwise else [p[0] for p in self.parts]
-        self.check_overflow = any(worst * wg.abs_dev_max > QF.INT32_MAX for wg in weights)
-        self.out_spec = Spec("nhwc", None, (self.scale, self.zp))
+        oh, ow = conv_output_size(h, kh, sh, (ph, ph), dh), conv_output_size(w, kw, sw, (pw, pw), dw)
+        packs = QF.pack_weight(mod.weight_qtensor(), mod.groups)
+        scale, zp = float(mod.scale), int(mod.zero_point)
+        self.conv = QF.PreparedConv2d(packs if isinstance(packs, list) else [packs],
+                                      QF._bias(mod.bias, mod.out_channels, self.name), spec.qparams[0],
+                                      spec.qparams[1], scale, zp,
+                                      QF.ConvGeometry(n, h, w, c, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, mod.groups),
+                                      bool(mod._relu), "fbgemm", "fbgemm")
+        self.out = np.empty((n * oh * ow, mod.out_channels), np.uint8)
+        self.out_shape = (n, oh, ow, mod.out_channels)
+        self.out_spec = Spec("nhwc", None, (scale, zp))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.pad, self.dil
-        _, oh, ow, _ = self.out_shape
-        x = np.ascontiguousarray(x)
-        if self.depthwise:
-            xp = kernels.pad_nhwc(x, ph, pw, self.in_zp)
-            if self.check_overflow:
-                QF.check_int32_range(xp, self.in_zp, (0, 255), self.whole, self.name)
-            bias_term, mult = self.ep
-            clipped = depthwise.depthwise_requant(xp, self.kh, self.kw, sh, sw, dh, dw, oh, ow, self.whole.codes,
-                                                  self.in_zp, self.whole.zero_points, bias_term, mult, self.zp,
-                                                  self.relu, self.saturate, self.out)
-            if clipped:
-                warnings.warn(f"{self.name}: {clipped} int16 pair sums saturated in a depthwise convolution, as "
-                              f"fbgemm's kernel does (PyTorch 2.13 computes the same codes)",
-                              QF.Int16SaturationWarning, stacklevel=3)
-        else:
-            kernels.im2col(x, self.kh, self.kw, oh, ow, sh, sw, ph, pw, dh, dw, self.groups, self.in_zp, self.cols)
-        for wg, rows, cols, (bias_term, mult) in self.parts:
-            a = self.cols if self.groups == 1 else np.ascontiguousarray(self.cols[:, cols])
-            if self.check_overflow:
-                QF.check_int32_range(a, self.in_zp, (0, 255), wg, self.name)
-            out = self.out if self.groups == 1 else self.out[:, rows]
-            gemm.qgemm_requant(a, wg.codes, wg.vnni, self.in_zp, wg.col_offsets, wg.zero_points, bias_term, mult,
-                               self.zp, self.relu, out)
-        return self.out.reshape(self.out_shape)
+        return self.conv(np.ascontiguousarray(x), self.out, "warn", self.name).reshape(self.out_shape)
 
 
 def fits_conv(conv, x: np.ndarray) -> bool:

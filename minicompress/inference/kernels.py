@@ -1,7 +1,6 @@
 """Numba kernels of the inference plans: channels-last (N, H, W, C) arrays in, arrays out."""
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 
@@ -36,3 +35,12 @@ def max_pool_nhwc(x, kh, kw, sh, sw, ph, pw, dh, dw, out):
                                 v = x[b, yi, xi, ch]
                                 if v > out[b, y, xo, ch] or v != v:
                                     out[b, y, xo, ch] = v
+
+
+@njit(cache=True)
+def add_bias_relu(y, bias, relu):
+    """y[m, o] = y[m, o] + bias[o], then max(., 0) if ``relu`` (NaN stays NaN, as np.maximum), in place, one pass."""
+    for m in range(y.shape[0]):
+        for o in range(y.shape[1]):
+            v = y[m, o] + bias[o]
+            y[m, o] = v if not relu or v >= 0 or v != v else 0

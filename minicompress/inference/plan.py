@@ -129,8 +129,9 @@ def register_builder(builder: Builder) -> Builder:
 
 
 def has_hooks(module: Module) -> bool:
-    d = module.__dict__
-    return bool(d["_forward_pre_hooks"] or d["_forward_hooks"])
+    """Forward hooks, pre-hooks or weight parametrizations (pruning masks, QAT): only the module's call
+    reproduces what they do, so the plan calls such a module instead of giving it a step."""
+    return bool(module.forward_pre_hooks() or module.forward_hooks() or module.parametrizations())
 
 
 def expand(module: Module) -> list[Module]:

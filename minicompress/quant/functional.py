@@ -33,7 +33,7 @@ import numpy as np
 
 from ..nn.functional.conv import conv_output_size
 from ..nn.layers._utils import ntuple
-from . import depthwise, gemm, kernels, vnni
+from . import conv_vnni, depthwise, gemm, kernels, vnni
 from .qparams import choose_quantization_params, quantize_multiplier
 from .qtensor import QTensor, check_qparams
 from .rounding import FMA
@@ -65,7 +65,9 @@ class PackedWeight(NamedTuple):
     col_offsets int32 (N,) = sum_k codes[j, k] - zero_points[j] * K; per_channel; shape (original);
     vnni: the codes in the VNNI micro-kernel's layout (``vnni.pack_b``), or an empty array when the CPU
     lacks VNNI (the portable kernel then runs; both give identical integers);
-    abs_dev_max: max_j sum_k |codes[j, k] - zero_points[j]| (int), for the overflow bound.
+    abs_dev_max: max_j sum_k |codes[j, k] - zero_points[j]| (int), for the overflow bound;
+    vnni_rows: a 4-D weight's codes packed per kernel row for the implicit-GEMM convolution
+    (``conv_vnni.pack_rows``), or an empty array (no VNNI, or not a convolution weight).
     """
 
     codes: np.ndarray
@@ -76,13 +78,15 @@ class PackedWeight(NamedTuple):
     shape: tuple
     vnni: np.ndarray
     abs_dev_max: int
+    vnni_rows: np.ndarray
 
     def portable(self) -> "PackedWeight":
-        """The same weight without the VNNI packing (forces the portable kernel)."""
-        return self._replace(vnni=NO_VNNI)
+        """The same weight without the VNNI packings (forces the portable kernels: im2col and 4x4 loops)."""
+        return self._replace(vnni=NO_VNNI, vnni_rows=NO_VNNI_ROWS)
 
 
 NO_VNNI = np.zeros((0, 0, 16, 4), np.int8)
+NO_VNNI_ROWS = np.zeros((0, 0, 0, 16, 4), np.int8)
 
 
 class GroupedWeights(list):
@@ -94,9 +98,10 @@ class GroupedWeights(list):
 
 def _packed(codes, scales, zps, col_offsets, per_channel, shape) -> PackedWeight:
     packed = vnni.pack_b(codes) if vnni.USE_VNNI else NO_VNNI
+    rows = conv_vnni.pack_rows(codes, shape[2]) if vnni.USE_VNNI and len(shape) == 4 else NO_VNNI_ROWS
     deviation = np.abs(codes.astype(np.int64) - zps[:, None]).sum(axis=1)
     return PackedWeight(codes, scales, zps, col_offsets, per_channel, shape, packed,
-                        int(deviation.max()) if deviation.size else 0)
+                        int(deviation.max()) if deviation.size else 0, rows)
 
 
 def check_int32_range(a: np.ndarray, a_zp: int, a_range: tuple[int, int], w: PackedWeight, who: str,
@@ -150,7 +155,7 @@ def pack_weight(w: QTensor | PackedWeight, groups: int = 1) -> PackedWeight | li
                                      w.axis is not None, tuple(w.shape)) for r in parts)
     deviation = np.abs(codes.astype(np.int64) - zps[:, None]).sum(axis=1)
     grouped.whole = PackedWeight(codes, scales, zps, col_offsets, w.axis is not None, tuple(w.shape), NO_VNNI,
-                                 int(deviation.max()) if deviation.size else 0)
+                                 int(deviation.max()) if deviation.size else 0, NO_VNNI_ROWS)
     return grouped
 
 
@@ -226,30 +231,42 @@ def requant_params(x_scale: float, w: PackedWeight, bias: np.ndarray,
     return bias_term.astype(np.float32), mult
 
 
-def _qgemm_static(a: np.ndarray, a_zp: int, x_scale: float, w: PackedWeight, bias: np.ndarray, scale: float,
-                  zero_point: int, relu: bool, requant: str, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 (M, N) codes of the requantised a @ w^T (+ bias) with output (scale, zero_point), into ``out``
-    (a new array when None; else uint8 (M, N) whose rows may be strided)."""
-    out = np.empty((a.shape[0], w.codes.shape[0]), np.uint8) if out is None else out
+def static_epilogue(x_scale: float, w: PackedWeight, bias: np.ndarray, scale: float, requant: str) -> tuple:
+    """The parameters of the static GEMM's epilogue: ``requant_params``' (bias_term, mult) for 'fbgemm';
+    (bias_q, multiplier, shift) int64 (N,) of the gemmlowp fixed-point multiplier for 'gemmlowp'."""
+    if requant == "fbgemm":
+        return requant_params(x_scale, w, bias, scale)
+    if requant != "gemmlowp":
+        raise ValueError(f"unknown requant mode {requant!r}; expected one of {REQUANT_MODES}")
+    act_times_w = np.float64(np.float32(x_scale)) * w.scales.astype(np.float64)
+    pairs = [quantize_multiplier(m) for m in act_times_w / np.float64(np.float32(scale))]
+    multiplier = np.array([p[0] for p in pairs], np.int64)
+    shift = np.array([p[1] for p in pairs], np.int64)
+    bias_q = np.rint(bias.astype(np.float64) / act_times_w)
+    if not np.all(np.abs(bias_q) <= INT32_MAX):            # gemmlowp's bias is an int32 on the accumulator
+        bad = int(np.argmax(~(np.abs(bias_q) <= INT32_MAX)))
+        raise OverflowError(f"requant='gemmlowp': bias[{bad}] = {float(bias[bad]):.6g} is {bias_q[bad]:.4g} in accumulator "
+                            f"units (bias / (s_x * s_w)), outside int32; use requant='fbgemm'")
+    return bias_q.astype(np.int64), multiplier, shift
+
+
+def _qgemm_prepared(a: np.ndarray, a_zp: int, w: PackedWeight, ep: tuple, zero_point: int, relu: bool,
+                    requant: str, out: np.ndarray) -> np.ndarray:
+    """out (M, N) uint8 (rows may be strided) = the requantised a @ w^T under ``static_epilogue``'s ``ep``."""
     args = (a, w.codes, w.vnni, a_zp, w.col_offsets, w.zero_points)
     if requant == "fbgemm":
-        bias_term, mult = requant_params(x_scale, w, bias, scale)
-        gemm.qgemm_requant(*args, bias_term, mult, zero_point, bool(relu), out)
-    elif requant == "gemmlowp":
-        act_times_w = np.float64(np.float32(x_scale)) * w.scales.astype(np.float64)
-        pairs = [quantize_multiplier(m) for m in act_times_w / np.float64(np.float32(scale))]
-        multiplier = np.array([p[0] for p in pairs], np.int64)
-        shift = np.array([p[1] for p in pairs], np.int64)
-        bias_q = np.rint(bias.astype(np.float64) / act_times_w)
-        if not np.all(np.abs(bias_q) <= INT32_MAX):        # gemmlowp's bias is an int32 on the accumulator
-            bad = int(np.argmax(~(np.abs(bias_q) <= INT32_MAX)))
-            raise OverflowError(f"requant='gemmlowp': bias[{bad}] = {float(bias[bad]):.6g} is {bias_q[bad]:.4g} in accumulator "
-                                f"units (bias / (s_x * s_w)), outside int32; use requant='fbgemm'")
-        bias_q = bias_q.astype(np.int64)
-        gemm.qgemm_fixed_point(*args, bias_q, multiplier, shift, zero_point, bool(relu), out)
+        gemm.qgemm_requant(*args, *ep, zero_point, bool(relu), out)
     else:
-        raise ValueError(f"unknown requant mode {requant!r}; expected one of {REQUANT_MODES}")
+        gemm.qgemm_fixed_point(*args, *ep, zero_point, bool(relu), out)
     return out
+
+
+def _qgemm_static(a: np.ndarray, a_zp: int, x_scale: float, w: PackedWeight, bias: np.ndarray, scale: float,
+                  zero_point: int, relu: bool, requant: str) -> np.ndarray:
+    """uint8 (M, N) codes of the requantised a @ w^T (+ bias) with output (scale, zero_point)."""
+    out = np.empty((a.shape[0], w.codes.shape[0]), np.uint8)
+    return _qgemm_prepared(a, a_zp, w, static_epilogue(x_scale, w, bias, scale, requant), zero_point, relu, requant,
+                           out)
 
 
 def _check_out_qparams(scale: Any, zero_point: Any) -> tuple[float, int]:
@@ -280,8 +297,10 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
 
     OH = floor((H + 2*ph - dh*(KH - 1) - 1) / sh) + 1 (likewise OW), computed here once by the float
     engine's ``conv_output_size``; im2col (padded with the input zero point, channels-last columns) then
-    one GEMM per group with the linear epilogue (a depthwise convolution -- one input channel per group --
-    runs all groups in one kernel, ``depthwise.py``, same codes).
+    one GEMM per group with the linear epilogue. Two kernels compute the same codes without the im2col
+    matrix: a depthwise convolution (one input channel per group) runs all groups in one pass
+    (``depthwise.py``), and a dense one with symmetric weights on a VNNI CPU is an implicit GEMM over the
+    padded NHWC input (``conv_vnni.py``).
     ``weight`` may also be ``pack_weight(w, groups)`` (a list of per-group PackedWeights).
     ``accumulation='fbgemm'`` (PyTorch's): where fbgemm takes its depthwise fast path, neighbouring tap
     products are summed in saturating int16 pairs as fbgemm does (``depthwise.py`` eq. 1'), with an
@@ -310,36 +329,100 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
     if oh < 1 or ow < 1:
         raise ValueError(f"conv2d: input {x.shape} too small for kernel {(kh, kw)} with padding {(ph, pw)}")
     scale, zero_point = _check_out_qparams(scale, zero_point)
-    b = _bias(bias, oc, "conv2d")
-    out = np.empty((n * oh * ow, oc), np.uint8)
-    x_nhwc = np.ascontiguousarray(x.int_repr.transpose(0, 2, 3, 1))
-    whole = getattr(packs, "whole", None)
-    if groups > 1 and cg == 1 and requant == "fbgemm" and whole is not None:          # depthwise: one kernel
-        xp = kernels.pad_nhwc(x_nhwc, ph, pw, x.zero_point)
-        check_int32_range(xp, x.zero_point, (0, 255), whole, "conv2d", overflow)
-        bias_term, mult = requant_params(x.scale, whole, b, scale)
-        saturate = accumulation == "fbgemm" and depthwise.fbgemm_fast_path(c, oc, groups, (kh, kw), (sh, sw),
-                                                                           (ph, pw), (dh, dw))
-        clipped = depthwise.depthwise_requant(xp, kh, kw, sh, sw, dh, dw, oh, ow, whole.codes, x.zero_point,
-                                              whole.zero_points, bias_term, mult, zero_point, bool(relu), saturate,
-                                              out)
-        if clipped:
-            warnings.warn(f"conv2d: {clipped} int16 pair sums saturated in a depthwise {kh}x{kw} convolution of "
-                          f"{c} channels, as fbgemm's kernel does (PyTorch 2.13 computes the same codes); "
-                          f"activation codes above 127 next to weight codes near -128 cause it; "
-                          f"accumulation='exact' gives the exact sum", Int16SaturationWarning, stacklevel=2)
-        packs = []
-    else:
-        k = c * kh * kw
-        if groups == 1 and packs[0].vnni.size:      # the VNNI kernel reads 4 columns at a time: pad K with 0s
-            k = packs[0].vnni.shape[1] * 4
-        cols = np.empty((n * oh * ow, k), np.uint8)
-        kernels.im2col(x_nhwc, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups, x.zero_point, cols)   # NHWC order
-    kg, ocg = cg * kh * kw, oc // groups
-    for g, wg in enumerate(packs):
-        rows = slice(g * ocg, (g + 1) * ocg)
-        a = cols if groups == 1 else np.ascontiguousarray(cols[:, g * kg:(g + 1) * kg])
-        check_int32_range(a, x.zero_point, (0, 255), wg, "conv2d", overflow)
-        _qgemm_static(a, x.zero_point, x.scale, wg, b[rows], scale, zero_point, relu, requant, out[:, rows])
+    conv = PreparedConv2d(packs, _bias(bias, oc, "conv2d"), x.scale, x.zero_point, scale, zero_point,
+                          ConvGeometry(n, h, wd, c, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, groups), bool(relu),
+                          requant, accumulation)
+    out = conv(np.ascontiguousarray(x.int_repr.transpose(0, 2, 3, 1)), np.empty((n * oh * ow, oc), np.uint8),
+               overflow, "conv2d")
     codes = out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)          # NCHW view of NHWC memory, as fbgemm's
     return QTensor(codes, scale, zero_point, None, "quint8", channels_last=True)
+
+
+class ConvGeometry(NamedTuple):
+    """Sizes of one 2-D convolution call: input (n, h, w, c), output (oh, ow), kernel, stride, padding, dilation."""
+
+    n: int
+    h: int
+    w: int
+    c: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    groups: int
+
+
+class PreparedConv2d:
+    """A quantized convolution with everything but its input computed: the kernel it takes, the requantisation
+    parameters, the int32 bound. ``conv2d`` builds one per call; an inference plan builds one per layer and input
+    shape. Called with the NHWC input codes (N, H, W, C) and an output (N*OH*OW, OC) uint8, fills and returns it.
+
+    Kernels (the same codes): depthwise (``depthwise.py``), implicit GEMM (``conv_vnni.py``: dense, symmetric
+    weights, VNNI), else im2col + one GEMM per group.
+    """
+
+    def __init__(self, packs: list, bias: np.ndarray, x_scale: float, x_zp: int, scale: float, zero_point: int,
+                 geometry: ConvGeometry, relu: bool, requant: str, accumulation: str) -> None:
+        g = self.geometry = geometry
+        self.x_zp, self.zero_point, self.relu, self.requant = x_zp, zero_point, relu, requant
+        cg, whole = g.c // g.groups, getattr(packs, "whole", None)
+        worst = max(x_zp, 255 - x_zp)
+        if g.groups > 1 and cg == 1 and requant == "fbgemm" and whole is not None:
+            self.path, self.weights = "depthwise", [whole]
+            self.saturate = accumulation == "fbgemm" and depthwise.fbgemm_fast_path(
+                g.c, whole.shape[0], g.groups, (g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
+            self.epilogues = [requant_params(x_scale, whole, bias, scale)]
+        else:
+            ocg = packs[0].codes.shape[0]
+            self.weights = list(packs)
+            self.epilogues = [static_epilogue(x_scale, wg, bias[i * ocg:(i + 1) * ocg], scale, requant)
+                              for i, wg in enumerate(packs)]
+            w0 = packs[0]
+            self.path = ("implicit" if requant == "fbgemm" and conv_vnni.applies(g.groups, g.dw, w0.zero_points,
+                                                                                  w0.vnni_rows.size > 0)
+                         else "im2col")
+            self.k_cols = (w0.vnni.shape[1] * 4 if g.groups == 1 and w0.vnni.size else g.c * g.kh * g.kw)
+        self.may_overflow = any(worst * w.abs_dev_max > INT32_MAX for w in self.weights)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, overflow: str = "warn", who: str = "conv2d") -> np.ndarray:
+        g, zp = self.geometry, self.x_zp
+        if self.path == "depthwise":
+            xp = kernels.pad_nhwc(x, g.ph, g.pw, zp)
+            self._check(xp, self.weights[0], overflow, who)
+            bias_term, mult = self.epilogues[0]
+            clipped = depthwise.depthwise_requant(xp, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow,
+                                                  self.weights[0].codes, zp, self.weights[0].zero_points, bias_term,
+                                                  mult, self.zero_point, self.relu, self.saturate, out)
+            if clipped:
+                warnings.warn(f"{who}: {clipped} int16 pair sums saturated in a depthwise {g.kh}x{g.kw} convolution "
+                              f"of {g.c} channels, as fbgemm's kernel does (PyTorch 2.13 computes the same codes); "
+                              f"activation codes above 127 next to weight codes near -128 cause it; "
+                              f"accumulation='exact' gives the exact sum", Int16SaturationWarning, stacklevel=3)
+        elif self.path == "implicit":
+            w0 = self.weights[0]
+            xp, hp, wp = conv_vnni.padded_input(x, g.ph, g.pw, zp, conv_vnni.slack(g.sw, g.c))
+            self._check(xp, w0, overflow, who)
+            bias_term, mult = self.epilogues[0]
+            conv_vnni.conv_requant(xp, g.n, hp, wp, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.oh, g.ow, w0.vnni_rows,
+                                   w0.col_offsets, zp, bias_term, mult, self.zero_point, self.relu, out)
+        else:
+            cols = np.empty((g.n * g.oh * g.ow, self.k_cols), np.uint8)
+            kernels.im2col(x, g.kh, g.kw, g.oh, g.ow, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups, zp, cols)
+            kg = g.c // g.groups * g.kh * g.kw
+            for i, (wg, ep) in enumerate(zip(self.weights, self.epilogues)):
+                ocg = wg.codes.shape[0]
+                a = cols if g.groups == 1 else np.ascontiguousarray(cols[:, i * kg:(i + 1) * kg])
+                self._check(a, wg, overflow, who)
+                _qgemm_prepared(a, zp, wg, ep, self.zero_point, self.relu, self.requant,
+                                out if g.groups == 1 else out[:, i * ocg:(i + 1) * ocg])
+        return out
+
+    def _check(self, a: np.ndarray, w: PackedWeight, overflow: str, who: str) -> None:
+        if self.may_overflow or overflow not in OVERFLOW_MODES:
+            check_int32_range(a, self.x_zp, (0, 255), w, who, overflow)

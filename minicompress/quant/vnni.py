@@ -53,32 +53,40 @@ def pack_b(codes: np.ndarray) -> np.ndarray:
 
 
 @intrinsic
-def _ukernel(typingctx, a, a0, bp, nb0, acc, r0, col0):
-    """acc[r0 + r, col0 + j] = sum_k a[a0 + r, k] * w[16 * nb0 + j, k] for r < 8, j < 32 (module docstring).
+def _ukernel(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
+    """acc[r0 + r, col0 + j] (+)= sum_k a[a0 + r*lda + k] * w[16 * nb0 + j, k] for r < 8, j < 32, k < K
+    (module docstring), K = 4 * bp.shape[1]; ``accumulate``: add to acc's values instead of replacing them.
 
-    a: uint8 (rows, K_pad) C-contiguous with K_pad % 4 == 0 and rows >= a0 + 8.
+    a: uint8 1-D (a flat view); row r of the tile starts at byte a0 + r*lda and must have K readable bytes
+    (an im2col matrix: lda = K_pad; a padded NHWC image: lda = stride * C, ``conv_vnni``).
     """
-    sig = types.void(a, a0, bp, nb0, acc, r0, col0)
+    sig = types.void(a, a0, lda, bp, nb0, acc, r0, col0, accumulate)
 
     def codegen(context, builder, signature, args):
-        a_v, a0_v, bp_v, nb0_v, acc_v, r0_v, col0_v = args
+        a_v, a0_v, lda_v, bp_v, nb0_v, acc_v, r0_v, col0_v, accumulate_v = args
         A = context.make_array(signature.args[0])(context, builder, a_v)
-        B = context.make_array(signature.args[2])(context, builder, bp_v)
-        C = context.make_array(signature.args[4])(context, builder, acc_v)
+        B = context.make_array(signature.args[3])(context, builder, bp_v)
+        C = context.make_array(signature.args[5])(context, builder, acc_v)
         i32, i64 = ir.IntType(32), ir.IntType(64)
         v16 = ir.VectorType(i32, 16)
         dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
                                                 "llvm.x86.avx512.vpdpbusd.512")
-        as64 = [builder.sext(v, i64) if v.type.width < 64 else v for v in (a0_v, nb0_v, r0_v, col0_v)]
-        a0_64, nb0_64, r0_64, col0_64 = as64
-        lda = builder.extract_value(A.shape, 1)                     # K_pad
-        groups = builder.extract_value(B.shape, 1)                  # K_pad / 4
+        as64 = [builder.sext(v, i64) if v.type.width < 64 else v for v in (a0_v, lda_v, nb0_v, r0_v, col0_v)]
+        a0_64, lda_64, nb0_64, r0_64, col0_64 = as64
+        groups = builder.extract_value(B.shape, 1)                  # K / 4
         ldc = builder.extract_value(C.shape, 1)
         const = lambda v: ir.Constant(i64, v)                        # noqa: E731
-        rows = [builder.gep(A.data, [builder.mul(builder.add(a0_64, const(r)), lda)]) for r in range(MR)]
+        rows = [builder.gep(A.data, [builder.add(a0_64, builder.mul(const(r), lda_64))]) for r in range(MR)]
         panel = builder.mul(groups, const(64))                      # bytes per 16-column panel
         panels = [builder.gep(B.data, [builder.mul(builder.add(nb0_64, const(h)), panel)]) for h in range(2)]
-        slots = [cgutils.alloca_once_value(builder, ir.Constant(v16, [0] * 16)) for _ in range(2 * MR)]
+        zero = ir.Constant(v16, [0] * 16)
+        slots = []
+        for r in range(MR):
+            base = builder.mul(builder.add(r0_64, const(r)), ldc)
+            for h in range(2):
+                idx = builder.add(base, builder.add(col0_64, const(16 * h)))
+                old = builder.load(builder.bitcast(builder.gep(C.data, [idx]), v16.as_pointer()), align=4)
+                slots.append(cgutils.alloca_once_value(builder, builder.select(accumulate_v, old, zero)))
         with cgutils.for_range(builder, groups) as loop:
             t = loop.index
             bvec = [builder.load(builder.bitcast(builder.gep(p, [builder.mul(t, const(64))]), v16.as_pointer()),
@@ -121,5 +129,6 @@ def block_vnni(a, bp, i0, rows, acc):
                 buf[:, :] = 0
             buf[:rr, :k] = a[i0 + r0:i0 + r0 + rr]
             src, s0 = buf, 0
+        flat = src.ravel()
         for jb in range(ncols // NR):
-            _ukernel(src, s0, bp, jb * 2, acc, r0, jb * NR)
+            _ukernel(flat, s0 * kp, kp, bp, jb * 2, acc, r0, jb * NR, False)

@@ -190,3 +190,15 @@ def test_depthwise_saturation_is_said_by_the_plan_too():
         plan(x)
     with pytest.warns(quant.functional.Int16SaturationWarning):
         np.testing.assert_array_equal(plan(x), want)
+
+
+def test_pruned_layers_with_parametrizations_run_as_calls():
+    from minicompress import prune
+    nn.manual_seed(7)
+    model = models.digits_cnn().eval()
+    prune.l1_unstructured(model[3], "weight", amount=0.5)
+    x = np.random.default_rng(7).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32)
+    plan = inference.freeze(model)
+    np.testing.assert_allclose(plan(x), _model_out(model, x), rtol=0, atol=1e-5)
+    called = [type(s.module).__name__ for s in plan.steps(x) if isinstance(s, ModuleCall)]
+    assert called == ["Conv2d", "BatchNorm2d"]              # a BatchNorm folds only into a conv step

@@ -1,0 +1,60 @@
+"""Drop Numba's on-disk cache of our kernels when any kernel source file changed.
+
+Numba (``cache=True``) re-validates a cached function only against the file that defines it. Our kernels call
+and inline kernels of other files (``gemm.py`` inlines ``vnni.py``'s micro-kernel, ``depthwise.py`` and
+``conv_vnni.py`` inline ``gemm.py``'s epilogue), so after an edit or an upgrade that changes only the callee's
+file, Numba would load machine code compiled from the old callee -- stale results at best; during development
+here it segfaulted. So at import, the size and mtime of every file holding kernels are compared with a stamp in
+``minicompress/__pycache__``; on a difference all of the package's ``*.nbi`` / ``*.nbc`` files are deleted and
+recompiled on first use. The check costs a few ``stat`` calls; a read-only install is left alone (Numba then
+caches elsewhere or not at all).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import metadata
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+KERNEL_FILES = ("nn/kernels.py", "optim/kernels.py", "prune/kernels.py", "inference/kernels.py",
+                "quant/kernels.py", "quant/gemm.py", "quant/vnni.py", "quant/depthwise.py", "quant/conv_vnni.py",
+                "quant/qops.py", "quant/rounding.py")
+STAMP = PACKAGE / "__pycache__" / "numba-kernels.stamp"
+
+
+def fingerprint(root: Path = PACKAGE) -> str:
+    """A digest of the kernel files' sizes and modification times (and the Numba version)."""
+    try:
+        numba_version = metadata.version("numba")
+    except metadata.PackageNotFoundError:
+        numba_version = "?"
+    h = hashlib.sha256(numba_version.encode())
+    for name in KERNEL_FILES:
+        try:
+            st = (root / name).stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        except OSError:
+            h.update(f"{name}:missing;".encode())
+    return h.hexdigest()
+
+
+def purge_stale(root: Path = PACKAGE, stamp: Path | None = None) -> bool:
+    """Delete the package's Numba cache files if the kernels changed since the stamp; True if it purged."""
+    stamp = STAMP if root == PACKAGE and stamp is None else (stamp or root / "__pycache__" / "numba-kernels.stamp")
+    current = fingerprint(root)
+    try:
+        if stamp.read_text() == current:
+            return False
+    except OSError:
+        pass
+    try:
+        for path in root.rglob("*.nb[ic]"):
+            path.unlink(missing_ok=True)
+        stamp.parent.mkdir(exist_ok=True)
+        tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(current)
+        os.replace(tmp, stamp)
+    except OSError:                     # read-only install: nothing we may delete
+        return False
+    return True

@@ -1,0 +1,106 @@
+"""Dense int8 convolution as an implicit GEMM on the VNNI micro-kernel: no im2col matrix.
+
+An im2col row of output position (b, y, xo) is, kernel row by kernel row, KW*C contiguous bytes of the padded
+channels-last input: kernel row i reads xp[b, y*sh + i*dh, xo*sw : xo*sw + KW, :] (dilation_w = 1). Eight
+neighbouring positions of one output row start sw*C bytes apart, which is exactly a tile of the micro-kernel
+with row stride lda = sw*C (``vnni._ukernel``). So each tile of 8 positions accumulates KH micro-kernel calls,
+one per kernel row against that row's slice of the weight (packed per row, ``pack_rows``), and then the
+ordinary epilogue runs on the tile::
+
+    acc[m, o] = sum_i sum_{k < KW*C} xp_i[m, k] * w[o, i, k]          (= the im2col GEMM's acc, same columns)
+    out[m, o] = requant_epilogue(acc[m, o] - z_a c_o, bias_term[o], mult[o], z_out, lo)
+
+with c_o = sum_k w[o, k] (weights symmetric, z_w = 0: the x86 default; otherwise ``functional.conv2d`` takes
+the im2col path). When KW*C is not a multiple of 4 the packed rows are zero padded, and the kernel reads up to
+3 bytes past a window: those meet zero weights. A last tile of fewer than 8 positions still reads 8 rows
+(the others are dropped, never stored). Both only read memory that ``padded_input`` allocates after the image
+(``slack``). The integers are the im2col path's exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .gemm import PARALLEL_MIN_MACS, requant_epilogue
+from .vnni import MR, NR, _ukernel, pack_b
+
+def applies(groups: int, dilation_w: int, zero_points: np.ndarray, vnni_packed: bool) -> bool:
+    """Whether conv2d can take this path: a dense convolution, unit column dilation, symmetric weights, VNNI."""
+    return groups == 1 and dilation_w == 1 and not np.any(zero_points) and vnni_packed
+
+
+def pack_rows(codes: np.ndarray, kh: int) -> np.ndarray:
+    """The (OC, KH*KW*C) weight codes (columns (i, j, c)) as KH VNNI panels, one per kernel row:
+    (KH, N_pad/16, ceil(KW*C/4), 16, 4) int8."""
+    return np.ascontiguousarray(np.stack([pack_b(np.ascontiguousarray(part)) for part in np.split(codes, kh, axis=1)]))
+
+
+def slack(stride_w: int, channels: int) -> int:
+    """Bytes a tile may read past the padded image: 8 rows stride*C apart, each up to 3 bytes past its window."""
+    return MR * stride_w * channels + 4
+
+
+@njit(cache=True)
+def padded_input(x, ph, pw, pad_value, extra):
+    """x (N, H, W, C) C-contiguous into a flat buffer: (N, H + 2ph, W + 2pw, C) padded with pad_value, then
+    ``extra`` more bytes (``slack``); returns (flat buffer, Hp, Wp)."""
+    n, h, w, c = x.shape
+    hp, wp = h + 2 * ph, w + 2 * pw
+    flat = np.full(n * hp * wp * c + extra, pad_value, x.dtype)
+    src = x.ravel()
+    for b in range(n):
+        for y in range(h):
+            d0, s0 = ((b * hp + ph + y) * wp + pw) * c, (b * h + y) * w * c
+            for t in range(np.uint64(w * c)):
+                flat[np.uint64(d0) + t] = src[np.uint64(s0) + t]
+    return flat, hp, wp
+
+
+@njit(cache=True)
+def _conv_row(xp_flat, b, y, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed, zc, bias_term, mult, out_zp, lo,
+              out):
+    """Output row (b, y): ceil(OW / 8) tiles of KH micro-kernel calls each, then the epilogue."""
+    oc = out.shape[1]
+    ncols = rows_packed.shape[1] * 16
+    acc = np.empty((MR, ncols), np.int32)
+    for xo0 in range(0, ow, MR):
+        rows = min(MR, ow - xo0)
+        for i in range(kh):
+            base = ((b * hp + y * sh + i * dh) * wp + xo0 * sw) * c
+            panel = rows_packed[i]
+            for jb in range(ncols // NR):
+                _ukernel(xp_flat, base, sw * c, panel, jb * 2, acc, 0, jb * NR, i > 0)
+        row0 = (b * oh + y) * ow + xo0
+        for r in range(rows):
+            for o in range(oc):
+                raw = np.int32(np.int64(acc[r, o]) - zc[o])
+                out[row0 + r, o] = requant_epilogue(raw, bias_term[o], mult[o], out_zp, lo)
+
+
+@njit(cache=True, parallel=True)
+def _conv_parallel(xp_flat, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed, zc, bias_term, mult, out_zp, lo,
+                   out):
+    for by in prange(n * oh):
+        _conv_row(xp_flat, by // oh, by % oh, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed, zc, bias_term,
+                  mult, out_zp, lo, out)
+
+
+@njit(cache=True)
+def conv_requant(xp_flat, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed, col_offsets, a_zp, bias_term, mult,
+                 out_zp, relu, out):
+    """The implicit GEMM (module docstring): xp_flat from ``padded_input``; rows_packed from ``pack_rows``;
+    col_offsets int32 (OC,) = sum_k w[o, k]; bias_term / mult float32 (OC,) (``functional.requant_params``);
+    out uint8 (N*OH*OW, OC), NHWC rows. lo = out_zp for a fused ReLU, else 0. Fewer than
+    ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread."""
+    oc = out.shape[1]
+    lo = np.int32(out_zp) if relu else np.int32(0)
+    zc = np.empty(oc, np.int64)
+    for o in range(oc):
+        zc[o] = np.int64(a_zp) * col_offsets[o]
+    if out.shape[0] * oc * kh * kw * c >= PARALLEL_MIN_MACS:
+        _conv_parallel(xp_flat, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed, zc, bias_term, mult, out_zp,
+                       lo, out)
+    else:
+        for by in range(n * oh):
+            _conv_row(xp_flat, by // oh, by % oh, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed, zc, bias_term,
+                      mult, out_zp, lo, out)

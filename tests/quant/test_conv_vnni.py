@@ -1,0 +1,63 @@
+"""The implicit-GEMM int8 convolution (``quant/conv_vnni.py``) gives the im2col + GEMM path's codes exactly."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minicompress import quant
+from minicompress.quant import conv_vnni, vnni
+from minicompress.quant import functional as QF
+
+pytestmark = pytest.mark.skipif(not vnni.USE_VNNI, reason="the implicit GEMM runs on the VNNI micro-kernel only")
+
+cases = st.fixed_dictionaries({
+    "c": st.integers(1, 20), "oc": st.integers(1, 40), "k": st.sampled_from([(1, 1), (3, 3), (5, 5), (3, 1), (1, 3)]),
+    "stride": st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 1)]), "pad": st.sampled_from([(0, 0), (1, 1), (2, 1)]),
+    "dh": st.integers(1, 2), "h": st.integers(1, 12), "w": st.integers(1, 21), "batch": st.integers(1, 3),
+    "per_channel": st.booleans(), "relu": st.booleans(), "seed": st.integers(0, 2 ** 16)})
+
+
+def _conv(case, x, packs, bias, scale, zp):
+    return QF.conv2d(x, packs, bias, case["stride"], case["pad"], (case["dh"], 1), 1, scale, zp, relu=case["relu"])
+
+
+@given(cases)
+def test_implicit_gemm_equals_the_im2col_path(case):
+    rng = np.random.default_rng(case["seed"])
+    (kh, kw), (ph, pw), dh = case["k"], case["pad"], case["dh"]
+    if case["h"] + 2 * ph < dh * (kh - 1) + 1 or case["w"] + 2 * pw < kw:
+        return
+    c, oc = case["c"], case["oc"]
+    x = quant.QTensor(rng.integers(0, 256, (case["batch"], c, case["h"], case["w"])).astype(np.uint8), 0.02,
+                      int(rng.integers(0, 256)), None, "quint8")
+    codes = rng.integers(-128, 128, (oc, c, kh, kw)).astype(np.int8)
+    w = (quant.QTensor(codes, rng.uniform(1e-3, 1e-2, oc), np.zeros(oc, np.int64), 0, "qint8") if case["per_channel"]
+         else quant.QTensor(codes, 0.005, 0, None, "qint8"))
+    bias = rng.normal(0, 1, oc).astype(np.float32)
+    packed = QF.pack_weight(w)
+    assert conv_vnni.applies(1, 1, packed.zero_points, packed.vnni_rows.size > 0)
+    scale, zp = float(rng.uniform(0.05, 0.5)), int(rng.integers(0, 256))
+    ours = _conv(case, x, packed, bias, scale, zp)
+    im2col = _conv(case, x, packed._replace(vnni_rows=QF.NO_VNNI_ROWS), bias, scale, zp)
+    portable = _conv(case, x, packed.portable(), bias, scale, zp)
+    np.testing.assert_array_equal(ours.int_repr, im2col.int_repr)
+    np.testing.assert_array_equal(ours.int_repr, portable.int_repr)
+
+
+def test_big_convolutions_take_the_threaded_loop_with_the_same_codes():
+    rng = np.random.default_rng(1)
+    x = quant.QTensor(rng.integers(0, 256, (4, 16, 20, 20)).astype(np.uint8), 0.02, 3, None, "quint8")
+    w = quant.QTensor(rng.integers(-128, 128, (24, 16, 3, 3)).astype(np.int8), 0.004, 0, None, "qint8")
+    packed = QF.pack_weight(w)
+    assert 4 * 20 * 20 * 24 * 16 * 9 >= quant.gemm.PARALLEL_MIN_MACS
+    a = QF.conv2d(x, packed, None, 1, 1, 1, 1, 0.3, 7)
+    b = QF.conv2d(x, packed.portable(), None, 1, 1, 1, 1, 0.3, 7)
+    np.testing.assert_array_equal(a.int_repr, b.int_repr)
+
+
+def test_weight_zero_points_and_column_dilation_take_the_im2col_path():
+    zps = np.array([0, 1])
+    assert not conv_vnni.applies(1, 1, zps, True)
+    assert not conv_vnni.applies(1, 2, np.zeros(2), True)
+    assert not conv_vnni.applies(2, 1, np.zeros(2), True)
+    assert not conv_vnni.applies(1, 1, np.zeros(2), False)

@@ -1,0 +1,26 @@
+"""A changed kernel file drops the package's Numba cache (``minicompress/_numba_cache.py``)."""
+import os
+
+from minicompress import _numba_cache as NC
+
+
+def test_a_changed_kernel_file_drops_every_cache_file(tmp_path):
+    for name in NC.KERNEL_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("# kernels\n")
+    cached = tmp_path / "quant" / "__pycache__" / "gemm.qgemm-1.py311.nbi"
+    cached.parent.mkdir()
+    stamp = tmp_path / "__pycache__" / "numba-kernels.stamp"
+    assert NC.purge_stale(tmp_path, stamp)                 # no stamp yet: purge, write the stamp
+    assert stamp.exists()
+    cached.write_text("index")
+    assert not NC.purge_stale(tmp_path, stamp) and cached.exists()     # nothing changed: kept
+    vnni = tmp_path / "quant" / "vnni.py"                  # only a callee's file changes
+    vnni.write_text("# kernels, edited\n")
+    os.utime(vnni, ns=(1, 1))
+    assert NC.purge_stale(tmp_path, stamp) and not cached.exists()
+    assert not NC.purge_stale(tmp_path, stamp)
+
+
+def test_the_installed_package_is_stamped():
+    assert NC.STAMP.exists() and NC.STAMP.read_text() == NC.fingerprint()
