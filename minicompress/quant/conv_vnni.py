@@ -24,9 +24,13 @@ from numba import njit, prange
 from .gemm import PARALLEL_MIN_MACS, requant_epilogue
 from .vnni import MR, NR, _ukernel, pack_b
 
-def applies(groups: int, dilation_w: int, zero_points: np.ndarray, vnni_packed: bool) -> bool:
-    """Whether conv2d can take this path: a dense convolution, unit column dilation, symmetric weights, VNNI."""
-    return groups == 1 and dilation_w == 1 and not np.any(zero_points) and vnni_packed
+def applies(groups: int, dilation_w: int, zero_points: np.ndarray, vnni_packed: bool, out_width: int = 8) -> bool:
+    """Whether conv2d takes this path: a dense convolution, unit column dilation, symmetric weights, VNNI, and
+    output rows that fill the 8-position tiles to at least 80 % (narrow maps -- a ResNet's 4x4 and 2x2 stages --
+    would waste most of each tile; im2col packs their rows densely)."""
+    tiles = -(-out_width // MR) * MR
+    return (groups == 1 and dilation_w == 1 and not np.any(zero_points) and vnni_packed
+            and out_width >= 0.8 * tiles)
 
 
 def pack_rows(codes: np.ndarray, kh: int) -> np.ndarray:

@@ -385,7 +385,7 @@ class PreparedConv2d:
                               for i, wg in enumerate(packs)]
             w0 = packs[0]
             self.path = ("implicit" if requant == "fbgemm" and conv_vnni.applies(g.groups, g.dw, w0.zero_points,
-                                                                                  w0.vnni_rows.size > 0)
+                                                                                  w0.vnni_rows.size > 0, g.ow)
                          else "im2col")
             self.k_cols = (w0.vnni.shape[1] * 4 if g.groups == 1 and w0.vnni.size else g.c * g.kh * g.kw)
         self.may_overflow = any(worst * w.abs_dev_max > INT32_MAX for w in self.weights)

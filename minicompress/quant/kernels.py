@@ -202,3 +202,35 @@ def pad_nhwc(x, ph, pw, pad_value):
     for b in range(n):
         _pad_sample(x_flat, b, h, w, c, ph, pw, xp_flat)
     return xp
+
+
+# ------------------------------------------------------------------------------------ quantized add
+@njit(cache=True)
+def qadd(a, b, sa, za, sb, zb, scale, zero_point, lo, hi, relu, body_n, out):
+    """PyTorch's ``quantized::add`` / ``add_relu`` on flat codes in memory order (``qops.add``'s formulas):
+    elements i < body_n take the vectorised body, the others the scalar tail::
+
+        body  d = fma(s, q, fl32(s * -z)), c = fl32(d_a + d_b) [max 0], q = clamp(rint(min(fl32(c * inv),
+              2^31 - 128)) + z_out)
+        tail  d = fl32(s) * fl32(q - z),   c = fl32(d_a + d_b) [max 0], q = clamp(rint(fl32(fl32(c * inv) + z_out)))
+
+    a, b: codes (n,), out (n,); sa, sb, scale: float32; inv = fl32(1 / scale); lo, hi: the dtype's range.
+    """
+    inv = np.float32(1) / scale
+    na, nb = np.float32(sa * np.float32(-za)), np.float32(sb * np.float32(-zb))
+    cap = np.float32(2.0 ** 31 - 128)
+    zf = np.float32(zero_point)
+    for i in range(a.shape[0]):
+        if i < body_n:
+            c = fma32(sa, np.float32(a[i]), na) + fma32(sb, np.float32(b[i]), nb)
+            if relu and c < 0:
+                c = np.float32(0)
+            t = np.float32(c * inv)
+            t = cap if t > cap else t
+            q = np.float64(np.rint(t)) + zero_point
+        else:
+            c = sa * np.float32(np.int64(a[i]) - za) + sb * np.float32(np.int64(b[i]) - zb)
+            if relu and c < 0:
+                c = np.float32(0)
+            q = np.float64(np.rint(np.float32(np.float32(c * inv) + zf)))
+        out[i] = min(max(q, lo), hi)

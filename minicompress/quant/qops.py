@@ -139,6 +139,16 @@ def add(a: QTensor, b: QTensor, scale: float, zero_point: int, relu: bool = Fals
     """
     a, b = check_operands(a, b, "add_relu" if relu else "add")
     scale, zero_point = check_qparams(scale, zero_point, a.dtype)
+    if same_layout(a, b):                           # one flat pass in memory order (``kernels.qadd``)
+        nhwc = a.ndim == 4 and a.channels_last
+        flat = [np.ascontiguousarray(x.int_repr.transpose(0, 2, 3, 1) if nhwc else x.int_repr).reshape(-1)
+                for x in (a, b)]
+        out = np.empty(flat[0].shape, flat[0].dtype)
+        lo, hi = dtype_range(a.dtype)
+        kernels.qadd(flat[0], flat[1], f32(a.scale), a.zero_point, f32(b.scale), b.zero_point, f32(scale),
+                     zero_point, lo, hi, relu, out.size // BODY_STEP * BODY_STEP, out)
+        codes = out.reshape(a.shape[0], *a.shape[2:], a.shape[1]).transpose(0, 3, 1, 2) if nhwc else out.reshape(a.shape)
+        return with_codes(a, codes, scale, zero_point)
     inv = f32(1) / f32(scale)
     sums = []
     for deq in (dequantize_body, dequantize_tail):

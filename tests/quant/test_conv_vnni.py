@@ -21,6 +21,20 @@ def _conv(case, x, packs, bias, scale, zp):
     return QF.conv2d(x, packs, bias, case["stride"], case["pad"], (case["dh"], 1), 1, scale, zp, relu=case["relu"])
 
 
+def _implicit(case, x, packed, bias, scale, zp):
+    """The kernel itself, whatever the width heuristic of ``conv_vnni.applies`` would pick."""
+    (kh, kw), (sh, sw), (ph, pw), dh = case["k"], case["stride"], case["pad"], case["dh"]
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    xp, hp, wp = conv_vnni.padded_input(np.ascontiguousarray(x.int_repr.transpose(0, 2, 3, 1)), ph, pw,
+                                        x.zero_point, conv_vnni.slack(sw, c))
+    bias_term, mult = QF.requant_params(x.scale, packed, bias, scale)
+    out = np.empty((n * oh * ow, packed.codes.shape[0]), np.uint8)
+    conv_vnni.conv_requant(xp, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, packed.vnni_rows, packed.col_offsets,
+                           x.zero_point, bias_term, mult, zp, case["relu"], out)
+    return out.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
 @given(cases)
 def test_implicit_gemm_equals_the_im2col_path(case):
     rng = np.random.default_rng(case["seed"])
@@ -35,13 +49,12 @@ def test_implicit_gemm_equals_the_im2col_path(case):
          else quant.QTensor(codes, 0.005, 0, None, "qint8"))
     bias = rng.normal(0, 1, oc).astype(np.float32)
     packed = QF.pack_weight(w)
-    assert conv_vnni.applies(1, 1, packed.zero_points, packed.vnni_rows.size > 0)
     scale, zp = float(rng.uniform(0.05, 0.5)), int(rng.integers(0, 256))
-    ours = _conv(case, x, packed, bias, scale, zp)
+    ours = _implicit(case, x, packed, bias, scale, zp)
     im2col = _conv(case, x, packed._replace(vnni_rows=QF.NO_VNNI_ROWS), bias, scale, zp)
     portable = _conv(case, x, packed.portable(), bias, scale, zp)
-    np.testing.assert_array_equal(ours.int_repr, im2col.int_repr)
-    np.testing.assert_array_equal(ours.int_repr, portable.int_repr)
+    np.testing.assert_array_equal(ours, im2col.int_repr)
+    np.testing.assert_array_equal(ours, portable.int_repr)
 
 
 def test_big_convolutions_take_the_threaded_loop_with_the_same_codes():
@@ -61,3 +74,5 @@ def test_weight_zero_points_and_column_dilation_take_the_im2col_path():
     assert not conv_vnni.applies(1, 2, np.zeros(2), True)
     assert not conv_vnni.applies(2, 1, np.zeros(2), True)
     assert not conv_vnni.applies(1, 1, np.zeros(2), False)
+    assert conv_vnni.applies(1, 1, np.zeros(2), True, 8) and conv_vnni.applies(1, 1, np.zeros(2), True, 7)
+    assert not conv_vnni.applies(1, 1, np.zeros(2), True, 4)          # half of each tile would be wasted
