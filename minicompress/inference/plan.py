@@ -3,14 +3,17 @@
     plan = inference.freeze(model)      # the plan keeps its own copy of the model, in eval mode
     y = plan(x)                          # == model.eval()(x) under no_grad()
 
-The plan expands nested ``Sequential`` containers into one chain of modules and gives each module it
-knows a *step*: the module's arithmetic written straight onto the kernels, with every parameter prepared
-once (packed int8 weights, requantisation multipliers, BatchNorm folded into the preceding convolution or
-linear layer) and the buffers of one input shape allocated once. Between steps, 4-D activations stay
-channels last, (N, H, W, C), as fbgemm and onnxruntime keep them: an int8 convolution's GEMM writes NHWC
-rows, so no layer transposes, and a Flatten before a Linear reorders the Linear's weight columns instead
-of the activations. A module the plan does not know (or one with hooks, whose behaviour only its call
-reproduces) is called as it is, its input and output converted to and from the logical layout.
+For each new input shape the plan traces the model once (``nn.trace_graph``: which module call fed which,
+so residual blocks, merges and fan-out are followed) and gives each call a *step*: the module's arithmetic
+written straight onto the kernels, with every parameter prepared once (packed int8 weights, requantisation
+multipliers, BatchNorm folded into the preceding convolution or linear layer -- a run of calls fuses when each
+passes its one output to the next alone) and the buffers of that shape allocated once. Between steps, 4-D
+activations stay channels last, (N, H, W, C), as fbgemm and onnxruntime keep them: an int8 convolution's GEMM
+writes NHWC rows, so no layer transposes, and a Flatten before a Linear reorders the Linear's weight columns
+instead of the activations. A module the plan has no step for (a residual add, a pooling, one with hooks or
+parametrizations, whose behaviour only its call reproduces) is called as it is, on views of its inputs in the
+logical layout, with its recorded arguments (``Node.replay``). A model whose forward does array arithmetic
+between modules cannot be traced and runs as one call.
 
 What comes out (``tests/inference``):
 
@@ -20,8 +23,9 @@ What comes out (``tests/inference``):
 - float steps fold BatchNorm into the weights (``quant.fuse_conv_bn_eval``, as ``torch.jit.freeze`` and
   onnxruntime do) and sum in another order, so they agree with the model to float32 rounding, not bit for bit.
 
-The steps of one input shape are built on its first call (by running it) and kept, up to
-``MAX_SHAPES`` shapes. Each call returns new arrays: the buffers are the plan's own.
+The steps of one input shape are built on its first call (tracing runs the model once, then each step runs
+once; a module's hooks see both calls) and kept, up to ``MAX_SHAPES`` shapes. Each call returns new arrays:
+the buffers are the plan's own. A model returning a tuple gets a tuple.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ..nn.containers import Sequential
+from ..nn.graph import Graph, Node, Source, trace_graph
 from ..nn.grad_mode import no_grad
 from ..nn.module import Module
 from ..quant.qtensor import QTensor
@@ -99,26 +103,56 @@ class Step:
 
 
 class ModuleCall(Step):
-    """A module the plan has no step for, called as it is (its hooks run) on the logical activation.
-    Its output layout is learnt from its first call; later calls must keep the same quantization parameters."""
+    """A module the plan has no step for, called as it is (its hooks run) on the logical activations.
+    Its outputs' layout is learnt from its first call; later calls must keep the same quantization parameters."""
 
-    def __init__(self, module: Module, x: np.ndarray, spec: Spec) -> None:
-        self.module, self.name, self.in_spec = module, module._name(), spec
+    def __init__(self, module: Module, specs: list[Spec], node: Node | None = None) -> None:
+        self.module, self.name, self.in_specs, self.node = module, module._name(), specs, node
         self.out_spec: Spec | None = None
+        self.out_specs: list[Spec] | None = None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, *xs: np.ndarray) -> Any:
+        inputs = [to_logical(x, s) for x, s in zip(xs, self.in_specs)]
         with no_grad():
-            y, spec = from_logical(self.module(to_logical(x, self.in_spec)), self.name)
-        if self.out_spec is None:
-            self.out_spec = spec
-        elif spec != self.out_spec:
-            raise RuntimeError(f"inference plan: {self.name} returned {spec} where its first call returned "
-                               f"{self.out_spec}; a frozen plan needs fixed output quantization parameters")
-        return y
+            value = self.module(*(self.node.replay(inputs) if self.node is not None else inputs))
+        outs = [from_logical(v, self.name) for v in (value if isinstance(value, tuple) else (value,))]
+        specs = [spec for _, spec in outs]
+        if self.out_specs is None:
+            self.out_specs, self.out_spec = specs, specs[0]
+        elif specs != self.out_specs:
+            raise RuntimeError(f"inference plan: {self.name} returned {specs} where its first call returned "
+                               f"{self.out_specs}; a frozen plan needs fixed output quantization parameters")
+        return tuple(y for y, _ in outs) if isinstance(value, tuple) else outs[0][0]
 
 
-# A builder gets (chain, i, x, spec) and returns (step, number of modules it consumed) or None (no step).
-Builder = Callable[[list, int, np.ndarray, Spec], "tuple[Step, int] | None"]
+class Links:
+    """A traced graph's modules as a step builder sees them from node ``start``: ``links[start]`` is its module,
+    and ``links[j]`` for j > start is node j's module only while every node from ``start`` on passes its one
+    output to the next node alone (a run that can be fused into one step); otherwise None."""
+
+    def __init__(self, graph: Graph, start: int) -> None:
+        self.graph, self.start = graph, start
+
+    def __len__(self) -> int:
+        return len(self.graph.nodes)
+
+    def _linked(self, k: int) -> bool:
+        """Node k's single output feeds node k + 1 alone, and is not an output of the model."""
+        src, g = Source(k, 0), self.graph
+        return (len(g.nodes[k].out_shapes) == 1 and k + 1 < len(g.nodes) and g.nodes[k + 1].inputs == [src]
+                and g.consumers(src) == [(k + 1, 0)] and src not in g.outputs)
+
+    def __getitem__(self, j: Any) -> Any:
+        if isinstance(j, slice):
+            return [self[k] for k in range(*j.indices(len(self)))]
+        if j < self.start or j >= len(self) or not all(self._linked(k) for k in range(self.start, j)):
+            return None
+        return self.graph.nodes[j].module
+
+
+# A builder gets (links, i, x, spec) -- ``Links`` of the traced graph from node i, node i's one input and its
+# Spec -- and returns (step, number of nodes i, i + 1, ... it stands for) or None (no step for it).
+Builder = Callable[[Links, int, np.ndarray, Spec], "tuple[Step, int] | None"]
 BUILDERS: list[Builder] = []
 
 
@@ -134,14 +168,6 @@ def has_hooks(module: Module) -> bool:
     return bool(module.forward_pre_hooks() or module.forward_hooks() or module.parametrizations())
 
 
-def expand(module: Module) -> list[Module]:
-    """The chain of modules a model's forward runs: plain ``Sequential`` containers (without hooks and
-    without their own ``forward``) are expanded recursively; anything else is one link."""
-    if isinstance(module, Sequential) and type(module).forward is Sequential.forward and not has_hooks(module):
-        return [m for child in module.children() for m in expand(child)]
-    return [module]
-
-
 class InferencePlan:
     """``freeze(model)``: the model's eval forward as steps (module docstring); call it like the model."""
 
@@ -149,31 +175,26 @@ class InferencePlan:
         if not isinstance(model, Module):
             raise TypeError(f"freeze: expected a Module, got {type(model).__name__}")
         self.model = copy.deepcopy(model).eval()
-        self.chain = expand(self.model)
         floats = [p.data.dtype for p in self.model.parameters() if p.data.dtype.kind == "f"]
         self.dtype = np.dtype(np.float64) if floats and all(d == np.float64 for d in floats) else np.dtype(np.float32)
-        self._plans: OrderedDict[tuple, list[Step]] = OrderedDict()
+        self._plans: OrderedDict[tuple, _Built] = OrderedDict()
 
     def steps(self, x: np.ndarray) -> list[Step]:
-        """The steps for inputs shaped like x (built by running x through the chain on first sight)."""
+        """The steps for inputs shaped like x (built by running x through the model on first sight)."""
         x = self._input(x)
         key = (x.shape, x.dtype.str)
         if key not in self._plans:
             self._build(x)
-        return self._plans[key]
+        return [step for step, _, _ in self._plans[key].entries]
 
     def __call__(self, x: Any) -> Any:
         x = self._input(x)
         key = (x.shape, x.dtype.str)
-        steps = self._plans.get(key)
-        if steps is None:
+        built = self._plans.get(key)
+        if built is None:
             return self._build(x)
         self._plans.move_to_end(key)
-        spec = LOGICAL_FLOAT
-        for step in steps:
-            x = step(x)
-            spec = step.out_spec
-        return _result(x, spec)
+        return built.run(x)
 
     def _input(self, x: Any) -> np.ndarray:
         """The input as a contiguous array of the model's float dtype (float32, or float64 for a
@@ -184,28 +205,73 @@ class InferencePlan:
         return np.ascontiguousarray(x, self.dtype)
 
     def _build(self, x: np.ndarray) -> Any:
-        key, steps, spec, i = (x.shape, x.dtype.str), [], LOGICAL_FLOAT, 0
-        while i < len(self.chain):
-            step, used = self._step_for(i, x, spec)
-            x, spec = step(x), step.out_spec
-            steps.append(step)
+        """Trace the model on x (``nn.trace_graph``: one call), then give each node a step, running them on x."""
+        try:
+            graph = trace_graph(self.model, x)
+        except ValueError:                            # raw-array operations between modules: one call of all
+            graph = Graph([Node(type(self.model).__name__, self.model, [Source(-1, 0)], [x.shape], [()])],
+                          [x.shape], [Source(0, 0)], [])
+        params = dict(self.model.named_parameters())
+        values: dict[Source, np.ndarray] = {Source(-1, 0): x}
+        specs: dict[Source, Spec] = {Source(-1, 0): LOGICAL_FLOAT}
+        for k, name in enumerate(graph.params):
+            values[Source(-2, k)], specs[Source(-2, k)] = params[name].data, LOGICAL_FLOAT
+        entries, i = [], 0
+        while i < len(graph.nodes):
+            node = graph.nodes[i]
+            ins = [values[s] for s in node.inputs]
+            step, used = self._step_for(graph, i, ins, [specs[s] for s in node.inputs])
+            out = step(*ins)
+            last = i + used - 1
+            outs = out if isinstance(out, tuple) else (out,)
+            out_specs = getattr(step, "out_specs", None) or [step.out_spec]
+            for j, (y, spec) in enumerate(zip(outs, out_specs)):
+                values[Source(last, j)], specs[Source(last, j)] = y, spec
+            entries.append((step, node.inputs, last))
             i += used
-        self._plans[key] = steps
+        built = _Built(entries, graph.outputs, [specs[s] for s in graph.outputs],
+                       {s: values[s] for s in values if s.node == -2})
+        self._plans[(x.shape, x.dtype.str)] = built
         if len(self._plans) > MAX_SHAPES:
             self._plans.popitem(last=False)
-        return _result(x, spec)
+        return built.result(values)
 
-    def _step_for(self, i: int, x: np.ndarray, spec: Spec) -> tuple[Step, int]:
-        if not has_hooks(self.chain[i]):
+    def _step_for(self, graph: Graph, i: int, ins: list, specs: list) -> tuple[Step, int]:
+        module = graph.nodes[i].module
+        if len(ins) == 1 and not has_hooks(module):
+            links = Links(graph, i)
             for builder in BUILDERS:
-                built = builder(self.chain, i, x, spec)
+                built = builder(links, i, ins[0], specs[0])
                 if built is not None:
                     return built
-        return ModuleCall(self.chain[i], x, spec), 1
+        return ModuleCall(module, specs, graph.nodes[i]), 1
 
     def __repr__(self) -> str:
         shapes = ", ".join(str(k[0]) for k in self._plans) or "none yet"
-        return f"InferencePlan({len(self.chain)} modules; built for input shapes: {shapes})"
+        return f"InferencePlan({type(self.model).__name__}; built for input shapes: {shapes})"
+
+
+class _Built:
+    """The steps of one input shape: (step, input sources, node whose outputs it produces), in order."""
+
+    def __init__(self, entries: list, outputs: list, out_specs: list, params: dict) -> None:
+        self.entries, self.outputs, self.out_specs, self.params = entries, outputs, out_specs, params
+
+    def run(self, x: np.ndarray) -> Any:
+        values = dict(self.params)
+        values[Source(-1, 0)] = x
+        for step, inputs, node in self.entries:
+            out = step(*[values[s] for s in inputs])
+            if isinstance(out, tuple):
+                for j, y in enumerate(out):
+                    values[Source(node, j)] = y
+            else:
+                values[Source(node, 0)] = out
+        return self.result(values)
+
+    def result(self, values: dict) -> Any:
+        results = tuple(_result(values[s], spec) for s, spec in zip(self.outputs, self.out_specs))
+        return results if len(results) > 1 else results[0]
 
 
 def _result(x: np.ndarray, spec: Spec) -> Any:

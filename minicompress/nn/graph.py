@@ -25,7 +25,7 @@ from .grad_mode import no_grad
 from .kinds import is_trace_unit
 from .module import Module
 
-__all__ = ["Source", "Node", "Graph", "trace_graph"]
+__all__ = ["Source", "Slot", "Node", "Graph", "trace_graph"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,18 @@ class Source:
         return f"param[{self.index}]" if self.node == -2 else f"node[{self.node}].out[{self.index}]"
 
 
+@dataclass(frozen=True)
+class Slot:
+    """Stands for the node's input ``index`` (an array) in a recorded call's arguments (``Node.args``)."""
+
+    index: int
+
+
 @dataclass
 class Node:
-    """One unit call: ``name`` as in ``named_modules`` ('#2' etc. for a module's later calls)."""
+    """One unit call: ``name`` as in ``named_modules`` ('#2' etc. for a module's later calls); ``args``: the
+    call's positional arguments with each traced array replaced by its ``Slot`` (e.g. ``('add', Slot(0),
+    Slot(1))`` for a FloatFunctional's add), so that the call can be replayed on other arrays (``replay``)."""
 
     name: str
     module: Module
@@ -52,6 +61,11 @@ class Node:
     in_shapes: list[tuple[int, ...]]
     out_shapes: list[tuple[int, ...]]
     call: int = 1
+    args: tuple = ()
+
+    def replay(self, inputs: list[Any]) -> tuple:
+        """The recorded call's arguments with ``inputs`` in the slots (all the node's inputs if none recorded)."""
+        return _fill(self.args, inputs) if self.args else tuple(inputs)
 
 
 @dataclass
@@ -84,6 +98,22 @@ def _arrays(value: Any) -> list[Any]:
     if isinstance(value, (tuple, list)):
         return [a for v in value for a in _arrays(v)]
     return [value] if isinstance(value, np.ndarray) or hasattr(value, "int_repr") else []
+
+
+def _template(value: Any, count: list[int]) -> Any:
+    """``value`` with each array (in ``_arrays`` order) replaced by a ``Slot``."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_template(v, count) for v in value)
+    if isinstance(value, np.ndarray) or hasattr(value, "int_repr"):
+        count[0] += 1
+        return Slot(count[0] - 1)
+    return value
+
+
+def _fill(value: Any, inputs: list[Any]) -> Any:
+    if isinstance(value, (tuple, list)):
+        return type(value)(_fill(v, inputs) for v in value)
+    return inputs[value.index] if isinstance(value, Slot) else value
 
 
 def _units(model: Module) -> list[tuple[str, Module]]:
@@ -129,7 +159,8 @@ def trace_graph(model: Module, *inputs: Any) -> Graph:
         index = len(nodes)
         nodes.append(Node(names[id(module)] + (f"#{call}" if call > 1 else ""), module, found,
                           [tuple(np.shape(getattr(a, "int_repr", a))) for a in ins],
-                          [tuple(np.shape(getattr(a, "int_repr", a))) for a in outs], call))
+                          [tuple(np.shape(getattr(a, "int_repr", a))) for a in outs], call,
+                          _template(tuple(args), [0])))
         for j, a in enumerate(outs):
             sources[id(a)] = Source(index, j)
         keep.extend(ins + outs)

@@ -126,9 +126,9 @@ def test_unknown_modules_and_hooks_run_as_calls():
     steps = plan.steps(x)
     calls = [s for s in steps if isinstance(s, ModuleCall)]
     assert [type(s.module).__name__ for s in calls] == ["Tanh", "ReLU"]        # the hooked ReLU is called
-    assert len(seen) == 2                    # one call by the plan's build, one by the model itself
+    assert len(seen) == 3                    # the build traces the model once and runs the step once; the model
     plan(x)
-    assert len(seen) == 3
+    assert len(seen) == 4
 
 
 def test_the_plan_keeps_its_own_copy_and_leaves_the_model_alone():
@@ -202,3 +202,50 @@ def test_pruned_layers_with_parametrizations_run_as_calls():
     np.testing.assert_allclose(plan(x), _model_out(model, x), rtol=0, atol=1e-5)
     called = [type(s.module).__name__ for s in plan.steps(x) if isinstance(s, ModuleCall)]
     assert called == ["Conv2d", "BatchNorm2d"]              # a BatchNorm folds only into a conv step
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "mobilenet_v2"])
+def test_int8_architectures_plan_equals_the_model(arch):
+    """Branching models are traced (``nn.trace_graph``): residual adds run as module calls on NHWC views,
+    convolutions as steps; the codes are the model's."""
+    rng = np.random.default_rng(8)
+    if arch == "resnet20":
+        model = models.resnet20(num_classes=10, in_channels=1, rng=0)
+    else:
+        model = models.replace_relu(models.mobilenet_v2(num_classes=10, width_mult=0.5, in_channels=1,
+                                                        small_input=True, rng=0))
+    model.eval()
+    _randomise_bn(model, rng)
+    x = rng.uniform(0, 1, (20, 1, 8, 8)).astype(np.float32)
+    fused = copy.deepcopy(model)
+    fused.fuse_model()
+    fused.qconfig = quant.get_default_qconfig("x86")
+    prepared = quant.prepare(fused)
+    with nn.no_grad():
+        prepared(x)
+    int8 = quant.convert(prepared)
+    plan = inference.freeze(int8)
+    for batch in (1, 20):
+        np.testing.assert_array_equal(plan(x[:batch]), _model_out(int8, x[:batch]))
+    kinds = _step_kinds(plan, x)
+    assert kinds.count("ConvStep") == sum(isinstance(m, quant.QuantizedConv2d) for m in int8.modules())
+    fplan = inference.freeze(model)
+    want = _model_out(model, x)
+    np.testing.assert_allclose(fplan(x), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+class _RawAdd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) + x                        # an operation no hook can see
+
+
+def test_models_that_trace_cannot_follow_run_as_one_call():
+    model = _RawAdd().eval()
+    x = np.random.default_rng(9).normal(size=(3, 4)).astype(np.float32)
+    plan = inference.freeze(model)
+    np.testing.assert_array_equal(plan(x), _model_out(model, x))
+    assert [type(s.module).__name__ for s in plan.steps(x)] == ["_RawAdd"]
