@@ -14,10 +14,12 @@ import numpy as np
 
 from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Linear, MaxPool2d, ReLU
 from ..nn.functional.conv import conv_output_size
+from ..quant import functional as QF
 from ..quant import kernels
+from ..quant.modules import DynamicQuantizedLinear, DynamicQuantizedLinearReLU
 from ..quant.fuse import fuse_conv_bn_eval, fuse_linear_bn_eval
 from .int8_steps import MaxPoolStep, flatten_step, _hwc_columns, _Pass, fits_conv, pooled_size
-from .kernels import add_bias_relu
+from .kernels import add_bias_relu, batch_norm_rows
 from .plan import Spec, Step, has_hooks, register_builder
 
 
@@ -86,6 +88,38 @@ class LinearStep(Step):
         return self.out
 
 
+class BatchNormStep(Step):
+    """An eval BatchNorm1d on (N, C) that no linear step absorbed (e.g. after a dynamic int8 Linear), with the
+    engine's own arithmetic (``kernels.batch_norm_rows``: the same bits), [+ ReLU]."""
+
+    def __init__(self, bn: BatchNorm1d, relu: bool, names: str, x: np.ndarray) -> None:
+        self.name, self.relu, self.out_spec = names, relu, Spec()
+        dtype = x.dtype
+        self.mean = bn.running_mean.astype(dtype, copy=False)
+        self.inv_std = (1.0 / np.sqrt(bn.running_var + bn.eps)).astype(dtype, copy=False)
+        c = bn.num_features
+        self.weight = np.ones(c, dtype) if bn.weight is None else bn.weight.data.astype(dtype, copy=False)
+        self.bias = np.zeros(c, dtype) if bn.bias is None else bn.bias.data.astype(dtype, copy=False)
+        self.out = np.empty(x.shape, dtype)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        batch_norm_rows(x, self.mean, self.inv_std, self.weight, self.bias, self.relu, self.out)
+        return self.out
+
+
+class DynamicLinearStep(Step):
+    """A dynamic int8 Linear (``quant.DynamicQuantizedLinear``): ``functional.linear_dynamic`` with the weight
+    packed once -- the module's own computation, so the same bits."""
+
+    def __init__(self, mod, x: np.ndarray) -> None:
+        self.name, self.relu, self.out_spec = mod._name(), bool(mod._relu), Spec()
+        self.w = QF.pack_weight(mod.weight_qtensor())
+        self.bias = QF._bias(mod.bias, mod.out_features, self.name)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return QF.linear_dynamic(x, self.w, self.bias, reduce_range=True, relu=self.relu)
+
+
 class ReLUStep(Step):
     def __init__(self, mod: ReLU, x: np.ndarray, spec: Spec) -> None:
         self.name, self.out_spec, self.out = mod._name(), spec, np.empty(x.shape, x.dtype)
@@ -150,6 +184,12 @@ def float_step(chain: list, i: int, x: np.ndarray, spec: Spec):
         return _conv_chain(chain, i, x, spec)
     if kind is Linear:
         return _linear_chain(chain, i, x, spec)
+    if kind in (DynamicQuantizedLinear, DynamicQuantizedLinearReLU) and spec.layout == "logical" \
+            and x.dtype == np.float32 and x.ndim >= 2 and x.shape[-1] == mod.in_features:
+        return DynamicLinearStep(mod, x), 1
+    if kind is BatchNorm1d and x.ndim == 2 and _foldable(mod) and x.shape[1] == mod.num_features:
+        relu = _next(chain, i + 1, ReLU) is not None
+        return BatchNormStep(mod, relu, " + ".join(m._name() for m in chain[i:i + 1 + relu]), x), 1 + relu
     if kind in (Identity, Dropout):
         return _Pass(mod, spec), 1
     if kind is ReLU:

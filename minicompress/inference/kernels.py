@@ -44,3 +44,13 @@ def add_bias_relu(y, bias, relu):
         for o in range(y.shape[1]):
             v = y[m, o] + bias[o]
             y[m, o] = v if not relu or v >= 0 or v != v else 0
+
+
+@njit(cache=True)
+def batch_norm_rows(x, mean, inv_std, weight, bias, relu, out):
+    """out[n, c] = ((x[n, c] - mean[c]) * inv_std[c]) * weight[c] + bias[c] (the engine's eval BatchNorm, the
+    same operations in the same order), then max(., 0) if ``relu``; x, out (N, C)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            v = ((x[n, c] - mean[c]) * inv_std[c]) * weight[c] + bias[c]
+            out[n, c] = v if not relu or v >= 0 or v != v else 0

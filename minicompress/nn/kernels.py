@@ -90,6 +90,13 @@ def batch_norm_apply(x: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, weigh
     n_, c_, m_ = x.shape
     xhat = np.empty_like(x)
     y = np.empty_like(x)
+    if m_ == 1:                                   # (N, C): the channel loop innermost, so that it vectorises
+        for n in range(n_):
+            for c in range(c_):
+                h = (x[n, c, 0] - mean[c]) * inv_std[c]
+                xhat[n, c, 0] = h
+                y[n, c, 0] = h * weight[c] + bias[c]
+        return xhat, y
     for n in range(n_):
         for c in range(c_):
             mu, s, w, b = mean[c], inv_std[c], weight[c], bias[c]

@@ -88,6 +88,20 @@ def _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, rule, out):
                 out[a, c, b] = min(max(q, lo), hi)
 
 
+@njit(cache=True, inline="always")
+def _quantize_fma_narrow(x, inv_scale, zero_point, lo, hi, out):
+    """The FMA rule for codes of at most 16 bits, clamped in float32 (exact: the bounds and every rounded value
+    in them are float32 integers), so that the loop vectorises."""
+    n_outer, n_ch, n_inner = x.shape
+    for a in range(n_outer):
+        for c in range(n_ch):
+            inv, z = inv_scale[c], np.float32(zero_point[c])
+            for b in range(n_inner):
+                q = np.rint(fma32(x[a, c, b], inv, z))
+                q = lo if q < lo else q
+                out[a, c, b] = np.int32(hi if q > hi else q)
+
+
 @njit(cache=True)
 def quantize(x, scale, inv_scale, zero_point, qmin, qmax, rule, out):
     """out[a, c, b] = clamp(code(x[a, c, b]; scale[c], zero_point[c]), qmin, qmax).
@@ -97,7 +111,9 @@ def quantize(x, scale, inv_scale, zero_point, qmin, qmax, rule, out):
     (One loop per rule, so that each loop body is branch-free and vectorises.)
     """
     lo, hi = np.float64(qmin), np.float64(qmax)
-    if rule == FMA:
+    if rule == FMA and qmin >= -32768 and qmax <= 65535:
+        _quantize_fma_narrow(x, inv_scale, zero_point, np.float32(qmin), np.float32(qmax), out)
+    elif rule == FMA:
         _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, FMA, out)
     elif rule == MUL_ADD:
         _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, MUL_ADD, out)

@@ -249,3 +249,18 @@ def test_models_that_trace_cannot_follow_run_as_one_call():
     plan = inference.freeze(model)
     np.testing.assert_array_equal(plan(x), _model_out(model, x))
     assert [type(s.module).__name__ for s in plan.steps(x)] == ["_RawAdd"]
+
+
+def test_dynamic_int8_mlp_plan_equals_the_model_bit_for_bit():
+    """Dynamic int8 Linears and a BatchNorm1d that follows one (not foldable into int8 weights) keep the
+    module's arithmetic exactly."""
+    rng = np.random.default_rng(10)
+    nn.manual_seed(10)
+    mlp = models.digits_mlp((48, 24)).eval()
+    _randomise_bn(mlp, rng)
+    dyn = quant.quantize_dynamic(mlp, {nn.Linear})
+    x = rng.uniform(0, 1, (37, 64)).astype(np.float32)
+    plan = inference.freeze(dyn)
+    np.testing.assert_array_equal(plan(x), _model_out(dyn, x))
+    kinds = _step_kinds(plan, x)
+    assert "ModuleCall" not in kinds and kinds.count("BatchNormStep") == 2
