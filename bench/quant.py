@@ -70,12 +70,18 @@ def best_time(fn, budget: float) -> float:
     return best
 
 
-def gemm_row(torch, m: int, k: int, n: int, budget: float) -> dict:
+def gemm_row(torch, m: int, k: int, n: int, budget: float, per_channel: bool = False) -> dict:
+    """One shape: NumPy float32, our int8 GEMM and static linear, fbgemm's static linear (per-channel
+    weights when ``per_channel``: scales max|w_j| / 127.5, zero points 0, as PyTorch's x86 qconfig)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(m, k)).astype(np.float32)
     w = (rng.normal(size=(n, k)) * 0.05).astype(np.float32)
     wt = np.ascontiguousarray(w.T)
-    qw = Q.quantize_per_tensor(w, float(np.abs(w).max() / 127.5), 0, "qint8")
+    if per_channel:
+        scales = np.abs(w).max(axis=1).astype(np.float64) / 127.5
+        qw = Q.quantize_per_channel(w, scales, np.zeros(n, np.int64), 0, "qint8")
+    else:
+        qw = Q.quantize_per_tensor(w, float(np.abs(w).max() / 127.5), 0, "qint8")
     qx = Q.quantize_per_tensor(x, 0.03, 128, "quint8")
     packed = QF.pack_weight(qw)
     acc = np.empty((m, n), np.int32)
@@ -85,12 +91,14 @@ def gemm_row(torch, m: int, k: int, n: int, budget: float) -> dict:
         "int8_linear": best_time(lambda: QF.linear(qx, packed, None, 0.1, 64), budget),
     }
     if torch is not None:
-        tw = torch.quantize_per_tensor(torch.from_numpy(w), qw.scale, 0, torch.qint8)
+        tw = (torch.quantize_per_channel(torch.from_numpy(w), torch.from_numpy(qw.scale), torch.zeros(n, dtype=torch.long),
+                                         0, torch.qint8) if per_channel
+              else torch.quantize_per_tensor(torch.from_numpy(w), qw.scale, 0, torch.qint8))
         tp = torch.ops.quantized.linear_prepack(tw, None)
         tx = torch.quantize_per_tensor(torch.from_numpy(x), 0.03, 128, torch.quint8)
         times["fbgemm_linear"] = best_time(lambda: torch.ops.quantized.linear(tx, tp, 0.1, 64), budget)
     ops = 2.0 * m * k * n
-    row = {"shape": f"{m}x{k}x{n}", **{f"{key}_ms": t * 1e3 for key, t in times.items()},
+    row = {"shape": f"{m}x{k}x{n}" + (" pc" if per_channel else ""), **{f"{key}_ms": t * 1e3 for key, t in times.items()},
            **{f"{key}_gops": ops / t / 1e9 for key, t in times.items()}}
     row.update({f"{key}_vs_numpy": times["numpy_f32"] / t for key, t in times.items() if key != "numpy_f32"})
     return row
@@ -157,6 +165,7 @@ def main() -> None:
     print(f"threads={args.threads}  vnni={vnni.USE_VNNI}  numpy float32 = OpenBLAS sgemm; "
           f"G(FL)OPS = 2MKN/time, best of runs\n")
     gemms = [gemm_row(torch, m, k, n, args.budget) for m, k, n in SHAPES]
+    gemms.append(gemm_row(torch, 256, 1024, 1024, args.budget, per_channel=True))
     print(f"{'M x K x N':>16} | {'numpy f32':>14} | {'int8 GEMM':>20} | {'int8 linear (+requant)':>24} | "
           f"{'fbgemm linear':>20}")
     for r in gemms:
