@@ -20,14 +20,15 @@ from ..nn import Dropout, Identity
 from ..nn.functional.conv import conv_output_size
 from ..nn.functional.pool import pool_output_size
 from ..nn.layers._utils import ntuple
-from ..quant import gemm, kernels
+from ..quant import gemm, kernels, qops
 from ..quant import functional as QF
 from ..quant.modules import DeQuantize, Quantize, QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear
+from ..quant.qmerge import QFunctional
 from ..quant.passthrough import QuantizedDropout, QuantizedFlatten, QuantizedMaxPool2d, QuantizedReLU
 from ..quant.qtensor import dtype_range
 from ..quant.rounding import DEFAULT_MODE, rule_for
 from .kernels import max_pool_nhwc
-from .plan import Spec, Step, register_builder, to_logical
+from .plan import Spec, Step, register_builder, register_merge_builder, to_logical
 
 
 def _checked(step: Step, module, x: np.ndarray, spec: Spec) -> Step:
@@ -86,7 +87,7 @@ class ConvStep(Step):
                                       bool(mod._relu), "fbgemm", "fbgemm")
         self.out = np.empty((n * oh * ow, mod.out_channels), np.uint8)
         self.out_shape = (n, oh, ow, mod.out_channels)
-        self.out_spec = Spec("nhwc", None, (scale, zp))
+        self.out_spec = Spec("nhwc", None, (scale, zp), True)          # fbgemm's output is channels last
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.conv(np.ascontiguousarray(x), self.out, "warn", self.name).reshape(self.out_shape)
@@ -219,6 +220,50 @@ class DeQuantizeStep(Step):
         codes = np.ascontiguousarray(to_logical(x, self.in_spec).int_repr)
         kernels.dequantize(codes.reshape(1, 1, -1), self.scale, self.zp, False, self.out.reshape(1, 1, -1))
         return self.out
+
+
+class AddStep(Step):
+    """QFunctional ``add`` / ``add_relu`` of two code arrays stored alike: ``kernels.qadd`` over their memory,
+    which is the order PyTorch's vector body and scalar tail split (``qops.add``)."""
+
+    def __init__(self, mod: QFunctional, relu: bool, x: np.ndarray, spec: Spec) -> None:
+        self.name, self.relu = mod._name(), relu
+        (self.sa, self.za), self.scale, self.zp = spec.qparams, *mod.qparams
+        self.out = np.empty(x.shape, np.uint8)
+        self.body_n = x.size // qops.BODY_STEP * qops.BODY_STEP
+        self.out_spec = spec._replace(qparams=(float(self.scale), int(self.zp)))
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        kernels.qadd(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), np.float32(self.sa),
+                     self.za, np.float32(self.sb), self.zb, np.float32(self.scale), self.zp, 0, 255, self.relu,
+                     self.body_n, self.out.reshape(-1))
+        return self.out
+
+
+@register_merge_builder
+def add_step(node, ins: list, specs: list):
+    """A QFunctional add of two quint8 activations of one shape, both NHWC as PyTorch's conv outputs are (or both
+    in the logical layout): the plan's memory order is then PyTorch's. Anything else is a module call."""
+    mod = node.module
+    if type(mod) is not QFunctional or len(ins) != 2 or not node.args or node.args[0] not in ("add", "add_relu"):
+        return None
+    (a, b), (sa, sb) = ins, specs
+    if (sa.qparams is None or sb.qparams is None or a.shape != b.shape or sa.layout != sb.layout
+            or sa.layout not in ("nhwc", "logical") or (sa.layout == "nhwc") != (sa.torch_nhwc and sb.torch_nhwc)
+            or (sa.layout == "logical" and a.ndim == 4)):
+        return None
+    step = AddStep(mod, node.args[0] == "add_relu", a, sa)
+    step.sb, step.zb = sb.qparams
+    return _checked_merge(step, mod, node, ins, specs)
+
+
+def _checked_merge(step: Step, mod, node, ins: list, specs: list) -> Step:
+    ours = to_logical(step(*ins), step.out_spec)
+    theirs = mod(*node.replay([to_logical(x, s) for x, s in zip(ins, specs)]))
+    if not np.array_equal(ours.int_repr, theirs.int_repr):
+        raise RuntimeError(f"inference plan: the int8 step of {step.name} disagrees with the module on inputs "
+                           f"of shape {ins[0].shape}; please report this with the model")
+    return step
 
 
 def _is(mod, *types) -> bool:

@@ -48,12 +48,16 @@ class Spec(NamedTuple):
 
     layout: 'logical' (as the model's modules see it: NCHW for 4-D), 'nhwc' (a 4-D activation stored
     (N, H, W, C)) or 'flat_hwc' (a flattened (N, C*H*W) activation whose columns are in (H, W, C) order);
-    chw: (C, H, W) of a 'flat_hwc' activation; qparams: (scale, zero_point) of uint8 codes, None for float.
+    chw: (C, H, W) of a 'flat_hwc' activation; qparams: (scale, zero_point) of uint8 codes, None for float;
+    torch_nhwc: the ``QTensor.channels_last`` the modules would see -- PyTorch's memory format, which decides
+    some ops' roundings (``quant/qops.py``). A quantized convolution's output is channels last in PyTorch; the
+    output of ``Quantize`` is not, though the plan stores it NHWC too.
     """
 
     layout: str = "logical"
     chw: tuple | None = None
     qparams: tuple | None = None
+    torch_nhwc: bool = False
 
 
 LOGICAL_FLOAT = Spec()
@@ -68,7 +72,7 @@ def to_logical(x: np.ndarray, spec: Spec) -> Any:
         x = np.ascontiguousarray(x.reshape(x.shape[0], h, w, c).transpose(0, 3, 1, 2)).reshape(x.shape[0], -1)
     if spec.qparams is None:
         return x
-    return QTensor(x, spec.qparams[0], spec.qparams[1], None, "quint8", channels_last=spec.layout == "nhwc")
+    return QTensor(x, spec.qparams[0], spec.qparams[1], None, "quint8", channels_last=spec.torch_nhwc)
 
 
 def from_logical(value: Any, who: str) -> tuple[np.ndarray, Spec]:
@@ -77,14 +81,14 @@ def from_logical(value: Any, who: str) -> tuple[np.ndarray, Spec]:
         if value.axis is not None or value.dtype != "quint8":
             raise TypeError(f"inference plan: {who} returned {value!r}; only per-tensor quint8 activations "
                             f"can flow between steps")
-        codes, qparams = value.int_repr, (float(value.scale), int(value.zero_point))
+        codes, qparams, torch_nhwc = value.int_repr, (float(value.scale), int(value.zero_point)), value.channels_last
     elif isinstance(value, np.ndarray):
-        codes, qparams = value, None
+        codes, qparams, torch_nhwc = value, None, False
     else:
         raise TypeError(f"inference plan: {who} returned a {type(value).__name__}; a plan's chain passes "
                         f"one array or QTensor from module to module")
     if codes.ndim == 4:
-        return codes.transpose(0, 2, 3, 1), Spec("nhwc", None, qparams)
+        return codes.transpose(0, 2, 3, 1), Spec("nhwc", None, qparams, torch_nhwc)
     return codes, Spec("logical", None, qparams)
 
 
@@ -159,6 +163,17 @@ BUILDERS: list[Builder] = []
 def register_builder(builder: Builder) -> Builder:
     """Add a step builder (tried in registration order; the first that returns a step wins)."""
     BUILDERS.append(builder)
+    return builder
+
+
+# A merge builder gets (node, inputs, specs) of a node with several inputs and returns a step or None.
+MergeBuilder = Callable[[Node, list, list], "Step | None"]
+MERGE_BUILDERS: list[MergeBuilder] = []
+
+
+def register_merge_builder(builder: MergeBuilder) -> MergeBuilder:
+    """Add a builder for nodes of several inputs (a residual add, a concatenation)."""
+    MERGE_BUILDERS.append(builder)
     return builder
 
 
@@ -244,6 +259,11 @@ class InferencePlan:
                 built = builder(links, i, ins[0], specs[0])
                 if built is not None:
                     return built
+        elif len(ins) > 1 and not has_hooks(module):
+            for merge in MERGE_BUILDERS:
+                step = merge(graph.nodes[i], ins, specs)
+                if step is not None:
+                    return step, 1
         return ModuleCall(module, specs, graph.nodes[i]), 1
 
     def __repr__(self) -> str:
