@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from .gemm import PARALLEL_MIN_MACS, requant_epilogue
-from .vnni import MR, NR, _ukernel, pack_b
+from .vnni import MR, pack_b, panels
 
 def applies(groups: int, dilation_w: int, zero_points: np.ndarray, vnni_packed: bool, out_width: int = 8) -> bool:
     """Whether conv2d takes this path: a dense convolution, unit column dilation, symmetric weights, VNNI, and
@@ -71,9 +71,7 @@ def _conv_row(xp_flat, b, y, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed,
         rows = min(MR, ow - xo0)
         for i in range(kh):
             base = ((b * hp + y * sh + i * dh) * wp + xo0 * sw) * c
-            panel = rows_packed[i]
-            for jb in range(ncols // NR):
-                _ukernel(xp_flat, base, sw * c, panel, jb * 2, acc, 0, jb * NR, i > 0)
+            panels(xp_flat, base, sw * c, rows_packed[i], acc, 0, i > 0)
         row0 = (b * oh + y) * ow + xo0
         for r in range(rows):
             for o in range(oc):

@@ -9,7 +9,7 @@ the int64 NumPy product.
 
 Layouts (the "packed B" that fbgemm also builds once per weight)::
 
-    bp[nb, t, c, u] = w[16 * nb + c, 4 * t + u]     int8 (N/16, K/4, 16, 4), zero padded to N % 32 == 0, K % 4 == 0
+    bp[nb, t, c, u] = w[16 * nb + c, 4 * t + u]     int8 (N/16, K/4, 16, 4), zero padded to N % 16 == 0, K % 4 == 0
     a:  8 rows x K_pad uint8 (zero padded)
 
 For each group t of 4 k's: broadcast the 4 bytes a[r, 4t:4t+4] to all lanes, and
@@ -46,15 +46,25 @@ USE_VNNI = _host_has_vnni() and os.environ.get("MINICOMPRESS_VNNI", "1") != "0"
 def pack_b(codes: np.ndarray) -> np.ndarray:
     """int8 (N, K) weight -> (N_pad/16, K_pad/4, 16, 4) VNNI layout (module docstring)."""
     n, k = codes.shape
-    kp, np_ = -(-k // 4) * 4, -(-n // NR) * NR
+    kp, np_ = -(-k // 4) * 4, -(-n // 16) * 16
     padded = np.zeros((np_, kp), np.int8)
     padded[:n, :k] = codes
     return np.ascontiguousarray(padded.reshape(np_ // 16, 16, kp // 4, 4).transpose(0, 2, 1, 3))
 
 
-@intrinsic
-def _ukernel(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
-    """acc[r0 + r, col0 + j] (+)= sum_k a[a0 + r*lda + k] * w[16 * nb0 + j, k] for r < 8, j < 32, k < K
+def _micro_kernel(halves: int):
+    """The 8 x (16 * halves) micro-kernel as a Numba intrinsic (``_ukernel``: 32 columns; ``_ukernel16``: the 16
+    of a last panel, for a weight of N % 32 == 16 columns -- a 16-channel layer would otherwise compute twice
+    the columns it needs)."""
+    def typer(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
+        return _ukernel_typing(halves, a, a0, lda, bp, nb0, acc, r0, col0, accumulate)
+
+    typer.__name__ = typer.__qualname__ = f"ukernel_8x{16 * halves}"
+    return intrinsic(typer)
+
+
+def _ukernel_typing(halves, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
+    """acc[r0 + r, col0 + j] (+)= sum_k a[a0 + r*lda + k] * w[16 * nb0 + j, k] for r < 8, j < 16 * halves, k < K
     (module docstring), K = 4 * bp.shape[1]; ``accumulate``: add to acc's values instead of replacing them.
 
     a: uint8 1-D (a flat view); row r of the tile starts at byte a0 + r*lda and must have K readable bytes
@@ -78,12 +88,12 @@ def _ukernel(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
         const = lambda v: ir.Constant(i64, v)                        # noqa: E731
         rows = [builder.gep(A.data, [builder.add(a0_64, builder.mul(const(r), lda_64))]) for r in range(MR)]
         panel = builder.mul(groups, const(64))                      # bytes per 16-column panel
-        panels = [builder.gep(B.data, [builder.mul(builder.add(nb0_64, const(h)), panel)]) for h in range(2)]
+        panels = [builder.gep(B.data, [builder.mul(builder.add(nb0_64, const(h)), panel)]) for h in range(halves)]
         zero = ir.Constant(v16, [0] * 16)
         slots = []
         for r in range(MR):
             base = builder.mul(builder.add(r0_64, const(r)), ldc)
-            for h in range(2):
+            for h in range(halves):
                 idx = builder.add(base, builder.add(col0_64, const(16 * h)))
                 old = builder.load(builder.bitcast(builder.gep(C.data, [idx]), v16.as_pointer()), align=4)
                 slots.append(cgutils.alloca_once_value(builder, builder.select(accumulate_v, old, zero)))
@@ -96,18 +106,32 @@ def _ukernel(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
                                                     i32.as_pointer()), align=1)
                 lane0 = builder.insert_element(ir.Constant(v16, None), word, ir.Constant(i32, 0))
                 bcast = builder.shuffle_vector(lane0, ir.Constant(v16, None), ir.Constant(v16, [0] * 16))
-                for h in range(2):
-                    slot = slots[2 * r + h]
+                for h in range(halves):
+                    slot = slots[halves * r + h]
                     builder.store(builder.call(dpbusd, [builder.load(slot), bcast, bvec[h]]), slot)
         for r in range(MR):
             base = builder.mul(builder.add(r0_64, const(r)), ldc)
-            for h in range(2):
+            for h in range(halves):
                 idx = builder.add(base, builder.add(col0_64, const(16 * h)))
-                builder.store(builder.load(slots[2 * r + h]),
+                builder.store(builder.load(slots[halves * r + h]),
                               builder.bitcast(builder.gep(C.data, [idx]), v16.as_pointer()), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+_ukernel = _micro_kernel(2)
+_ukernel16 = _micro_kernel(1)
+
+
+@njit(cache=True, inline="always")
+def panels(flat, a0, lda, bp, acc, r0, accumulate):
+    """Every column panel of bp against one 8-row tile: 32 columns at a time, a last 16 alone."""
+    ncols = bp.shape[0] * 16
+    for jb in range(ncols // NR):
+        _ukernel(flat, a0, lda, bp, jb * 2, acc, r0, jb * NR, accumulate)
+    if ncols % NR:
+        _ukernel16(flat, a0, lda, bp, ncols // 16 - 1, acc, r0, ncols - 16, accumulate)
 
 
 @njit(cache=True)
@@ -118,7 +142,7 @@ def block_vnni(a, bp, i0, rows, acc):
     zero-padded 8 x K_pad copy.
     """
     k = a.shape[1]
-    kp, ncols = bp.shape[1] * 4, bp.shape[0] * 16
+    kp = bp.shape[1] * 4
     buf = np.zeros((MR, kp), a.dtype)
     for r0 in range(0, rows, MR):
         rr = min(MR, rows - r0)
@@ -129,6 +153,4 @@ def block_vnni(a, bp, i0, rows, acc):
                 buf[:, :] = 0
             buf[:rr, :k] = a[i0 + r0:i0 + r0 + rr]
             src, s0 = buf, 0
-        flat = src.ravel()
-        for jb in range(ncols // NR):
-            _ukernel(flat, s0 * kp, kp, bp, jb * 2, acc, r0, jb * NR, False)
+        panels(src.ravel(), s0 * kp, kp, bp, acc, r0, False)
