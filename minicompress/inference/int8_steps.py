@@ -299,6 +299,8 @@ def int8_step(chain: list, i: int, x: np.ndarray, spec: Spec):
 class _Pass(Step):
     """Identity, and Dropout in eval."""
 
+    passthrough = True
+
     def __init__(self, mod, spec: Spec) -> None:
         self.name, self.out_spec = mod._name(), spec
 

@@ -101,6 +101,7 @@ class Step:
 
     name: str
     out_spec: Spec
+    passthrough = False          # True: the step returns its input (the plan aliases it instead of calling it)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -200,7 +201,7 @@ class InferencePlan:
         key = (x.shape, x.dtype.str)
         if key not in self._plans:
             self._build(x)
-        return [step for step, _, _ in self._plans[key].entries]
+        return self._plans[key].steps
 
     def __call__(self, x: Any) -> Any:
         x = self._input(x)
@@ -245,11 +246,12 @@ class InferencePlan:
             entries.append((step, node.inputs, last))
             i += used
         built = _Built(entries, graph.outputs, [specs[s] for s in graph.outputs],
-                       {s: values[s] for s in values if s.node == -2})
+                       {s: values[s] for s in values if s.node == -2}, [s for s in values if s.node >= 0])
         self._plans[(x.shape, x.dtype.str)] = built
         if len(self._plans) > MAX_SHAPES:
             self._plans.popitem(last=False)
-        return built.result(values)
+        results = tuple(_result(values[s], spec) for s, spec in zip(graph.outputs, built.out_specs))
+        return results if len(results) > 1 else results[0]
 
     def _step_for(self, graph: Graph, i: int, ins: list, specs: list) -> tuple[Step, int]:
         module = graph.nodes[i].module
@@ -272,25 +274,45 @@ class InferencePlan:
 
 
 class _Built:
-    """The steps of one input shape: (step, input sources, node whose outputs it produces), in order."""
+    """The steps of one input shape compiled to slots: each value (the input, a parameter, a step's output) has
+    an index into one list, and steps that pass their input on (Identity, eval Dropout) just alias its slot."""
 
-    def __init__(self, entries: list, outputs: list, out_specs: list, params: dict) -> None:
-        self.entries, self.outputs, self.out_specs, self.params = entries, outputs, out_specs, params
+    def __init__(self, entries: list, outputs: list, out_specs: list, params: dict, produced: list) -> None:
+        slot: dict[Source, int] = {Source(-1, 0): 0}
+        self.template: list[Any] = [None]
+        for source, value in params.items():
+            slot[source] = len(self.template)
+            self.template.append(value)
+        self.entries = []
+        for step, inputs, node in entries:
+            ins = tuple(slot[s] for s in inputs)
+            outs = [s for s in produced if s.node == node]
+            if getattr(step, "passthrough", False):
+                slot[outs[0]] = ins[0]
+                continue
+            for s in outs:
+                slot[s] = len(self.template)
+                self.template.append(None)
+            first = slot[outs[0]]
+            self.entries.append((step, ins, first if len(outs) == 1 else tuple(slot[s] for s in outs)))
+        self.steps = [step for step, _, _ in entries]
+        self.outputs = [slot[s] for s in outputs]
+        self.out_specs = out_specs
 
     def run(self, x: np.ndarray) -> Any:
-        values = dict(self.params)
-        values[Source(-1, 0)] = x
-        for step, inputs, node in self.entries:
-            out = step(*[values[s] for s in inputs])
-            if isinstance(out, tuple):
-                for j, y in enumerate(out):
-                    values[Source(node, j)] = y
+        values = self.template.copy()
+        values[0] = x
+        for step, ins, out in self.entries:
+            y = step(values[ins[0]]) if len(ins) == 1 else step(*[values[i] for i in ins])
+            if isinstance(out, int):
+                values[out] = y
             else:
-                values[Source(node, 0)] = out
+                for i, v in zip(out, y):
+                    values[i] = v
         return self.result(values)
 
-    def result(self, values: dict) -> Any:
-        results = tuple(_result(values[s], spec) for s, spec in zip(self.outputs, self.out_specs))
+    def result(self, values: list) -> Any:
+        results = tuple(_result(values[i], spec) for i, spec in zip(self.outputs, self.out_specs))
         return results if len(results) > 1 else results[0]
 
 
