@@ -24,10 +24,10 @@ from ..quant import gemm, kernels, qops
 from ..quant import functional as QF
 from ..quant.modules import DeQuantize, Quantize, QuantizedConv2d, QuantizedConvReLU2d, QuantizedLinear
 from ..quant.qmerge import QFunctional
-from ..quant.passthrough import QuantizedDropout, QuantizedFlatten, QuantizedMaxPool2d, QuantizedReLU
+from ..quant.passthrough import QuantizedAdaptiveAvgPool2d, QuantizedDropout, QuantizedFlatten, QuantizedMaxPool2d, QuantizedReLU
 from ..quant.qtensor import dtype_range
 from ..quant.rounding import DEFAULT_MODE, rule_for
-from .kernels import max_pool_nhwc
+from .kernels import global_avg_pool_nhwc, max_pool_nhwc
 from .plan import Spec, Step, register_builder, register_merge_builder, to_logical
 
 
@@ -172,6 +172,23 @@ class MaxPoolStep(Step):
         return self.out
 
 
+class GlobalAvgPoolStep(Step):
+    """QuantizedAdaptiveAvgPool2d(1) of channels-last codes (``kernels.global_avg_pool_nhwc``): PyTorch's NHWC
+    rounding, output (N, 1, 1, C) NHWC with the input's qparams."""
+
+    def __init__(self, mod, x: np.ndarray, spec: Spec) -> None:
+        self.name, self.out_spec = mod._name(), spec
+        n, h, w, c = x.shape
+        s32 = np.float32(spec.qparams[0])
+        self.inv = np.float32(1) / (np.float32(1) / np.float32(np.float32(s32 / s32) / np.float32(h * w)))
+        self.vector, self.zp = c // 8 * 8, spec.qparams[1]
+        self.out = np.empty((n, 1, 1, c), np.uint8)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        global_avg_pool_nhwc(x, self.zp, self.inv, self.vector, self.out.reshape(x.shape[0], -1))
+        return self.out
+
+
 class FlattenStep(Step):
     """Flatten(1, -1) of an NHWC activation: its bytes as they are, columns in (H, W, C) order."""
 
@@ -288,6 +305,9 @@ def int8_step(chain: list, i: int, x: np.ndarray, spec: Spec):
         return ReLUStep(mod, x, spec), 1
     if _is(mod, QuantizedMaxPool2d) and spec.layout == "nhwc" and pooled_size(mod, x) is not None:
         return _checked(MaxPoolStep(mod, x, spec), mod, x, spec), 1
+    if (_is(mod, QuantizedAdaptiveAvgPool2d) and spec.layout == "nhwc" and spec.torch_nhwc
+            and ntuple(mod.output_size, 2, "output_size", mod._name()) == (1, 1)):
+        return _checked(GlobalAvgPoolStep(mod, x, spec), mod, x, spec), 1
     if _is(mod, QuantizedFlatten):
         step = flatten_step(mod, x, spec)
         return None if step is None else (step, 1)

@@ -1,7 +1,11 @@
 """Numba kernels of the inference plans: channels-last (N, H, W, C) arrays in, arrays out."""
 from __future__ import annotations
 
+import numpy as np
+
 from numba import njit
+
+from ..quant.kernels import fma32
 
 
 @njit(cache=True)
@@ -54,3 +58,29 @@ def batch_norm_rows(x, mean, inv_std, weight, bias, relu, out):
         for c in range(x.shape[1]):
             v = ((x[n, c] - mean[c]) * inv_std[c]) * weight[c] + bias[c]
             out[n, c] = v if not relu or v >= 0 or v != v else 0
+
+
+@njit(cache=True)
+def global_avg_pool_nhwc(x, zero_point, inv, vector_channels, out):
+    """PyTorch's channels-last quantized global average pooling (``quant.qpool.adaptive_avg_pool2d`` with output
+    size 1): per sample and channel, A = sum of the H*W codes - z*H*W (int32), then
+    q = clamp(rint(fma(A, inv, z))) for channels c < vector_channels (fbgemm's vector loop), else
+    q = clamp(rint(fl32(fl32(A * inv) + z))) (its scalar tail); x (N, H, W, C) uint8, out (N, C)."""
+    n, h, w, c = x.shape
+    k = h * w
+    zf = np.float32(zero_point)
+    total = np.empty(c, np.int64)
+    for b in range(n):
+        total[:] = 0
+        for y in range(h):
+            for xi in range(w):
+                for ch in range(c):
+                    total[ch] += x[b, y, xi, ch]
+        for ch in range(c):
+            acc = np.float32(np.int32(total[ch] - zero_point * k))
+            if ch < vector_channels:
+                q = np.rint(fma32(acc, inv, zf))
+            else:
+                q = np.rint(np.float32(np.float32(acc * inv) + zf))
+            q = np.float32(0) if q < 0 else q
+            out[b, ch] = np.int32(np.float32(255) if q > 255 else q)
