@@ -19,7 +19,7 @@ from ..quant import kernels
 from ..quant.modules import DynamicQuantizedLinear, DynamicQuantizedLinearReLU
 from ..quant.fuse import fuse_conv_bn_eval, fuse_linear_bn_eval
 from .int8_steps import MaxPoolStep, flatten_step, _hwc_columns, _Pass, fits_conv, pooled_size
-from .kernels import add_bias_relu, batch_norm_rows
+from .kernels import add_bias_relu, batch_norm_rows, depthwise_conv_nhwc
 from .plan import Spec, Step, has_hooks, register_builder
 
 
@@ -53,7 +53,8 @@ class ConvStep(Step):
         n, h, wd, _ = x.shape
         oh = conv_output_size(h, self.kh, self.stride[0], (pt, pt), self.dil[0])
         ow = conv_output_size(wd, self.kw, self.stride[1], (pl, pl), self.dil[1])
-        self.cols = np.empty((n * oh * ow, self.wt.shape[0]), x.dtype)
+        self.pointwise = (self.kh, self.kw) == (1, 1) and self.stride == (1, 1) and (pt, pl) == (0, 0)
+        self.cols = np.empty((n * oh * ow, self.wt.shape[0]) if not self.pointwise else (n * oh * ow, c), x.dtype)
         self.out = np.empty((n * oh * ow, oc), x.dtype)
         self.out_shape = (n, oh, ow, oc)
         self.pad_value = x.dtype.type(0)
@@ -61,10 +62,44 @@ class ConvStep(Step):
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.pad, self.dil
-        kernels.im2col(np.ascontiguousarray(x), self.kh, self.kw, self.out_shape[1], self.out_shape[2], sh, sw, ph, pw, dh, dw, 1,
-                       self.pad_value, self.cols)
-        np.matmul(self.cols, self.wt, out=self.out)
+        x = np.ascontiguousarray(x)
+        if self.pointwise:                        # 1x1, stride 1, no padding: the NHWC rows are the columns
+            cols = x.reshape(self.cols.shape)
+        else:
+            kernels.im2col(x, self.kh, self.kw, self.out_shape[1], self.out_shape[2], sh, sw, ph, pw, dh, dw, 1,
+                           self.pad_value, self.cols)
+            cols = self.cols
+        np.matmul(cols, self.wt, out=self.out)
         add_bias_relu(self.out, self.b, self.relu)
+        return self.out.reshape(self.out_shape)
+
+
+class DepthwiseStep(Step):
+    """A depthwise Conv2d (groups = in = out channels, zero padding) [+ folded BatchNorm2d] [+ ReLU] on an NHWC
+    float activation: ``kernels.depthwise_conv_nhwc``, one pass along the contiguous channels."""
+
+    def __init__(self, conv: Conv2d, bn, relu: bool, names: str, x: np.ndarray) -> None:
+        self.name, self.relu = names, relu
+        conv = fuse_conv_bn_eval(conv, bn) if bn is not None else conv
+        w = conv.weight.data                                               # (C, 1, KH, KW)
+        c, _, self.kh, self.kw = w.shape
+        self.w_t = np.ascontiguousarray(w.reshape(c, -1).T, x.dtype)       # (KH*KW, C)
+        self.b = _bias(conv, c, x.dtype)
+        (pt, _), (pl, _) = conv._pads()
+        self.stride, self.pad, self.dil = tuple(conv.stride), (pt, pl), tuple(conv.dilation)
+        n, h, wd, _ = x.shape
+        oh = conv_output_size(h, self.kh, self.stride[0], (pt, pt), self.dil[0])
+        ow = conv_output_size(wd, self.kw, self.stride[1], (pl, pl), self.dil[1])
+        self.out = np.empty((n * oh * ow, c), x.dtype)
+        self.out_shape = (n, oh, ow, c)
+        self.pad_value = x.dtype.type(0)
+        self.out_spec = Spec("nhwc")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.pad, self.dil
+        xp = kernels.pad_nhwc(np.ascontiguousarray(x), ph, pw, self.pad_value)
+        depthwise_conv_nhwc(xp, self.kh, self.kw, sh, sw, dh, dw, self.out_shape[1], self.out_shape[2], self.w_t,
+                            self.b, self.relu, self.out)
         return self.out.reshape(self.out_shape)
 
 
@@ -148,7 +183,8 @@ class _FromLogical(Step):
 def _conv_chain(chain: list, i: int, x: np.ndarray, spec: Spec):
     conv = chain[i]
     nhwc = _nhwc(x, spec)
-    if (nhwc is None or conv.groups != 1 or getattr(conv, "padding_mode", "zeros") != "zeros"
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    if (nhwc is None or (conv.groups != 1 and not depthwise) or getattr(conv, "padding_mode", "zeros") != "zeros"
             or any(a != b for a, b in conv._pads()) or conv.weight.data.dtype != x.dtype
             or not fits_conv(conv, nhwc)):
         return None
@@ -157,7 +193,7 @@ def _conv_chain(chain: list, i: int, x: np.ndarray, spec: Spec):
     j = i + 1 + (bn is not None)
     relu = _next(chain, j, ReLU) is not None
     names = " + ".join(m._name() for m in chain[i:j + relu])
-    step = ConvStep(conv, bn, relu, names, nhwc)
+    step = (DepthwiseStep if depthwise else ConvStep)(conv, bn, relu, names, nhwc)
     return (step if spec.layout == "nhwc" else _FromLogical(step)), j + relu - i
 
 

@@ -84,3 +84,30 @@ def global_avg_pool_nhwc(x, zero_point, inv, vector_channels, out):
                 q = np.rint(np.float32(np.float32(acc * inv) + zf))
             q = np.float32(0) if q < 0 else q
             out[b, ch] = np.int32(np.float32(255) if q > 255 else q)
+
+
+@njit(cache=True)
+def depthwise_conv_nhwc(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, bias, relu, out):
+    """A float depthwise convolution (one channel per group) on the zero-padded NHWC input xp (N, Hp, Wp, C):
+    out[(b, y, xo), c] = bias[c] + sum_t xp[b, y*sh + i*dh, xo*sw + j*dw, c] * w_t[t, c] over the taps
+    t = i*KW + j (in that order), then max(., 0) if ``relu``; w_t (KH*KW, C), out (N*OH*OW, C)."""
+    n, _, _, c = xp.shape
+    k = w_t.shape[0]
+    tap_y, tap_x = np.empty(k, np.int64), np.empty(k, np.int64)
+    for t in range(k):
+        tap_y[t], tap_x[t] = (t // kw) * dh, (t % kw) * dw
+    acc = np.empty(c, out.dtype)
+    for b in range(n):
+        xb = xp[b]
+        for y in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    acc[ch] = bias[ch]
+                for t in range(k):
+                    yi, xi = y * sh + tap_y[t], xo * sw + tap_x[t]
+                    for ch in range(c):
+                        acc[ch] += xb[yi, xi, ch] * w_t[t, ch]
+                row = (b * oh + y) * ow + xo
+                for ch in range(c):
+                    v = acc[ch]
+                    out[row, ch] = v if not relu or v >= 0 or v != v else 0

@@ -232,6 +232,8 @@ def test_int8_architectures_plan_equals_the_model(arch):
     fplan = inference.freeze(model)
     want = _model_out(model, x)
     np.testing.assert_allclose(fplan(x), want, rtol=0, atol=1e-5 * np.abs(want).max())
+    if arch == "mobilenet_v2":
+        assert "DepthwiseStep" in _step_kinds(fplan, x)
 
 
 class _RawAdd(nn.Module):
@@ -264,3 +266,16 @@ def test_dynamic_int8_mlp_plan_equals_the_model_bit_for_bit():
     np.testing.assert_array_equal(plan(x), _model_out(dyn, x))
     kinds = _step_kinds(plan, x)
     assert "ModuleCall" not in kinds and kinds.count("BatchNormStep") == 2
+
+
+@pytest.mark.parametrize("k, stride, pad, dil", [(3, 1, 1, 1), (3, 2, 1, 1), (5, 1, 2, 1), (3, 1, 2, 2), (1, 1, 0, 1)])
+def test_float_depthwise_and_pointwise_steps_agree_to_rounding(k, stride, pad, dil):
+    rng = np.random.default_rng(k * 10 + stride + pad + dil)
+    model = nn.Sequential(nn.Conv2d(6, 6, k, stride=stride, padding=pad, dilation=dil, groups=6), nn.BatchNorm2d(6),
+                          nn.ReLU(), nn.Conv2d(6, 4, 1), nn.ReLU()).eval()
+    _randomise_bn(model, rng)
+    x = rng.normal(size=(3, 6, 9, 9)).astype(np.float32)
+    plan = inference.freeze(model)
+    want = _model_out(model, x)
+    np.testing.assert_allclose(plan(x), want, rtol=0, atol=2e-6 * np.abs(want).max())
+    assert _step_kinds(plan, x) == ["_FromLogical", "ConvStep"]
