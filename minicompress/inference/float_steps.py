@@ -38,27 +38,35 @@ def _bias(layer, n: int, dtype) -> np.ndarray:
     return np.zeros(n, dtype) if layer.bias is None else layer.bias.data.astype(dtype)
 
 
-class ConvStep(Step):
-    """Conv2d (groups 1, zero padding) [+ folded BatchNorm2d] [+ ReLU] on an NHWC float activation."""
+class _FloatConv(Step):
+    """What the float convolution steps share: the folded conv's weight and bias, its geometry on an NHWC x,
+    and an (N*OH*OW, OC) output buffer."""
 
     def __init__(self, conv: Conv2d, bn, relu: bool, names: str, x: np.ndarray) -> None:
-        self.name, self.relu = names, relu
+        self.name, self.relu, self.out_spec = names, relu, Spec("nhwc")
         conv = fuse_conv_bn_eval(conv, bn) if bn is not None else conv
-        w = conv.weight.data
-        oc, c, self.kh, self.kw = w.shape
-        self.wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, oc), x.dtype)     # (KH*KW*C, OC)
+        self.weight = conv.weight.data
+        oc, _, self.kh, self.kw = self.weight.shape
         self.b = _bias(conv, oc, x.dtype)
         (pt, _), (pl, _) = conv._pads()
         self.stride, self.pad, self.dil = tuple(conv.stride), (pt, pl), tuple(conv.dilation)
         n, h, wd, _ = x.shape
         oh = conv_output_size(h, self.kh, self.stride[0], (pt, pt), self.dil[0])
         ow = conv_output_size(wd, self.kw, self.stride[1], (pl, pl), self.dil[1])
-        self.pointwise = (self.kh, self.kw) == (1, 1) and self.stride == (1, 1) and (pt, pl) == (0, 0)
-        self.cols = np.empty((n * oh * ow, self.wt.shape[0]) if not self.pointwise else (n * oh * ow, c), x.dtype)
         self.out = np.empty((n * oh * ow, oc), x.dtype)
         self.out_shape = (n, oh, ow, oc)
         self.pad_value = x.dtype.type(0)
-        self.out_spec = Spec("nhwc")
+
+
+class ConvStep(_FloatConv):
+    """Conv2d (groups 1, zero padding) [+ folded BatchNorm2d] [+ ReLU] on an NHWC float activation."""
+
+    def __init__(self, conv: Conv2d, bn, relu: bool, names: str, x: np.ndarray) -> None:
+        super().__init__(conv, bn, relu, names, x)
+        oc, c = self.weight.shape[:2]
+        self.wt = np.ascontiguousarray(self.weight.transpose(2, 3, 1, 0).reshape(-1, oc), x.dtype)  # (KH*KW*C, OC)
+        self.pointwise = (self.kh, self.kw) == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
+        self.cols = np.empty((self.out.shape[0], self.wt.shape[0]), x.dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.pad, self.dil
@@ -74,26 +82,14 @@ class ConvStep(Step):
         return self.out.reshape(self.out_shape)
 
 
-class DepthwiseStep(Step):
+class DepthwiseStep(_FloatConv):
     """A depthwise Conv2d (groups = in = out channels, zero padding) [+ folded BatchNorm2d] [+ ReLU] on an NHWC
     float activation: ``kernels.depthwise_conv_nhwc``, one pass along the contiguous channels."""
 
     def __init__(self, conv: Conv2d, bn, relu: bool, names: str, x: np.ndarray) -> None:
-        self.name, self.relu = names, relu
-        conv = fuse_conv_bn_eval(conv, bn) if bn is not None else conv
-        w = conv.weight.data                                               # (C, 1, KH, KW)
-        c, _, self.kh, self.kw = w.shape
-        self.w_t = np.ascontiguousarray(w.reshape(c, -1).T, x.dtype)       # (KH*KW, C)
-        self.b = _bias(conv, c, x.dtype)
-        (pt, _), (pl, _) = conv._pads()
-        self.stride, self.pad, self.dil = tuple(conv.stride), (pt, pl), tuple(conv.dilation)
-        n, h, wd, _ = x.shape
-        oh = conv_output_size(h, self.kh, self.stride[0], (pt, pt), self.dil[0])
-        ow = conv_output_size(wd, self.kw, self.stride[1], (pl, pl), self.dil[1])
-        self.out = np.empty((n * oh * ow, c), x.dtype)
-        self.out_shape = (n, oh, ow, c)
-        self.pad_value = x.dtype.type(0)
-        self.out_spec = Spec("nhwc")
+        super().__init__(conv, bn, relu, names, x)
+        c = self.weight.shape[0]                                            # weight (C, 1, KH, KW)
+        self.w_t = np.ascontiguousarray(self.weight.reshape(c, -1).T, x.dtype)   # (KH*KW, C)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.pad, self.dil
