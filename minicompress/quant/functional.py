@@ -389,6 +389,7 @@ class PreparedConv2d:
                          else "im2col")
             self.k_cols = (w0.vnni.shape[1] * 4 if g.groups == 1 and w0.vnni.size else g.c * g.kh * g.kw)
         self.may_overflow = any(worst * w.abs_dev_max > INT32_MAX for w in self.weights)
+        self._cols: np.ndarray | None = None
 
     def __call__(self, x: np.ndarray, out: np.ndarray, overflow: str = "warn", who: str = "conv2d") -> np.ndarray:
         g, zp = self.geometry, self.x_zp
@@ -412,7 +413,9 @@ class PreparedConv2d:
             conv_vnni.conv_requant(xp, g.n, hp, wp, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.oh, g.ow, w0.vnni_rows,
                                    w0.col_offsets, zp, bias_term, mult, self.zero_point, self.relu, out)
         else:
-            cols = np.empty((g.n * g.oh * g.ow, self.k_cols), np.uint8)
+            if self._cols is None:                   # kept: an inference plan calls the same object again
+                self._cols = np.empty((g.n * g.oh * g.ow, self.k_cols), np.uint8)
+            cols = self._cols
             kernels.im2col(x, g.kh, g.kw, g.oh, g.ow, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups, zp, cols)
             kg = g.c // g.groups * g.kh * g.kw
             for i, (wg, ep) in enumerate(zip(self.weights, self.epilogues)):
