@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from .gemm import PARALLEL_MIN_MACS, requant_epilogue
+from .kernels import _pad_sample
 from .vnni import MR, pack_b, panels
 
 def applies(groups: int, dilation_w: int, zero_points: np.ndarray, vnni_packed: bool, out_width: int = 8) -> bool:
@@ -53,10 +54,7 @@ def padded_input(x, ph, pw, pad_value, extra):
     flat = np.full(n * hp * wp * c + extra, pad_value, x.dtype)
     src = x.ravel()
     for b in range(n):
-        for y in range(h):
-            d0, s0 = ((b * hp + ph + y) * wp + pw) * c, (b * h + y) * w * c
-            for t in range(np.uint64(w * c)):
-                flat[np.uint64(d0) + t] = src[np.uint64(s0) + t]
+        _pad_sample(src, b, h, w, c, ph, pw, flat)
     return flat, hp, wp
 
 
