@@ -18,7 +18,7 @@ from ..quant import functional as QF
 from ..quant import kernels
 from ..quant.modules import DynamicQuantizedLinear, DynamicQuantizedLinearReLU
 from ..quant.fuse import fuse_conv_bn_eval, fuse_linear_bn_eval
-from .int8_steps import MaxPoolStep, flatten_step, _hwc_columns, _Pass, fits_conv, pooled_size
+from .int8_steps import MaxPoolStep, ReLUStep, flatten_step, _hwc_columns, _Pass, fits_conv, pooled_size
 from .kernels import add_bias_relu, batch_norm_rows, depthwise_conv_nhwc
 from .plan import Spec, Step, has_hooks, register_builder
 
@@ -149,14 +149,6 @@ class DynamicLinearStep(Step):
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return QF.linear_dynamic(x, self.w, self.bias, reduce_range=True, relu=self.relu)
-
-
-class ReLUStep(Step):
-    def __init__(self, mod: ReLU, x: np.ndarray, spec: Spec) -> None:
-        self.name, self.out_spec, self.out = mod._name(), spec, np.empty(x.shape, x.dtype)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x, 0, out=self.out)
 
 
 def _nhwc(x: np.ndarray, spec: Spec) -> np.ndarray | None:

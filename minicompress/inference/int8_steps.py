@@ -31,15 +31,17 @@ from .kernels import global_avg_pool_nhwc, max_pool_nhwc
 from .plan import Spec, Step, register_builder, register_merge_builder, to_logical
 
 
-def _checked(step: Step, module, x: np.ndarray, spec: Spec) -> Step:
-    """Run the step and its module on the example input; their outputs must be identical."""
-    ours = to_logical(step(x), step.out_spec)
-    theirs = module(to_logical(x, spec))
+def _checked(step: Step, module, xs: list, specs: list, node=None) -> Step:
+    """Run the step and its module on the example inputs (the module with the node's recorded arguments, if
+    given); their outputs must be identical, code for code."""
+    logical = [to_logical(x, s) for x, s in zip(xs, specs)]
+    ours = to_logical(step(*xs), step.out_spec)
+    theirs = module(*(node.replay(logical) if node is not None else logical))
     ours_codes = ours.int_repr if hasattr(ours, "int_repr") else ours
     theirs_codes = theirs.int_repr if hasattr(theirs, "int_repr") else theirs
     if ours_codes.shape != theirs_codes.shape or not np.array_equal(ours_codes, theirs_codes):
         raise RuntimeError(f"inference plan: the int8 step of {step.name} disagrees with the module on an input "
-                           f"of shape {x.shape}; please report this with the model")
+                           f"of shape {xs[0].shape}; please report this with the model")
     return step
 
 
@@ -139,12 +141,14 @@ class LinearStep(Step):
 
 
 class ReLUStep(Step):
-    def __init__(self, mod: QuantizedReLU, x: np.ndarray, spec: Spec) -> None:
-        self.name, self.out_spec = mod._name(), spec
-        self.zp, self.out = np.uint8(spec.qparams[1]), np.empty(x.shape, np.uint8)
+    """ReLU into a buffer of its own: max(x, 0), or max(q, z) for codes (the code of real 0 is z)."""
+
+    def __init__(self, mod, x: np.ndarray, spec: Spec) -> None:
+        self.name, self.out_spec, self.out = mod._name(), spec, np.empty(x.shape, x.dtype)
+        self.floor = x.dtype.type(0 if spec.qparams is None else spec.qparams[1])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x, self.zp, out=self.out)
+        return np.maximum(x, self.floor, out=self.out)
 
 
 def pooled_size(mod, x: np.ndarray) -> tuple[int, int] | None:
@@ -271,16 +275,7 @@ def add_step(node, ins: list, specs: list):
         return None
     step = AddStep(mod, node.args[0] == "add_relu", a, sa)
     step.sb, step.zb = sb.qparams
-    return _checked_merge(step, mod, node, ins, specs)
-
-
-def _checked_merge(step: Step, mod, node, ins: list, specs: list) -> Step:
-    ours = to_logical(step(*ins), step.out_spec)
-    theirs = mod(*node.replay([to_logical(x, s) for x, s in zip(ins, specs)]))
-    if not np.array_equal(ours.int_repr, theirs.int_repr):
-        raise RuntimeError(f"inference plan: the int8 step of {step.name} disagrees with the module on inputs "
-                           f"of shape {ins[0].shape}; please report this with the model")
-    return step
+    return _checked(step, mod, ins, specs, node)
 
 
 def _is(mod, *types) -> bool:
@@ -292,22 +287,22 @@ def int8_step(chain: list, i: int, x: np.ndarray, spec: Spec):
     """The step of chain[i] if it is an int8 module (or a module that passes codes through)."""
     mod = chain[i]
     if _is(mod, Quantize) and spec.qparams is None and spec.layout == "logical" and mod.dtype == "quint8":
-        return _checked(QuantizeStep(mod, x), mod, x, spec), 1
+        return _checked(QuantizeStep(mod, x), mod, [x], [spec]), 1
     if spec.qparams is None:
         return None
     if _is(mod, Identity, Dropout, QuantizedDropout):
         return _Pass(mod, spec), 1
     if _is(mod, QuantizedConv2d, QuantizedConvReLU2d) and spec.layout == "nhwc" and fits_conv(mod, x):
-        return _checked(ConvStep(mod, x, spec), mod, x, spec), 1
+        return _checked(ConvStep(mod, x, spec), mod, [x], [spec]), 1
     if isinstance(mod, QuantizedLinear) and x.ndim >= 2 and x.shape[-1] == mod.in_features:
-        return _checked(LinearStep(mod, x, spec), mod, x, spec), 1
+        return _checked(LinearStep(mod, x, spec), mod, [x], [spec]), 1
     if _is(mod, QuantizedReLU):
         return ReLUStep(mod, x, spec), 1
     if _is(mod, QuantizedMaxPool2d) and spec.layout == "nhwc" and pooled_size(mod, x) is not None:
-        return _checked(MaxPoolStep(mod, x, spec), mod, x, spec), 1
+        return _checked(MaxPoolStep(mod, x, spec), mod, [x], [spec]), 1
     if (_is(mod, QuantizedAdaptiveAvgPool2d) and spec.layout == "nhwc" and spec.torch_nhwc
             and ntuple(mod.output_size, 2, "output_size", mod._name()) == (1, 1)):
-        return _checked(GlobalAvgPoolStep(mod, x, spec), mod, x, spec), 1
+        return _checked(GlobalAvgPoolStep(mod, x, spec), mod, [x], [spec]), 1
     if _is(mod, QuantizedFlatten):
         step = flatten_step(mod, x, spec)
         return None if step is None else (step, 1)
