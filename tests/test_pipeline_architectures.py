@@ -55,17 +55,13 @@ def test_vit_on_images_it_cannot_patch_is_refused_by_key():
 def test_static_int8_of_an_mlp_fuses_linear_bn_and_leaves_the_relu():
     """arch = 'mlp' with static PTQ used to fail: 'cannot fuse [Linear, BatchNorm1d, ReLU]' (PyTorch has no such
     fusion either); the run fuses Linear-BN and quantizes the ReLU on its own."""
-    import numpy as np
-    from minicompress import models, nn, quant
+    from minicompress import models, quant
     from minicompress.pipeline import _fusion_groups
+    from calibration import calibrated_int8
     mlp = models.digits_mlp((16, 8), rng=np.random.default_rng(0)).eval()
     groups = _fusion_groups(mlp)
     assert groups == [["1", "2"], ["4", "5"]]
     model = nn.Sequential(quant.QuantStub(), *quant.fuse_modules(mlp, groups), quant.DeQuantStub()).eval()
-    model.qconfig = quant.get_default_qconfig("x86")
-    prepared = quant.prepare(model)
     x = np.random.default_rng(1).standard_normal((32, 1, 8, 8)).astype(np.float32)
-    with nn.no_grad():
-        prepared(x)
-    int8 = quant.convert(prepared)
+    int8 = calibrated_int8(model, x)
     assert np.abs(int8(x) - mlp(x)).max() < 0.2 * np.abs(mlp(x)).max()

@@ -11,15 +11,13 @@ from hypothesis import strategies as st
 from minicompress import inference, models, nn, quant
 from minicompress.inference.plan import ModuleCall
 
+from calibration import calibrated_int8
+
 
 def _static_int8(float_model: nn.Module, fusion: list, x: np.ndarray, backend: str = "x86") -> nn.Module:
     wrapped = quant.fuse_modules(nn.Sequential(quant.QuantStub(), *float_model.children(), quant.DeQuantStub())
                                  .eval(), fusion)
-    wrapped.qconfig = quant.get_default_qconfig(backend)
-    prepared = quant.prepare(wrapped)
-    with nn.no_grad():
-        prepared(x)
-    return quant.convert(prepared)
+    return calibrated_int8(wrapped, x, backend)
 
 
 def _randomise_bn(model: nn.Module, rng: np.random.Generator) -> None:
@@ -219,11 +217,7 @@ def test_int8_architectures_plan_equals_the_model(arch):
     x = rng.uniform(0, 1, (20, 1, 8, 8)).astype(np.float32)
     fused = copy.deepcopy(model)
     fused.fuse_model()
-    fused.qconfig = quant.get_default_qconfig("x86")
-    prepared = quant.prepare(fused)
-    with nn.no_grad():
-        prepared(x)
-    int8 = quant.convert(prepared)
+    int8 = calibrated_int8(fused, x)
     plan = inference.freeze(int8)
     for batch in (1, 20):
         np.testing.assert_array_equal(plan(x[:batch]), _model_out(int8, x[:batch]))

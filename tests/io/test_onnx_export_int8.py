@@ -22,6 +22,7 @@ from minicompress import data, models, nn, quant
 from minicompress.io import export_onnx
 from minicompress.io.onnx_export import build_model
 from minicompress.quant import onnxruntime_ops as O
+from tests.calibration import calibrated_int8
 from tests.onnx_reference import run_reference
 from tests.oracle import randomise_batchnorm
 from tests.ort_oracle import ort_module, run_model
@@ -61,15 +62,6 @@ def static_int8(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # MobileNetV2: unobserved skip_add of blocks without residual
         return calibrated_int8(model, digits()[0])
-
-
-def calibrated_int8(model, x):
-    """x86 qconfig, prepare, one calibration batch, convert."""
-    model.qconfig = quant.get_default_qconfig("x86")
-    prepared = quant.prepare(model)
-    with nn.no_grad():
-        prepared(x)
-    return quant.convert(prepared)
 
 
 def exported(name, fmt, tmp_path):

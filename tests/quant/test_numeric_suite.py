@@ -6,6 +6,8 @@ import pytest
 from minicompress import nn, quant
 from minicompress.quant.numeric_suite import compute_sqnr, layer_sensitivity
 
+from calibration import calibrated_int8
+
 
 def _mlp(seed=0, outlier_layer=None):
     rng = np.random.default_rng(seed)
@@ -140,12 +142,8 @@ def test_compare_weights_and_sensitivity_of_a_fused_static_resnet():
     from minicompress import models
     fused = models.resnet20(num_classes=10, in_channels=1, rng=0).eval()
     fused.fuse_model()
-    fused.qconfig = quant.get_default_qconfig("x86")
-    prepared = quant.prepare(fused)
     x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
-    with nn.no_grad():
-        prepared(x)
-    q = quant.convert(prepared)
+    q = calibrated_int8(fused, x)
     weights = quant.compare_weights(fused.state_dict(), q.state_dict())
     assert len(weights) == 19 + 2 + 1                  # 19 convs, 2 downsample convs, fc
     assert weights["layer1.0.conv1.weight"]["quantized"].axis == 0
