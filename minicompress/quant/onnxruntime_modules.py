@@ -127,17 +127,18 @@ class QLinearConv(_ConvAttrs):
 
 
 class QLinearMatMul(_Int8Node):
-    """(O4) + (O5) without bias: a (..., M, K) codes @ a constant b (K, N)."""
+    """(O4) + (O5) without bias: a (..., M, K) codes @ b: a constant (K, N), or (b None) the codes of a second
+    input (..., K, N), batch axes broadcasting (attention's q k^T and weights v)."""
 
-    def __init__(self, b: np.ndarray, a_scale: Any, a_zero_point: Any, b_scale: Any, b_zero_point: Any,
+    def __init__(self, b: np.ndarray | None, a_scale: Any, a_zero_point: Any, b_scale: Any, b_zero_point: Any,
                  y_scale: Any, y_zero_point: Any) -> None:
         super().__init__(b=b, a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale,
                          b_zero_point=b_zero_point, y_scale=y_scale, y_zero_point=y_zero_point)
 
-    def forward(self, a: np.ndarray) -> np.ndarray:
+    def forward(self, a: np.ndarray, *b: np.ndarray) -> np.ndarray:
         c = self.c
-        return O.qlinear_matmul(a, c("a_scale"), c("a_zero_point"), c("b"), c("b_scale"), c("b_zero_point"),
-                                c("y_scale"), c("y_zero_point"))
+        return O.qlinear_matmul(a, c("a_scale"), c("a_zero_point"), b[0] if b else c("b"), c("b_scale"),
+                                c("b_zero_point"), c("y_scale"), c("y_zero_point"))
 
 
 class QGemm(_Int8Node):
@@ -217,6 +218,19 @@ class QLinearLeakyRelu(_QLinearUnary):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return O.qlinear_leaky_relu(x, *self.qparams(), alpha=self.alpha)
+
+
+class QLinearSoftmax(_QLinearUnary):
+    """(O10) com.microsoft QLinearSoftmax(axis, opset): a lookup-table softmax of each row of codes."""
+
+    def __init__(self, x_scale: Any, x_zero_point: Any, y_scale: Any, y_zero_point: Any, axis: int,
+                 opset: int) -> None:
+        super().__init__(x_scale, x_zero_point, y_scale, y_zero_point)
+        self.axis, self.opset = axis, opset
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return O.qlinear_softmax(x, self.c("x_scale"), self.c("y_scale"), self.c("y_zero_point"), self.axis,
+                                 self.opset)
 
 
 class QLinearConcat(_Int8Node):

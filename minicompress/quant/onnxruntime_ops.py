@@ -23,6 +23,11 @@ rounding, rint rounds half to even, clamp is to the output dtype's range ([0, 25
     (O9) QLinearSigmoid / QLinearLeakyRelu / QLinearConcat: 256-entry tables
                                table[code] = (O1)(f((O2)(code)))  (f = MLAS's logistic approximation,
                                leaky relu, or the identity for a concat input whose qparams differ)
+    (O10) QLinearSoftmax       per row of D codes along the axis (z_x is not read):
+                               T[k] = fl32(exp((k - 255 + b) s_x)) in float64, b = max(0, log(fl32(FLT_MAX / D)) - 5) / s_x
+                               e_i = T[x_i + 255 - max x]  (int8: T indexed by byte, x_i + 127 - max x)
+                               S = the float32 sum of e in MLAS's AVX-512 order
+                               q_i = clamp(rint(fl32(fl32(e_i / S) * floor(1 / s_y))) + z_y)
 
 QLinearAdd and QLinearMul convert with ``cvtps2dq`` before saturating: NaN or |v| >= 2^31 (absurd scale
 ratios) give the dtype's *minimum*, even for a huge positive v; the others clamp in float first.
@@ -44,7 +49,7 @@ ORT_DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
 __all__ = ["quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "matmul_integer", "requantize_output",
            "qlinear_matmul", "qgemm", "conv_integer", "qlinear_conv", "qlinear_add", "qlinear_mul", "qlinear_global_average_pool",
-           "qlinear_sigmoid", "qlinear_leaky_relu", "qlinear_concat", "lookup_table", "mlas_logistic"]
+           "qlinear_sigmoid", "qlinear_leaky_relu", "qlinear_concat", "qlinear_softmax", "lookup_table", "mlas_logistic"]
 
 
 def _f32(v: Any) -> np.ndarray:
@@ -325,3 +330,56 @@ def qlinear_global_average_pool(x: np.ndarray, x_scale: Any, x_zero_point: Any, 
     zy = np.asarray(y_zero_point)
     out = requantize_output(acc.astype(np.int32), m, int(zy), zy.dtype)
     return out.reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+
+
+def _softmax_exp_table(x_scale: Any, d: int, signed: bool) -> np.ndarray:
+    """onnxruntime's ``QlinearBuildLookupTableUint32`` (float entries): T[k] = fl32(exp((k - 255 + b) s_x)) in
+    float64 with b = max(0, log(fl32(FLT_MAX / d)) - 5) / s_x (log of a float32: the float overload), so that a
+    row of d entries sums below FLT_MAX; stored by byte (int8: entry k at byte k - 128)."""
+    s = float(np.float32(x_scale))
+    headroom = float(np.log(np.float32(np.finfo(np.float32).max) / np.float32(d)))
+    shift = max(0.0, headroom - 5.0) / s
+    values = np.exp((np.arange(256, dtype=np.float64) - 255 + shift) * s).astype(np.float32)
+    table = np.empty(256, np.float32)
+    table[(np.arange(256) - (128 if signed else 0)) & 255] = values
+    return table
+
+
+def _mlas_avx512_row_sums(e: np.ndarray) -> np.ndarray:
+    """The float32 sum of each row of ``e`` (N, D) in the order of MLAS's AVX-512 kernel: 16 lanes add the
+    32-column blocks (lane j takes columns j, j + 16, j + 32, ... in turn), the lanes are reduced as
+    ((l_k + l_{k+4}) + (l_{k+8} + l_{k+12})) for k = 0..3, then ((r_0 + r_1) + (r_2 + r_3)), and the last D mod 32
+    columns are added one by one."""
+    n, d = e.shape
+    body = d // 32 * 32
+    lanes = np.zeros((n, 16), np.float32)
+    for i in range(0, body, 16):
+        lanes = lanes + e[:, i:i + 16]
+    quads = lanes.reshape(n, 4, 4)
+    r = (quads[:, 0] + quads[:, 1]) + (quads[:, 2] + quads[:, 3])
+    total = (r[:, 0] + r[:, 1]) + (r[:, 2] + r[:, 3])
+    for i in range(body, d):
+        total = total + e[:, i]
+    return total
+
+
+def qlinear_softmax(x: np.ndarray, x_scale: Any, y_scale: Any, y_zero_point: Any, axis: int = -1,
+                    opset: int = 13) -> np.ndarray:
+    """(O10) com.microsoft QLinearSoftmax (MLAS ``MlasComputeQSoftmax``, AVX-512 kernel) along ``axis``
+    (opset < 13: over the flattened axes from ``axis`` on, as Softmax-11). The input zero point is not read:
+    each row is shifted so that its maximum takes the table's last entry."""
+    x = np.asarray(x)
+    zy = np.asarray(y_zero_point)
+    signed = x.dtype == np.int8
+    axis = axis % x.ndim
+    moved = x if opset < 13 else np.moveaxis(x, axis, -1)
+    d = int(np.prod(x.shape[axis:])) if opset < 13 else x.shape[axis]
+    rows = moved.reshape(-1, d).astype(np.int32)
+    top = rows.max(axis=1, keepdims=True)
+    index = (rows + (127 - top)) & 255 if signed else rows + (255 - top)
+    e = _softmax_exp_table(x_scale, d, signed)[index]
+    total = _mlas_avx512_row_sums(e)
+    levels = np.float32(np.floor(np.float32(1) / np.float32(y_scale)))
+    v = np.rint(((e / total[:, None]).astype(np.float32) * levels).astype(np.float32)) + np.float32(int(zy))
+    out = _saturate(v, zy.dtype).reshape(moved.shape)
+    return out if opset < 13 else np.moveaxis(out, -1, axis)

@@ -1,6 +1,6 @@
 """Float torch twins (a small digits CNN, a narrow resnet18, mobilenet_v2 width 0.5, and 'ops': a small net with
 LeakyReLU, Sigmoid, Mul, Concat, a global average pool and a MatMul) exported by torch.onnx and quantized by
-onnxruntime's ``quantize_static`` (QDQ or QOperator, per tensor or per channel, uint8 activations; calibrated
+onnxruntime's ``quantize_static`` (QDQ or QOperator, per tensor or per channel, uint8 or int8 activations; calibrated
 on digits for the CNN, else random data) or ``quantize_dynamic``."""
 from __future__ import annotations
 
@@ -78,8 +78,9 @@ def export_float(torch, arch: str, path: Path) -> Path:
     return path
 
 
-def quantize(float_path: Path, arch: str, fmt: str, per_channel: bool) -> Path:
-    """``quantize_static`` with a CalibrationDataReader; uint8 activations, int8 weights."""
+def quantize(float_path: Path, arch: str, fmt: str, per_channel: bool, activations: str = "uint8") -> Path:
+    """``quantize_static`` with a CalibrationDataReader; uint8 (or, ``quantize_static``'s default, int8)
+    activations, int8 weights."""
     import logging
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -91,10 +92,11 @@ def quantize(float_path: Path, arch: str, fmt: str, per_channel: bool) -> Path:
         def get_next(self):
             return next(self.batches, None)
 
-    out = float_path.with_name(f"{arch}_{fmt}_{'channel' if per_channel else 'tensor'}.onnx")
+    out = float_path.with_name(f"{arch}_{fmt}_{'channel' if per_channel else 'tensor'}_{activations}.onnx")
     logging.getLogger().setLevel(logging.ERROR)
     quantize_static(str(float_path), str(out), Reader(), quant_format=getattr(QuantFormat, fmt),
-                    per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    per_channel=per_channel, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8)
     return out
 
 

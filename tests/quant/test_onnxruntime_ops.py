@@ -410,3 +410,31 @@ def test_dynamic_quantize_linear_zero_point_ties_to_even(x, zero_point):
     _, s, z = run_node("DynamicQuantizeLinear", [(np.array(x, np.float32), False)], [np.uint8, np.float32, np.uint8])
     assert (float(s), int(z)) == (2.0, zero_point)
     assert O.dynamic_quantize_linear(np.array(x, np.float32))[1:] == (s, z)
+
+
+@given(seed=st.integers(0, 2 ** 31), dtype=st.sampled_from(DTYPES), d=st.integers(1, 40), rows=st.integers(1, 64),
+       layout=st.sampled_from(["last", "first", "middle", "opset12"]), sx=scales(), repeated_max=st.booleans(),
+       n_threads=threads)
+def test_qlinear_softmax(seed, dtype, d, rows, layout, sx, repeated_max, n_threads):
+    """(O10) QLinearSoftmax over rows of up to 40 codes (the AVX-512 sum's 32-blocks and tail), along the last,
+    first or a middle axis, or opset 12 (the flattened tail); input scales up to 8 (the table's exp reaches
+    float32's range). Rows of two equal maxima far above the rest give e_i / S = 1/2 exactly: ties that tell
+    fl32(fl32(e / S) * L) from e * fl32(1 / S) * L and from an fma with the zero point."""
+    rng = np.random.default_rng(seed)
+    x = codes(rng, dtype, (rows, d))
+    sx = np.float32(sx * 8)
+    if repeated_max and d > 1:          # two equal maxima, the rest far below: S = 2 e_max, e / S = 1/2 exactly
+        x[:] = np.iinfo(dtype).min
+        x[:, 0] = x[:, 1] = codes(rng, dtype, rows) // 2 + np.iinfo(dtype).max // 2 + 1
+        sx = np.float32(max(sx, 0.5))
+    axis, opset = {"last": (1, 13), "first": (0, 13), "middle": (1, 13), "opset12": (1, 12)}[layout]
+    if layout == "first":
+        x = np.ascontiguousarray(x.T)
+    elif layout == "middle":
+        x = np.ascontiguousarray(x.reshape(rows, d, 1).repeat(2, axis=2))
+    sy = np.float32(np.exp(rng.uniform(np.log(1e-3), np.log(0.5))))
+    zx, zy = zero_point(rng, dtype), zero_point(rng, dtype)
+    inputs = [(x, False), (sx, True), (zx, True), (sy, True), (zy, True)]
+    (theirs,) = run_node("QLinearSoftmax", inputs, [dtype], attrs={"opset": opset, "axis": axis},
+                         domain="com.microsoft", threads=n_threads)
+    np.testing.assert_array_equal(O.qlinear_softmax(x, sx, sy, zy, axis, opset), theirs)

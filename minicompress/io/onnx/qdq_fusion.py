@@ -7,9 +7,9 @@ replacements to an ``OnnxGraph``, so that ``load_onnx`` then builds the QOperato
 
     DQ(x), DQ(w), [DQ(b int32)] -> Conv -> [Relu] -> Q      QLinearConv
     DQ(a), DQ(B), [DQ(C int32)] -> Gemm -> [Relu] -> Q      com.microsoft QGemm  (alpha 1, transA 0, beta 1)
-    DQ(a), DQ(B) -> MatMul -> Q                             QLinearMatMul
-    DQ(a), DQ(b) -> Add / Mul -> Q                          com.microsoft QLinearAdd / QLinearMul
-    DQ(x) -> GlobalAveragePool / Sigmoid / LeakyRelu -> Q   com.microsoft QLinearGlobalAveragePool / ...
+    DQ(a), DQ(B) -> MatMul -> Q                             QLinearMatMul (B a constant or an activation)
+    DQ(a), DQ(b) -> Add / Mul -> Q                          com.microsoft QLinearAdd / QLinearMul (b may be constant)
+    DQ(x) -> GlobalAveragePool / Sigmoid / LeakyRelu / Softmax -> Q   com.microsoft QLinearGlobalAveragePool / ...
     DQ(x1), DQ(x2), ... -> Concat -> Q                      com.microsoft QLinearConcat
     DQ(x) -> MaxPool / Flatten / Reshape / ... -> Q         the op on the codes (equal scale and zero point)
 
@@ -18,10 +18,11 @@ initializers; the op's output feeds exactly one Q (or one Relu whose only consum
 minimum as zero point: then the Relu is redundant) and is no graph output; activations, Q and DQ are uint8 and
 per tensor; weights uint8 / int8 initializers, per tensor or per output channel; biases int32. A DQ read by
 several nodes serves each of them (onnxruntime first gives every consumer its own copy,
-``EnsureUniqueDQForNodeUnit``); a DQ left without a reader is dropped. Not reproduced (those groups stay float
-here, so such files differ from a default onnxruntime session): int8 (s8) activations, whose fusion depends on
-the CPU (``QDQS8ToU8``), a Gemm or MatMul without a Q after it (MatMulIntegerToFloat / QGemm with a float
-output), AveragePool and Softmax, Add / Mul with a constant operand.
+``EnsureUniqueDQForNodeUnit``); a DQ left without a reader is dropped. int8 activations fuse
+only where onnxruntime's x86 pass first makes their pairs uint8 (``int8_pairs_to_uint8``). Identities of DQ outputs
+are dropped first (``drop_identities``). Not reproduced (those groups stay float here, so such files differ from
+a default onnxruntime session): a Gemm or MatMul without a Q after it (MatMulIntegerToFloat / QGemm with a float
+output), AveragePool, Add / Mul with an int8 constant operand.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from .reader import OnnxGraph, OnnxNode
 
 MOVES = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Expand"}
 UNARY = {"GlobalAveragePool": "com.microsoft.QLinearGlobalAveragePool", "Sigmoid": "com.microsoft.QLinearSigmoid",
-         "LeakyRelu": "com.microsoft.QLinearLeakyRelu"}
+         "LeakyRelu": "com.microsoft.QLinearLeakyRelu", "Softmax": "com.microsoft.QLinearSoftmax"}
 BINARY = {"Add": "com.microsoft.QLinearAdd", "Mul": "com.microsoft.QLinearMul"}
 
 
@@ -65,6 +66,18 @@ class _Graph:
         else:
             ok = self.const(node.input(0)) is not None
         return node if ok else None
+
+    def operand(self, value: str) -> OnnxNode | None:
+        """The DQ making an operand of a binary op or a MatMul's B: of uint8 per-tensor activations, or of a
+        constant uint8 tensor with one scale and zero point (a QDQ file's quantized bias or position embedding)."""
+        node = self.dq(value, True)
+        if node is None:
+            node = self.dq(value, False)
+            codes, zp = (None, None) if node is None else (self.const(node.input(0)), self.const(node.input(2)))
+            if node is None or codes.dtype != np.uint8 or self.const(node.input(1)).size != 1 \
+                    or (zp is not None and zp.size != 1):
+                return None
+        return node
 
     def code_dtype(self, qdq: OnnxNode) -> np.dtype:
         zp = self.const(qdq.input(2))
@@ -130,15 +143,15 @@ def _gemm(g: _Graph, node: OnnxNode, q: OnnxNode) -> OnnxNode | None:
 
 
 def _matmul(g: _Graph, node: OnnxNode, q: OnnxNode) -> OnnxNode | None:
-    a, w = g.dq(node.input(0), True), g.dq(node.input(1), False)
+    a, w = g.dq(node.input(0), True), g.dq(node.input(1), False) or g.dq(node.input(1), True)
     if a is None or w is None:
         return None
     return OnnxNode(node.name, "QLinearMatMul", _qp(a) + _qp(w) + [q.input(1), q.input(2)], [q.outputs[0]])
 
 
 def _binary(g: _Graph, node: OnnxNode, q: OnnxNode) -> OnnxNode | None:
-    a, b = g.dq(node.input(0), True), g.dq(node.input(1), True)
-    if a is None or b is None:
+    a, b = g.operand(node.input(0)), g.operand(node.input(1))
+    if a is None or b is None or (g.const(a.input(0)) is not None and g.const(b.input(0)) is not None):
         return None
     return OnnxNode(node.name, BINARY[node.op_type], _qp(a) + _qp(b) + [q.input(1), q.input(2)], [q.outputs[0]])
 
@@ -147,7 +160,8 @@ def _unary(g: _Graph, node: OnnxNode, q: OnnxNode) -> OnnxNode | None:
     x = g.dq(node.input(0), True)
     if x is None:
         return None
-    attrs = {"alpha": node.attr("alpha", 0.01)} if node.op_type == "LeakyRelu" else {}
+    attrs = ({"alpha": node.attr("alpha", 0.01)} if node.op_type == "LeakyRelu" else
+             {"axis": node.attr("axis", -1), "opset": 13} if node.op_type == "Softmax" else {})
     return OnnxNode(node.name, UNARY[node.op_type], _qp(x) + [q.input(1), q.input(2)], [q.outputs[0]], attrs)
 
 
@@ -171,8 +185,76 @@ RULES: dict[str, Callable[[_Graph, OnnxNode, OnnxNode], OnnxNode | None]] = {
     **{op: _binary for op in BINARY}, **{op: _unary for op in UNARY}, **{op: _move for op in MOVES}}
 
 
+S8_TO_U8 = "/s8_to_u8"
+
+
+def int8_pairs_to_uint8(graph: OnnxGraph) -> OnnxGraph:
+    """onnxruntime's ``EnsureUniqueDQForNodeUnit`` then ``QDQS8ToU8Transformer`` (x86, where ``QDQIsInt8Allowed()``
+    is false): an int8 ``Q -> DQ`` pair becomes a uint8 pair with zero point z + 128, which gives the same
+    floats, codes c + 128, when
+
+        Q has explicit constant scalar int8 zero point z, DQ the same z;
+        Q's output is no graph output and is read once, by that DQ;
+        DQ's output is read by at most one node, and is no graph output if read (else EnsureUniqueDQForNodeUnit
+        would have given each reader its own DQ, and Q would then feed several).
+
+    Pairs that fail stay int8, and no QDQ group with an int8 activation fuses on x86 -- so a fan-out (a
+    residual branch) leaves its neighbouring groups float. The pair's two values are renamed (``+ S8_TO_U8``;
+    onnxruntime renames the codes), but for a graph output: exposing either would stop the conversion. onnxruntime also turns lone int8 weight DQs to
+    uint8 (w xor 0x80, z + 128); that gives the same integers, so it is not reproduced."""
+    g = _Graph(graph)
+    inits = dict(graph.initializers)
+    renamed: dict[str, str] = {}
+    rewritten: dict[int, OnnxNode] = {}
+    for q in graph.nodes:
+        if q.op_type != "QuantizeLinear" or len(q.inputs) < 3 or q.outputs[0] in g.outputs or g.consumers[q.outputs[0]] != 1:
+            continue
+        dq = next(n for n in graph.nodes if q.outputs[0] in n.inputs)
+        if dq.op_type != "DequantizeLinear" or dq.input(0) != q.outputs[0] or len(dq.inputs) < 3:
+            continue
+        readers = g.consumers[dq.outputs[0]]
+        if readers > 1 or (readers == 1 and dq.outputs[0] in g.outputs):
+            continue
+        zq, zdq = g.const(q.input(2)), g.const(dq.input(2))
+        if zq is None or zdq is None or zq.size != 1 or zdq.size != 1 or zq.dtype != np.int8 or zdq.dtype != np.int8 \
+                or zq.item() != zdq.item():
+            continue
+        zp = q.input(2) + S8_TO_U8
+        inits[zp] = np.asarray(zq.item() + 128, np.uint8).reshape(zq.shape)
+        codes = q.outputs[0] + S8_TO_U8
+        value = dq.outputs[0] if dq.outputs[0] in g.outputs else dq.outputs[0] + S8_TO_U8
+        renamed[dq.outputs[0]] = value
+        rewritten[id(q)] = replace(q, inputs=[q.input(0), q.input(1), zp], outputs=[codes])
+        rewritten[id(dq)] = replace(dq, inputs=[codes, dq.input(1), zp], outputs=[value])
+    nodes = [rewritten.get(id(n), n) for n in graph.nodes]
+    nodes = [replace(n, inputs=[renamed.get(v, v) for v in n.inputs]) for n in nodes]
+    return replace(graph, nodes=nodes, initializers=inits)
+
+
+def drop_identities(graph: OnnxGraph) -> OnnxGraph:
+    """onnxruntime's ``EliminateIdentity`` (level 1) where it matters to the fusion: an Identity of a
+    DequantizeLinear's output (no graph output) is removed and its readers read the DQ (torch's exporter writes
+    shared initializers, e.g. equal zero biases, as Identity nodes, which would otherwise hide the DQ from the
+    group after it). Other Identities stay: they name a layer's own copy of a shared initializer."""
+    dequantized = {n.outputs[0] for n in graph.nodes if n.op_type == "DequantizeLinear"}
+    alias = {n.outputs[0]: n.input(0) for n in graph.nodes if n.op_type == "Identity"
+             and n.outputs[0] not in graph.outputs and n.input(0) in dequantized}
+    if not alias:
+        return graph
+
+    def source(v: str) -> str:
+        while v in alias:
+            v = alias[v]
+        return v
+    nodes = [replace(n, inputs=[source(v) for v in n.inputs]) for n in graph.nodes
+             if not (n.op_type == "Identity" and n.outputs[0] in alias)]
+    return replace(graph, nodes=nodes)
+
+
 def fuse_qdq_groups(graph: OnnxGraph) -> OnnxGraph:
-    """``graph`` with every group of the module docstring replaced by its integer operator (a new graph)."""
+    """``graph`` with every group of the module docstring replaced by its integer operator (a new graph), after
+    ``drop_identities`` and ``int8_pairs_to_uint8``."""
+    graph = int8_pairs_to_uint8(drop_identities(graph))
     g = _Graph(graph)
     replaced: dict[int, OnnxNode] = {}
     removed: set[int] = set()

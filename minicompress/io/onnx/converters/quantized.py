@@ -1,6 +1,6 @@
 """The int8 operators: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, ConvInteger,
 QLinearConv, QLinearMatMul and com.microsoft QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool,
-QLinearConcat, QLinearSigmoid, QLinearLeakyRelu; Cast of an activation.
+QLinearConcat, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax; Cast of an activation.
 
 Each becomes one module of ``quant.onnxruntime_modules`` (onnxruntime 1.32's CPU arithmetic); scales, zero
 points, weights and int32 biases must be constants. A Quantize / DequantizeLinear of a constant (a QDQ file's
@@ -133,12 +133,19 @@ def qlinear_conv(b: Builder, node: OnnxNode) -> None:
 
 
 def qlinear_matmul(b: Builder, node: OnnxNode) -> None:
-    """QLinearMatMul(a, s_a, z_a, b, s_b, z_b, s_y, z_y) with a constant matrix b."""
+    """QLinearMatMul(a, s_a, z_a, b, s_b, z_b, s_y, z_y): b a constant matrix, or codes of an activation (a
+    per-tensor scale then; both broadcast as MatMul's batch axes do)."""
+    qparams = (*_qparams(b, node, 1, "a"), *_qparams(b, node, 4, "b"), *_qparams(b, node, 6, "y"))
+    if not b.is_const(node, 3):
+        if qparams[2].size != 1:
+            raise refuse(node, f"B is an activation with {qparams[2].size} scales; only a per-tensor scale is "
+                               f"supported for an activation")
+        b.emit(node, Q.QLinearMatMul(None, *qparams), [b.data(node, 0), b.data(node, 3, "B")])
+        return
     w = _weight(b, node, 3)
     if w.ndim != 2:
         raise refuse(node, f"a constant B must be a matrix, it has shape {w.shape}")
-    module = Q.QLinearMatMul(w, *_qparams(b, node, 1, "a"), *_qparams(b, node, 4, "b"), *_qparams(b, node, 6, "y"))
-    b.emit(node, module, [b.data(node, 0)])
+    b.emit(node, Q.QLinearMatMul(w, *qparams), [b.data(node, 0)])
 
 
 def qgemm(b: Builder, node: OnnxNode) -> None:
@@ -177,6 +184,17 @@ def _unary(cls: type):
     return convert
 
 
+def qlinear_softmax(b: Builder, node: OnnxNode) -> None:
+    """com.microsoft QLinearSoftmax(X, s_x, z_x, s_y, z_y), attributes opset (required) and axis (default -1 from
+    opset 13, else 1)."""
+    opset = node.attr("opset")
+    if opset is None:
+        raise refuse(node, "its required attribute 'opset' is missing")
+    axis = int(node.attr("axis", -1 if opset >= 13 else 1))
+    b.emit(node, Q.QLinearSoftmax(*_qparams(b, node, 1, "X"), *_qparams(b, node, 3, "Y"), axis, int(opset)),
+           [b.data(node, 0)])
+
+
 def qlinear_concat(b: Builder, node: OnnxNode) -> None:
     """com.microsoft QLinearConcat(s_y, z_y, X1, s_1, z_1, X2, ...) along ``axis``."""
     y = _qparams(b, node, 0, "Y")
@@ -198,4 +216,4 @@ QUANTIZED = {"QuantizeLinear": quantize_linear, "DequantizeLinear": dequantize_l
              MS + "QGemm": qgemm, MS + "QLinearAdd": _binary(Q.QLinearAdd), MS + "QLinearMul": _binary(Q.QLinearMul),
              MS + "QLinearGlobalAveragePool": _unary(Q.QLinearGlobalAveragePool),
              MS + "QLinearSigmoid": _unary(Q.QLinearSigmoid), MS + "QLinearLeakyRelu": _unary(Q.QLinearLeakyRelu),
-             MS + "QLinearConcat": qlinear_concat, "Cast": cast}
+             MS + "QLinearConcat": qlinear_concat, MS + "QLinearSoftmax": qlinear_softmax, "Cast": cast}
