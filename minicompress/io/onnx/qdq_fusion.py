@@ -193,7 +193,8 @@ def int8_pairs_to_uint8(graph: OnnxGraph) -> OnnxGraph:
     is false): an int8 ``Q -> DQ`` pair becomes a uint8 pair with zero point z + 128, which gives the same
     floats, codes c + 128, when
 
-        Q has explicit constant scalar int8 zero point z, DQ the same z;
+        Q quantizes an activation (a Q of a constant is folded to int8 codes first) and has explicit constant
+        scalar int8 zero point z, DQ the same z;
         Q's output is no graph output and is read once, by that DQ;
         DQ's output is read by at most one node, and is no graph output if read (else EnsureUniqueDQForNodeUnit
         would have given each reader its own DQ, and Q would then feed several).
@@ -204,11 +205,14 @@ def int8_pairs_to_uint8(graph: OnnxGraph) -> OnnxGraph:
     uint8 (w xor 0x80, z + 128); that gives the same integers, so it is not reproduced."""
     g = _Graph(graph)
     inits = dict(graph.initializers)
+    constant = set(inits) | {n.outputs[0] for n in graph.nodes if n.op_type == "Constant"}
     renamed: dict[str, str] = {}
     rewritten: dict[int, OnnxNode] = {}
     for q in graph.nodes:
         if q.op_type != "QuantizeLinear" or len(q.inputs) < 3 or q.outputs[0] in g.outputs or g.consumers[q.outputs[0]] != 1:
             continue
+        if q.input(0) in constant:
+            continue                   # onnxruntime folds a Q of a constant into int8 codes first: no pair
         dq = next(n for n in graph.nodes if q.outputs[0] in n.inputs)
         if dq.op_type != "DequantizeLinear" or dq.input(0) != q.outputs[0] or len(dq.inputs) < 3:
             continue
