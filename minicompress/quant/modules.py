@@ -265,6 +265,10 @@ class DynamicQuantizedLinear(WeightedQuantized):
                              f"supported; quantize the Linear before fusing")
         return dynamic_linear(lin.weight.data, _data(lin.bias), observer, lin._name(), cls)
 
+    def extra_repr(self) -> str:
+        qs = "per_channel" if self.weight_scale.ndim else "per_tensor"
+        return f"in_features={self.in_features}, out_features={self.out_features}, qscheme={qs}"
+
 
 def dynamic_linear(weight: np.ndarray, bias: np.ndarray | None, observer: Module, who: str,
                    int8_cls: type | None = None) -> Module:
@@ -275,10 +279,6 @@ def dynamic_linear(weight: np.ndarray, bias: np.ndarray | None, observer: Module
         return DynamicFloat16Linear.from_weight(weight, bias, who)
     int8_cls = DynamicQuantizedLinear if int8_cls is None else int8_cls
     return int8_cls(weight.shape[1], weight.shape[0], quantize_weight(weight, observer), bias)
-
-    def extra_repr(self) -> str:
-        qs = "per_channel" if self.weight_scale.ndim else "per_tensor"
-        return f"in_features={self.in_features}, out_features={self.out_features}, qscheme={qs}"
 
 
 class DynamicQuantizedLinearReLU(DynamicQuantizedLinear):
