@@ -34,9 +34,8 @@ import numpy as np
 from ..nn.functional.conv import conv_output_size
 from ..nn.layers._utils import ntuple
 from . import conv_vnni, depthwise, gemm, kernels, vnni
-from .qparams import choose_quantization_params, quantize_multiplier
+from .qparams import quantize_multiplier
 from .qtensor import QTensor, check_qparams
-from .rounding import FMA
 
 REQUANT_MODES = ("fbgemm", "gemmlowp")
 OVERFLOW_MODES = ("warn", "raise")
@@ -175,17 +174,6 @@ def _check_input(x: Any, dtype: str, who: str) -> QTensor:
 
 
 # ------------------------------------------------------------------------------------ dynamic
-def dynamic_input_qparams(x: np.ndarray, reduce_range: bool = True) -> tuple[float, int]:
-    """fbgemm's activation qparams: ChooseQuantizationParams(min(x), max(x), 0, 255, reduce_range).
-
-    NaN anywhere in x raises (``min`` and ``max`` propagate NaN, so no extra pass is needed).
-    """
-    lo, hi = (x.min(), x.max()) if x.size else (0.0, 0.0)
-    if np.isnan(lo) or np.isnan(hi):
-        raise ValueError(f"linear_dynamic: input of shape {x.shape} contains NaN")
-    return choose_quantization_params(lo, hi, 0, 255, reduce_range=reduce_range)
-
-
 def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce_range: bool = True,
                    relu: bool = False, *, overflow: str = "warn") -> np.ndarray:
     """y = dequant(quant(x)) @ dequant(w)^T + b, computed in int8 with a float epilogue.
@@ -199,13 +187,15 @@ def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce
     if x.dtype.kind != "f" or x.ndim < 2 or x.shape[-1] != k:
         raise ValueError(f"linear_dynamic: expected a float input (..., {k}) with >= 2 dims, got {x.dtype} {x.shape}")
     x2 = np.ascontiguousarray(x.reshape(-1, k), np.float32)
-    scale, zp = dynamic_input_qparams(x2, reduce_range)
-    s32 = np.array([scale], np.float32)
+    lo, hi = (x2.min(), x2.max()) if x2.size else (np.float32(0), np.float32(0))
+    if lo != lo or hi != hi:
+        raise ValueError(f"linear_dynamic: input of shape {x.shape} contains NaN")
     a = np.empty(x2.shape, np.uint8)
-    kernels.quantize(x2.reshape(1, 1, -1), s32, np.float32(1) / s32, np.array([zp], np.int64), 0, 255, FMA,
-                     a.reshape(1, 1, -1))
+    scale, zp, defined = kernels.quantize_dynamic_input(x2.reshape(-1), lo, hi, reduce_range, a.reshape(-1))
+    if not defined:
+        raise ValueError(f"linear_dynamic: the input's range [{lo}, {hi}] is not finite")
     check_int32_range(a, zp, (0, 127 if reduce_range else 255), w, "linear_dynamic", overflow)
-    mult = (s32[0] * w.scales).astype(np.float32)
+    mult = (np.float32(scale) * w.scales).astype(np.float32)
     out = np.empty((x2.shape[0], n), np.float32)
     gemm.qgemm_dynamic(a, w.codes, w.vnni, zp, w.col_offsets, w.zero_points, mult,
                        _bias(bias, n, "linear_dynamic"), bool(relu), out)

@@ -125,6 +125,68 @@ def quantize(x, scale, inv_scale, zero_point, qmin, qmax, rule, out):
         _quantize_loop(x, scale, inv_scale, zero_point, lo, hi, DIV_HALF_AWAY, out)
 
 
+@njit(cache=True, error_model="numpy")
+def choose_qparams(lo: np.float32, hi: np.float32, qmin: int, qmax: int, fbgemm: bool,
+            preserve_sparsity: bool) -> tuple[float, int, bool]:
+    """``qparams.choose_quantization_params``' arithmetic (its docstring), compiled: a dynamic Linear calls it
+    on every forward. float32 values stay float32 (Numba keeps the type of float32 operands), Python floats are the C++
+    doubles; min / max are written out as C++'s std::min / std::max and Python's (b < a ? b : a). The third
+    value is False when the zero point is NaN (an infinite range)."""
+    zero = np.float32(0)
+    r = qmax - qmin
+    if preserve_sparsity and lo < zero and zero < hi:
+        sq_min, sq_max = -(r // 2 + 1), r // 2
+        a, b = abs(lo / np.float32(sq_min)), abs(hi / np.float32(sq_max))      # float32 divisions
+        max_s = np.float64(b if b > a else a)
+        lo, hi = np.float32(max_s * sq_min), np.float32(max_s * sq_max)
+    lo = zero if zero < lo else lo
+    hi = zero if zero > hi else hi
+    scale = (np.float64(hi) - np.float64(lo)) / r
+    if np.float32(scale) == 0 or np.isinf(np.float32(1) / np.float32(scale)):
+        scale = 0.1
+    if fbgemm:
+        scale = np.float64(np.float32(scale))
+    threshold = np.float32(6.1e-5)                        # qparams.SMALL_SCALE_THRESHOLD (FBGEMM's fp16_min)
+    if scale < np.float64(threshold):
+        org_scale = np.float32(scale)
+        scale = np.float64(threshold)
+        if lo == 0:
+            hi = np.float32(threshold * np.float32(r))
+        elif hi == 0:
+            lo = np.float32(-threshold * np.float32(r))
+        else:
+            amplifier = threshold / org_scale
+            lo, hi = np.float32(lo * amplifier), np.float32(hi * amplifier)
+    sign = 1.0 if fbgemm else -1.0
+    zp_from_min, zp_from_max = qmin - np.float64(lo) / scale, qmax - np.float64(hi) / scale
+    err_min = abs(qmin) + sign * abs(np.float64(lo) / scale)
+    err_max = abs(qmax) + sign * abs(np.float64(hi) / scale)
+    initial = zp_from_min if err_min < err_max else zp_from_max
+    if preserve_sparsity and lo < zero and zero < hi:
+        initial = (qmin + qmax) / 2
+    if initial != initial:
+        return scale, 0, False
+    if initial < qmin:
+        return scale, qmin, True
+    if initial > qmax:
+        return scale, qmax, True
+    return scale, int(np.rint(initial)), True
+
+
+@njit(cache=True)
+def quantize_dynamic_input(x, lo, hi, reduce_range, out):
+    """fbgemm's dynamic activation quantization (``PackedLinearWeight::apply_dynamic_impl``) of float32 x (flat)
+    whose range is [lo, hi]: (s, z) = ChooseQuantizationParams(lo, hi, 0, 255, reduce_range) ('aten'), then
+    out = clamp(rint(fma(x, fl32(1 / fl32(s)), z)), 0, 255) as uint8. Returns (s, z, defined), ``defined``
+    False for an infinite range (z would be NaN; out is not written then)."""
+    scale, zero_point, defined = choose_qparams(lo, hi, 0, 127 if reduce_range else 255, False, False)
+    if defined:
+        inv = np.full(1, np.float32(1) / np.float32(scale), np.float32)
+        _quantize_fma_narrow(x.reshape(1, 1, x.size), inv, np.full(1, zero_point, np.int64), np.float32(0),
+                             np.float32(255), out.reshape(1, 1, out.size))
+    return scale, zero_point, defined
+
+
 @njit(cache=True)
 def dequantize(q, scale, zero_point, per_channel, out):
     """out = s * (q - z) as float32 with PyTorch's float steps.

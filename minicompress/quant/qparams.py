@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .qtensor import dtype_range
 
 QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric",
@@ -173,40 +174,10 @@ def choose_quantization_params(min_val: float, max_val: float, qmin: int = 0, qm
         qmin, qmax = int(qmin / 2), int(qmax / 2)           # C++ integer division truncates
     if qmin >= qmax:
         raise ValueError(f"choose_quantization_params: qmin ({qmin}) must be < qmax ({qmax})")
-    r = qmax - qmin
-    if preserve_sparsity and lo < 0 < hi:
-        sq_min, sq_max = -(r // 2 + 1), r // 2
-        max_s = float(max(abs(lo / np.float32(sq_min)), abs(hi / np.float32(sq_max))))   # float32 divisions
-        lo, hi = np.float32(max_s * sq_min), np.float32(max_s * sq_max)
-    lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
-    scale = (float(hi) - float(lo)) / r
-    with np.errstate(divide="ignore", over="ignore"):
-        if np.float32(scale) == 0 or np.isinf(np.float32(1) / np.float32(scale)):
-            scale = 0.1
-    if variant == "fbgemm":
-        scale = float(np.float32(scale))
-    if scale < float(SMALL_SCALE_THRESHOLD):
-        org_scale = np.float32(scale)
-        scale = float(SMALL_SCALE_THRESHOLD)
-        if lo == 0:
-            hi = np.float32(SMALL_SCALE_THRESHOLD * np.float32(r))
-        elif hi == 0:
-            lo = np.float32(-SMALL_SCALE_THRESHOLD * np.float32(r))
-        else:
-            amplifier = SMALL_SCALE_THRESHOLD / org_scale
-            lo, hi = lo * amplifier, hi * amplifier
-    sign = -1.0 if variant == "aten" else 1.0
-    zp_from_min, zp_from_max = qmin - float(lo) / scale, qmax - float(hi) / scale
-    err_min = abs(qmin) + sign * abs(float(lo) / scale)
-    err_max = abs(qmax) + sign * abs(float(hi) / scale)
-    initial = zp_from_min if err_min < err_max else zp_from_max
-    if preserve_sparsity and lo < 0 < hi:
-        initial = (qmin + qmax) / 2
-    if initial < qmin:
-        return scale, qmin
-    if initial > qmax:
-        return scale, qmax
-    return scale, int(np.rint(initial))
+    scale, zero_point, defined = kernels.choose_qparams(lo, hi, qmin, qmax, variant == "fbgemm", preserve_sparsity)
+    if not defined:
+        raise ValueError(f"choose_quantization_params: the range [{lo}, {hi}] gives the zero point NaN")
+    return float(scale), int(zero_point)
 
 
 def choose_qparams_fused(min_val: Any, max_val: Any, quant_min: int, quant_max: int,
