@@ -175,6 +175,10 @@ def _all_between(v: np.ndarray, lo: float, hi: float, strict: bool) -> bool:
 def check_qparams(scale: Any, zero_point: Any, dtype: str) -> tuple[float, int]:
     """A QTensor's per-tensor (scale, zero_point) for ``dtype``: a real scale and an integer zero point,
     values as ``check_scale_zero_point`` over the dtype's range. Returns (float, int)."""
+    if isinstance(scale, float) and type(zero_point) is int:      # the usual call: a Python float and int
+        qmin, qmax = dtype_range(dtype)
+        if _F32_POSITIVE < scale < _F32_FINITE and qmin <= zero_point <= qmax:
+            return float(scale), zero_point
     s, z = np.asarray(scale), np.asarray(zero_point)
     if s.size != 1 or s.dtype.kind not in "fiu":
         raise TypeError(f"scale must be a real number, got {scale!r}")
