@@ -353,8 +353,10 @@ class PreparedConv2d:
     parameters, the int32 bound. ``conv2d`` builds one per call; an inference plan builds one per layer and input
     shape. Called with the NHWC input codes (N, H, W, C) and an output (N*OH*OW, OC) uint8, fills and returns it.
 
-    Kernels (the same codes): depthwise (``depthwise.py``), implicit GEMM (``conv_vnni.py``: dense, symmetric
-    weights, VNNI), else im2col + one GEMM per group.
+    Kernels (the same codes): depthwise (``depthwise.py``), a 1x1 / stride 1 / no padding convolution as one
+    GEMM on the NHWC input itself ("pointwise": im2col would copy it), implicit GEMM (``conv_vnni.py``: dense,
+    symmetric weights, VNNI), else im2col + one GEMM per group. The padded input of the depthwise and implicit
+    paths is kept between calls (its border holds the zero point; each call rewrites the interior).
     """
 
     def __init__(self, packs: list, bias: np.ndarray, x_scale: float, x_zp: int, scale: float, zero_point: int,
@@ -374,17 +376,32 @@ class PreparedConv2d:
             self.epilogues = [static_epilogue(x_scale, wg, bias[i * ocg:(i + 1) * ocg], scale, requant)
                               for i, wg in enumerate(packs)]
             w0 = packs[0]
-            self.path = ("implicit" if requant == "fbgemm" and conv_vnni.applies(g.groups, g.dw, w0.zero_points,
+            pointwise = (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups) == (1, 1, 1, 1, 0, 0, 1, 1, 1)
+            self.path = ("pointwise" if pointwise else
+                         "implicit" if requant == "fbgemm" and conv_vnni.applies(g.groups, g.dw, w0.zero_points,
                                                                                   w0.vnni_rows.size > 0, g.ow)
                          else "im2col")
             self.k_cols = (w0.vnni.shape[1] * 4 if g.groups == 1 and w0.vnni.size else g.c * g.kh * g.kw)
         self.may_overflow = any(worst * w.abs_dev_max > INT32_MAX for w in self.weights)
         self._cols: np.ndarray | None = None
+        self._padded: np.ndarray | None = None
+
+    def _padded_input(self, x: np.ndarray, extra: int) -> np.ndarray:
+        """x padded by (ph, pw) with the input zero point, then ``extra`` bytes, in the kept flat buffer."""
+        g = self.geometry
+        if self._padded is None:
+            self._padded = np.full(g.n * (g.h + 2 * g.ph) * (g.w + 2 * g.pw) * g.c + extra, self.x_zp, np.uint8)
+        kernels.pad_nhwc_into(x, g.ph, g.pw, self._padded)
+        return self._padded
 
     def __call__(self, x: np.ndarray, out: np.ndarray, overflow: str = "warn", who: str = "conv2d") -> np.ndarray:
         g, zp = self.geometry, self.x_zp
-        if self.path == "depthwise":
-            xp = kernels.pad_nhwc(x, g.ph, g.pw, zp)
+        if self.path == "pointwise":
+            a = x.reshape(-1, g.c)
+            self._check(a, self.weights[0], overflow, who)
+            _qgemm_prepared(a, zp, self.weights[0], self.epilogues[0], self.zero_point, self.relu, self.requant, out)
+        elif self.path == "depthwise":
+            xp = self._padded_input(x, 0).reshape(g.n, g.h + 2 * g.ph, g.w + 2 * g.pw, g.c)
             self._check(xp, self.weights[0], overflow, who)
             bias_term, mult = self.epilogues[0]
             clipped = depthwise.depthwise_requant(xp, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow,
@@ -397,7 +414,7 @@ class PreparedConv2d:
                               f"accumulation='exact' gives the exact sum", Int16SaturationWarning, stacklevel=3)
         elif self.path == "implicit":
             w0 = self.weights[0]
-            xp, hp, wp = conv_vnni.padded_input(x, g.ph, g.pw, zp, conv_vnni.slack(g.sw, g.c))
+            xp, hp, wp = self._padded_input(x, conv_vnni.slack(g.sw, g.c)), g.h + 2 * g.ph, g.w + 2 * g.pw
             self._check(xp, w0, overflow, who)
             bias_term, mult = self.epilogues[0]
             conv_vnni.conv_requant(xp, g.n, hp, wp, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.oh, g.ow, w0.vnni_rows,

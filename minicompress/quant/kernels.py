@@ -276,10 +276,18 @@ def pad_nhwc(x, ph, pw, pad_value):
     (N, H + 2ph, W + 2pw, C) (a new array)."""
     n, h, w, c = x.shape
     xp = np.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, x.dtype)
-    x_flat, xp_flat = x.ravel(), xp.ravel()
+    pad_nhwc_into(x, ph, pw, xp.ravel())
+    return xp
+
+
+@njit(cache=True)
+def pad_nhwc_into(x, ph, pw, xp_flat):
+    """The interior of a padded buffer (flat, at least N (H + 2ph) (W + 2pw) C long, its border already holding
+    the pad value) = x (N, H, W, C), C-contiguous: a caller that keeps the buffer fills the border once."""
+    n, h, w, c = x.shape
+    x_flat = x.ravel()
     for b in range(n):
         _pad_sample(x_flat, b, h, w, c, ph, pw, xp_flat)
-    return xp
 
 
 # ------------------------------------------------------------------------------------ quantized add
