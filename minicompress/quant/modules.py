@@ -132,9 +132,8 @@ class WeightedQuantized(Module):
 
     def _packed(self) -> Any:
         """PackedWeight(s) for the current buffers; rebuilt when a buffer is replaced (load_state_dict)."""
-        buffers = self._buffers            # read directly: these are never parametrized, and a dynamic Linear
-        arrays = (buffers["weight"], buffers["weight_scale"], buffers["weight_zero_point"])   # asks every call
-        cache = self.__dict__.get("_pack_cache")
+        arrays = (self.weight, self.weight_scale, self.weight_zero_point)
+        cache = getattr(self, "_pack_cache", None)
         if cache is None or any(old is not new for old, new in zip(cache[0], arrays)):
             cache = (arrays, QF.pack_weight(self.weight_qtensor(), getattr(self, "groups", 1)))
             self._pack_cache = cache
@@ -252,7 +251,7 @@ class DynamicQuantizedLinear(WeightedQuantized):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        y = QF.linear_dynamic(x.astype(np.float32, copy=False), self._packed(), self._buffers["bias"],
+        y = QF.linear_dynamic(x.astype(np.float32, copy=False), self._packed(), self.bias,
                               reduce_range=True, relu=self._relu)
         return y.astype(x.dtype, copy=False)
 
