@@ -13,8 +13,9 @@ ordinary epilogue runs on the tile::
 with c_o = sum_k w[o, k] (weights symmetric, z_w = 0: the x86 default; otherwise ``functional.conv2d`` takes
 the im2col path). When KW*C is not a multiple of 4 the packed rows are zero padded, and the kernel reads up to
 3 bytes past a window: those meet zero weights. A last tile of fewer than 8 positions still reads 8 rows
-(the others are dropped, never stored). Both only read memory that ``padded_input`` allocates after the image
-(``slack``). The integers are the im2col path's exactly.
+(the others are dropped, never stored). Both only read the ``slack`` bytes that the caller's padded buffer
+holds after the image (``PreparedConv2d`` allocates them; ``kernels.pad_nhwc_into`` fills the image). The
+integers are the im2col path's exactly.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import numpy as np
 from numba import njit, prange
 
 from .gemm import PARALLEL_MIN_MACS, requant_epilogue
-from .kernels import _pad_sample
 from .vnni import MR, pack_b, panels
 
 def applies(groups: int, dilation_w: int, zero_points: np.ndarray, vnni_packed: bool, out_width: int = 8) -> bool:
@@ -43,19 +43,6 @@ def pack_rows(codes: np.ndarray, kh: int) -> np.ndarray:
 def slack(stride_w: int, channels: int) -> int:
     """Bytes a tile may read past the padded image: 8 rows stride*C apart, each up to 3 bytes past its window."""
     return MR * stride_w * channels + 4
-
-
-@njit(cache=True)
-def padded_input(x, ph, pw, pad_value, extra):
-    """x (N, H, W, C) C-contiguous into a flat buffer: (N, H + 2ph, W + 2pw, C) padded with pad_value, then
-    ``extra`` more bytes (``slack``); returns (flat buffer, Hp, Wp)."""
-    n, h, w, c = x.shape
-    hp, wp = h + 2 * ph, w + 2 * pw
-    flat = np.full(n * hp * wp * c + extra, pad_value, x.dtype)
-    src = x.ravel()
-    for b in range(n):
-        _pad_sample(src, b, h, w, c, ph, pw, flat)
-    return flat, hp, wp
 
 
 @njit(cache=True)
@@ -88,7 +75,7 @@ def _conv_parallel(xp_flat, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packe
 @njit(cache=True)
 def conv_requant(xp_flat, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed, col_offsets, a_zp, bias_term, mult,
                  out_zp, relu, out):
-    """The implicit GEMM (module docstring): xp_flat from ``padded_input``; rows_packed from ``pack_rows``;
+    """The implicit GEMM (module docstring): xp_flat the padded NHWC image plus ``slack`` bytes; rows_packed from ``pack_rows``;
     col_offsets int32 (OC,) = sum_k w[o, k]; bias_term / mult float32 (OC,) (``functional.requant_params``);
     out uint8 (N*OH*OW, OC), NHWC rows. lo = out_zp for a fused ReLU, else 0. Fewer than
     ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread."""

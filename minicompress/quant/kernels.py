@@ -19,6 +19,8 @@ from numba.extending import intrinsic
 
 from .rounding import DIV_HALF_AWAY, DIV_HALF_EVEN, FMA, MUL_ADD, MUL_ROUND_ADD
 
+SMALL_SCALE_THRESHOLD = np.float32(6.1e-5)     # FBGEMM: fp16_min, keeps scales out of fp16 subnormals
+
 
 # ------------------------------------------------------------------------------------ float helpers
 @intrinsic
@@ -146,7 +148,7 @@ def choose_qparams(lo: np.float32, hi: np.float32, qmin: int, qmax: int, fbgemm:
         scale = 0.1
     if fbgemm:
         scale = np.float64(np.float32(scale))
-    threshold = np.float32(6.1e-5)                        # qparams.SMALL_SCALE_THRESHOLD (FBGEMM's fp16_min)
+    threshold = SMALL_SCALE_THRESHOLD
     if scale < np.float64(threshold):
         org_scale = np.float32(scale)
         scale = np.float64(threshold)

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from . import kernels
+from .kernels import SMALL_SCALE_THRESHOLD
 from .qtensor import dtype_range
 
 QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric",
             "per_channel_affine_float_qparams")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
-SMALL_SCALE_THRESHOLD = np.float32(6.1e-5)     # FBGEMM: fp16_min, keeps scales out of fp16 subnormals
 
 
 def check_qscheme(qscheme: str) -> str:

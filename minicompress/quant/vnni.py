@@ -23,24 +23,16 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .host import HAS_AVX512_VNNI
+
 MR, NR = 8, 32        # micro-tile: rows of a, columns of the output
 
-
-def _host_has_vnni() -> bool:
-    try:
-        feats = llvm_binding.get_host_cpu_features()
-        return all(feats.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
-    except Exception:      # unknown host: use the portable kernels
-        return False
-
-
-USE_VNNI = _host_has_vnni() and os.environ.get("MINICOMPRESS_VNNI", "1") != "0"
+USE_VNNI = HAS_AVX512_VNNI and os.environ.get("MINICOMPRESS_VNNI", "1") != "0"
 
 
 def pack_b(codes: np.ndarray) -> np.ndarray:

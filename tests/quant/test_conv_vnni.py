@@ -1,14 +1,21 @@
 """The implicit-GEMM int8 convolution (``quant/conv_vnni.py``) gives the im2col + GEMM path's codes exactly."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from minicompress import quant
-from minicompress.quant import conv_vnni, vnni
+from minicompress.quant import conv_vnni, kernels, vnni
 from minicompress.quant import functional as QF
 
-pytestmark = pytest.mark.skipif(not vnni.USE_VNNI, reason="the implicit GEMM runs on the VNNI micro-kernel only")
+
+def needs_vnni(test):
+    """The implicit GEMM runs on the VNNI micro-kernel only (and not under MINICOMPRESS_VNNI=0)."""
+    test = pytest.mark.skipif(os.environ.get("MINICOMPRESS_VNNI", "1") == "0", reason="MINICOMPRESS_VNNI=0")(test)
+    return pytest.mark.cpu("avx512vnni")(test)
+
 
 cases = st.fixed_dictionaries({
     "c": st.integers(1, 20), "oc": st.integers(1, 40), "k": st.sampled_from([(1, 1), (3, 3), (5, 5), (3, 1), (1, 3)]),
@@ -26,8 +33,9 @@ def _implicit(case, x, packed, bias, scale, zp):
     (kh, kw), (sh, sw), (ph, pw), dh = case["k"], case["stride"], case["pad"], case["dh"]
     n, c, h, w = x.shape
     oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    xp, hp, wp = conv_vnni.padded_input(np.ascontiguousarray(x.int_repr.transpose(0, 2, 3, 1)), ph, pw,
-                                        x.zero_point, conv_vnni.slack(sw, c))
+    hp, wp = h + 2 * ph, w + 2 * pw
+    xp = np.full(n * hp * wp * c + conv_vnni.slack(sw, c), x.zero_point, np.uint8)
+    kernels.pad_nhwc_into(np.ascontiguousarray(x.int_repr.transpose(0, 2, 3, 1)), ph, pw, xp)
     bias_term, mult = QF.requant_params(x.scale, packed, bias, scale)
     out = np.empty((n * oh * ow, packed.codes.shape[0]), np.uint8)
     conv_vnni.conv_requant(xp, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, packed.vnni_rows, packed.col_offsets,
@@ -35,6 +43,7 @@ def _implicit(case, x, packed, bias, scale, zp):
     return out.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
 
 
+@needs_vnni
 @given(cases)
 def test_implicit_gemm_equals_the_im2col_path(case):
     rng = np.random.default_rng(case["seed"])
@@ -57,6 +66,7 @@ def test_implicit_gemm_equals_the_im2col_path(case):
     np.testing.assert_array_equal(ours, portable.int_repr)
 
 
+@needs_vnni
 def test_big_convolutions_take_the_threaded_loop_with_the_same_codes():
     rng = np.random.default_rng(1)
     x = quant.QTensor(rng.integers(0, 256, (4, 16, 20, 20)).astype(np.uint8), 0.02, 3, None, "quint8")

@@ -47,6 +47,10 @@ class _Graph:
         self.graph = graph
         self.producer = {o: n for n in graph.nodes for o in n.outputs if o}
         self.consumers = Counter(v for n in graph.nodes for v in n.inputs if v)
+        self.readers: dict[str, list[OnnxNode]] = {}
+        for n in graph.nodes:
+            for v in dict.fromkeys(v for v in n.inputs if v):
+                self.readers.setdefault(v, []).append(n)
         self.outputs = set(graph.outputs)
 
     def const(self, name: str) -> np.ndarray | None:
@@ -135,7 +139,8 @@ def _gemm(g: _Graph, node: OnnxNode, q: OnnxNode) -> OnnxNode | None:
     bias = g.dq(node.input(2), False) if node.input(2) else None
     if a is None or w is None or node.attr("transA", 0) or float(node.attr("alpha", 1.0)) != 1.0:
         return None
-    if node.input(2) and (bias is None or g.const(bias.input(0)).dtype != np.int32 or float(node.attr("beta", 1.0)) != 1.0):
+    if node.input(2) and (bias is None or g.const(bias.input(0)).dtype != np.int32
+                          or float(node.attr("beta", 1.0)) != 1.0):
         return None
     inputs = _qp(a) + _qp(w) + [bias.input(0) if bias else ""] + [q.input(1), q.input(2)]
     attrs = {"transB": int(node.attr("transB", 0)), "alpha": 1.0}
@@ -201,19 +206,21 @@ def int8_pairs_to_uint8(graph: OnnxGraph) -> OnnxGraph:
 
     Pairs that fail stay int8, and no QDQ group with an int8 activation fuses on x86 -- so a fan-out (a
     residual branch) leaves its neighbouring groups float. The pair's two values are renamed (``+ S8_TO_U8``;
-    onnxruntime renames the codes), but for a graph output: exposing either would stop the conversion. onnxruntime also turns lone int8 weight DQs to
-    uint8 (w xor 0x80, z + 128); that gives the same integers, so it is not reproduced."""
+    onnxruntime renames the codes), but for a graph output: exposing either would stop the conversion.
+    onnxruntime also turns lone int8 weight DQs to uint8 (w xor 0x80, z + 128); that gives the same integers,
+    so it is not reproduced."""
     g = _Graph(graph)
     inits = dict(graph.initializers)
     constant = set(inits) | {n.outputs[0] for n in graph.nodes if n.op_type == "Constant"}
     renamed: dict[str, str] = {}
     rewritten: dict[int, OnnxNode] = {}
     for q in graph.nodes:
-        if q.op_type != "QuantizeLinear" or len(q.inputs) < 3 or q.outputs[0] in g.outputs or g.consumers[q.outputs[0]] != 1:
+        if q.op_type != "QuantizeLinear" or len(q.inputs) < 3 or q.outputs[0] in g.outputs \
+                or g.consumers[q.outputs[0]] != 1:
             continue
         if q.input(0) in constant:
             continue                   # onnxruntime folds a Q of a constant into int8 codes first: no pair
-        dq = next(n for n in graph.nodes if q.outputs[0] in n.inputs)
+        dq = g.readers[q.outputs[0]][0]
         if dq.op_type != "DequantizeLinear" or dq.input(0) != q.outputs[0] or len(dq.inputs) < 3:
             continue
         readers = g.consumers[dq.outputs[0]]
