@@ -7,7 +7,7 @@ so its codes are the module's (held to it on every new input shape, ``_checked``
     Quantize      q = clamp(rint(fma(x, 1/s, z)), 0, 255)            kernels.quantize, then NHWC
     Conv(ReLU)2d  im2col (NHWC) -> qgemm_requant -> (N*OH*OW, OC)     = NHWC output, no transpose
                   dense, symmetric weights, VNNI: conv_vnni.conv_requant (implicit GEMM, no im2col)
-                  depthwise: depthwise_requant (fbgemm's int16 pairs where fbgemm takes its fast path)
+                  depthwise: depthwise_requant (fbgemm's int16 pairs where fbgemm sums in them, quant/host.py)
     Linear(ReLU)  qgemm_requant; after a Flatten of NHWC codes the weight columns are reordered (C,H,W) -> (H,W,C)
     ReLU          max(q, z);  MaxPool2d: max over the window (codes are monotone in the value)
     DeQuantize    s * (q - z) in float32, back in the logical layout
@@ -129,14 +129,17 @@ class LinearStep(Step):
         self.out = np.empty((self.rows, mod.out_features), np.uint8)
         self.out_shape = x.shape[:-1] + (mod.out_features,)
         self.check_overflow = max(self.in_zp, 255 - self.in_zp) * self.w.abs_dev_max > QF.INT32_MAX
+        self.pairs = QF.check_accumulation("fbgemm", self.name)
         self.out_spec = Spec("logical", None, (self.scale, self.zp))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         a = np.ascontiguousarray(x.reshape(self.rows, -1))
         if self.check_overflow:
             QF.check_int32_range(a, self.in_zp, (0, 255), self.w, self.name)
-        gemm.qgemm_requant(a, self.w.codes, self.w.vnni, self.in_zp, self.w.col_offsets, self.w.zero_points,
-                           self.bias_term, self.mult, self.zp, self.relu, self.out)
+        clipped = gemm.qgemm_requant(a, self.w.codes, self.w.vnni, self.in_zp, self.w.col_offsets,
+                                     self.w.zero_points, self.bias_term, self.mult, self.zp, self.relu, self.pairs,
+                                     self.out)
+        QF.warn_saturated(clipped, self.name, "the u8 x s8 GEMM", 2)
         return self.out.reshape(self.out_shape)
 
 

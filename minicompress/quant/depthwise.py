@@ -32,9 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import PARALLEL_MIN_MACS, _mac32, requant_epilogue
-
-INT16_MIN, INT16_MAX = -32768, 32767
+from .gemm import PARALLEL_MIN_MACS, _mac32, _pair, requant_epilogue
 
 
 def fbgemm_fast_path(in_channels: int, out_channels: int, groups: int, kernel: tuple[int, int],
@@ -62,14 +60,11 @@ def _add_tap(acc, xb, yi, xi, w, t, per_group):
 @njit(cache=True, inline="always")
 def _add_pair(acc, xb, y0, x0, y1, x1, w, t, per_group):
     """acc[o] += sat16(x_t w[t, o] + x_t+1 w[t+1, o]) (eq. 1'); returns how many of the OC pairs saturated."""
-    lo16, hi16 = np.int32(INT16_MIN), np.int32(INT16_MAX)
     clipped = 0
     for o in range(acc.shape[0]):
         g = o if per_group == 1 else o // per_group
-        pair = _mac32(_mac32(np.int32(0), xb[y0, x0, g], w[t, o]), xb[y1, x1, g], w[t + 1, o])
-        kept = min(max(pair, lo16), hi16)
-        clipped += pair != kept
-        acc[o] += kept
+        acc[o], hit = _pair(acc[o], xb[y0, x0, g], xb[y1, x1, g], w[t, o], w[t + 1, o])
+        clipped += hit
     return clipped
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..nn.functional.conv import conv_output_size
 from ..nn.layers._utils import ntuple
-from . import conv_vnni, depthwise, gemm, kernels, vnni
+from . import conv_vnni, depthwise, gemm, host, kernels, vnni
 from .qparams import quantize_multiplier
 from .qtensor import QTensor, check_qparams
 
@@ -50,11 +50,29 @@ class Int32OverflowWarning(RuntimeWarning):
 
 
 class Int16SaturationWarning(RuntimeWarning):
-    """fbgemm's depthwise kernel saturated int16 pair sums (``depthwise.py`` eq. 1'): the codes are PyTorch's,
-    not the exact convolution's; ``conv2d(..., accumulation='exact')`` gives the exact sum."""
+    """fbgemm saturated int16 pair sums -- its depthwise kernel on every CPU (``depthwise.py`` eq. 1'), its dense
+    kernels on a CPU without AVX-512 VNNI (``host.py`` (P)): the codes are PyTorch's on this CPU, not the exact
+    sum's; ``accumulation='exact'`` gives the exact sum."""
 
 
 ACCUMULATION_MODES = ("fbgemm", "exact")
+
+
+def check_accumulation(accumulation: str, who: str) -> bool:
+    """Whether the dense GEMM sums in saturating int16 pairs: ``accumulation='fbgemm'`` (PyTorch's on this CPU)
+    on a CPU without AVX-512 VNNI (``host.FBGEMM_INT16_PAIRS``); never with ``'exact'``."""
+    if accumulation not in ACCUMULATION_MODES:
+        raise ValueError(f"{who}: accumulation must be one of {ACCUMULATION_MODES}, got {accumulation!r}")
+    return accumulation == "fbgemm" and host.FBGEMM_INT16_PAIRS
+
+
+def warn_saturated(clipped: int, who: str, kernel: str, stacklevel: int) -> None:
+    """The ``Int16SaturationWarning`` of a call in which ``clipped`` pair sums saturated (none: no warning)."""
+    if clipped:
+        warnings.warn(f"{who}: {clipped} int16 pair sums saturated in {kernel}, as fbgemm's kernel does on this "
+                      f"CPU (PyTorch 2.13 computes the same codes); activation codes above 128 next to large weight "
+                      f"codes cause it (reduce_range keeps activations below); accumulation='exact' gives the "
+                      f"exact sum", Int16SaturationWarning, stacklevel=stacklevel + 1)
 
 
 class PackedWeight(NamedTuple):
@@ -175,12 +193,14 @@ def _check_input(x: Any, dtype: str, who: str) -> QTensor:
 
 # ------------------------------------------------------------------------------------ dynamic
 def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce_range: bool = True,
-                   relu: bool = False, *, overflow: str = "warn") -> np.ndarray:
+                   relu: bool = False, *, overflow: str = "warn", accumulation: str = "fbgemm") -> np.ndarray:
     """y = dequant(quant(x)) @ dequant(w)^T + b, computed in int8 with a float epilogue.
 
     x: float (..., K) with at least 2 dims; w_q: qint8 (N, K), per tensor or per channel; bias (N,).
-    Returns float32 (..., N). ``relu`` gives ``linear_relu_dynamic``; ``overflow``: module docstring.
+    Returns float32 (..., N). ``relu`` gives ``linear_relu_dynamic``; ``overflow``: module docstring;
+    ``accumulation``: :func:`linear`'s (only ``reduce_range=False`` inputs can saturate).
     """
+    pairs = check_accumulation(accumulation, "linear_dynamic")
     w = pack_weight(w_q)
     x = np.asarray(x)
     n, k = w.codes.shape
@@ -197,8 +217,9 @@ def linear_dynamic(x: Any, w_q: QTensor | PackedWeight, bias: Any = None, reduce
     check_int32_range(a, zp, (0, 127 if reduce_range else 255), w, "linear_dynamic", overflow)
     mult = (np.float32(scale) * w.scales).astype(np.float32)
     out = np.empty((x2.shape[0], n), np.float32)
-    gemm.qgemm_dynamic(a, w.codes, w.vnni, zp, w.col_offsets, w.zero_points, mult,
-                       _bias(bias, n, "linear_dynamic"), bool(relu), out)
+    clipped = gemm.qgemm_dynamic(a, w.codes, w.vnni, zp, w.col_offsets, w.zero_points, mult,
+                                 _bias(bias, n, "linear_dynamic"), bool(relu), pairs, out)
+    warn_saturated(clipped, "linear_dynamic", "the u8 x s8 GEMM", 2)
     return out.reshape(*x.shape[:-1], n)
 
 
@@ -240,23 +261,14 @@ def static_epilogue(x_scale: float, w: PackedWeight, bias: np.ndarray, scale: fl
     return bias_q.astype(np.int64), multiplier, shift
 
 
-def _qgemm_prepared(a: np.ndarray, a_zp: int, w: PackedWeight, ep: tuple, zero_point: int, relu: bool,
-                    requant: str, out: np.ndarray) -> np.ndarray:
-    """out (M, N) uint8 (rows may be strided) = the requantised a @ w^T under ``static_epilogue``'s ``ep``."""
+def qgemm_prepared(a: np.ndarray, a_zp: int, w: PackedWeight, ep: tuple, zero_point: int, relu: bool,
+                   requant: str, pairs: bool, out: np.ndarray) -> int:
+    """out (M, N) uint8 (rows may be strided) = the requantised a @ w^T under ``static_epilogue``'s ``ep``,
+    summed in int16 pairs if ``pairs`` (``check_accumulation``); returns how many pair sums saturated."""
     args = (a, w.codes, w.vnni, a_zp, w.col_offsets, w.zero_points)
     if requant == "fbgemm":
-        gemm.qgemm_requant(*args, *ep, zero_point, bool(relu), out)
-    else:
-        gemm.qgemm_fixed_point(*args, *ep, zero_point, bool(relu), out)
-    return out
-
-
-def _qgemm_static(a: np.ndarray, a_zp: int, x_scale: float, w: PackedWeight, bias: np.ndarray, scale: float,
-                  zero_point: int, relu: bool, requant: str) -> np.ndarray:
-    """uint8 (M, N) codes of the requantised a @ w^T (+ bias) with output (scale, zero_point)."""
-    out = np.empty((a.shape[0], w.codes.shape[0]), np.uint8)
-    return _qgemm_prepared(a, a_zp, w, static_epilogue(x_scale, w, bias, scale, requant), zero_point, relu, requant,
-                           out)
+        return gemm.qgemm_requant(*args, *ep, zero_point, bool(relu), pairs, out)
+    return gemm.qgemm_fixed_point(*args, *ep, zero_point, bool(relu), pairs, out)
 
 
 def _check_out_qparams(scale: Any, zero_point: Any) -> tuple[float, int]:
@@ -264,9 +276,14 @@ def _check_out_qparams(scale: Any, zero_point: Any) -> tuple[float, int]:
 
 
 def linear(input: QTensor, weight: QTensor | PackedWeight, bias: Any = None, scale: float = 1.0,
-           zero_point: int = 0, *, relu: bool = False, requant: str = "fbgemm", overflow: str = "warn") -> QTensor:
+           zero_point: int = 0, *, relu: bool = False, requant: str = "fbgemm", overflow: str = "warn",
+           accumulation: str = "fbgemm") -> QTensor:
     """Quantized linear: quint8 (..., K) x qint8 (N, K) -> quint8 (..., N) with (scale, zero_point);
-    ``overflow``: what an input that may wrap the int32 accumulator does (module docstring)."""
+    ``overflow``: what an input that may wrap the int32 accumulator does (module docstring);
+    ``accumulation='fbgemm'`` (PyTorch's on this CPU): on a CPU without AVX-512 VNNI, neighbouring products
+    are summed in saturating int16 pairs as fbgemm does there (``host.py`` (P)), with an
+    ``Int16SaturationWarning`` when that changed a sum; ``'exact'``: the exact int32 sum."""
+    pairs = check_accumulation(accumulation, "linear")
     x = _check_input(input, "quint8", "linear")
     w = pack_weight(weight)
     n, k = w.codes.shape
@@ -275,7 +292,10 @@ def linear(input: QTensor, weight: QTensor | PackedWeight, bias: Any = None, sca
     scale, zero_point = _check_out_qparams(scale, zero_point)
     a = np.ascontiguousarray(x.int_repr.reshape(-1, k))
     check_int32_range(a, x.zero_point, (0, 255), w, "linear", overflow)
-    codes = _qgemm_static(a, x.zero_point, x.scale, w, _bias(bias, n, "linear"), scale, zero_point, relu, requant)
+    ep = static_epilogue(x.scale, w, _bias(bias, n, "linear"), scale, requant)
+    codes = np.empty((a.shape[0], n), np.uint8)
+    warn_saturated(qgemm_prepared(a, x.zero_point, w, ep, zero_point, relu, requant, pairs, codes), "linear",
+                   "the u8 x s8 GEMM", 2)
     return QTensor(codes.reshape(*x.shape[:-1], n), scale, zero_point, None, "quint8")
 
 
@@ -292,12 +312,12 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
     (``depthwise.py``), and a dense one with symmetric weights on a VNNI CPU is an implicit GEMM over the
     padded NHWC input (``conv_vnni.py``).
     ``weight`` may also be ``pack_weight(w, groups)`` (a list of per-group PackedWeights).
-    ``accumulation='fbgemm'`` (PyTorch's): where fbgemm takes its depthwise fast path, neighbouring tap
-    products are summed in saturating int16 pairs as fbgemm does (``depthwise.py`` eq. 1'), with an
-    ``Int16SaturationWarning`` when that changed a sum; ``'exact'``: the exact int32 sum everywhere.
+    ``accumulation='fbgemm'`` (PyTorch's on this CPU): where fbgemm takes its depthwise fast path, and on a
+    CPU without AVX-512 VNNI everywhere, neighbouring products are summed in saturating int16 pairs as fbgemm
+    does (``depthwise.py`` eq. 1', ``host.py`` (P)), with an ``Int16SaturationWarning`` when that changed a
+    sum; ``'exact'``: the exact int32 sum everywhere.
     """
-    if accumulation not in ACCUMULATION_MODES:
-        raise ValueError(f"conv2d: accumulation must be one of {ACCUMULATION_MODES}, got {accumulation!r}")
+    check_accumulation(accumulation, "conv2d")
     x = _check_input(input, "quint8", "conv2d")
     if groups < 1:
         raise ValueError(f"conv2d: groups must be >= 1, got {groups}")
@@ -365,9 +385,11 @@ class PreparedConv2d:
         self.x_zp, self.zero_point, self.relu, self.requant = x_zp, zero_point, relu, requant
         cg, whole = g.c // g.groups, getattr(packs, "whole", None)
         worst = max(x_zp, 255 - x_zp)
+        self.pairs = check_accumulation(accumulation, "conv2d")
         if g.groups > 1 and cg == 1 and requant == "fbgemm" and whole is not None:
             self.path, self.weights = "depthwise", [whole]
-            self.saturate = accumulation == "fbgemm" and depthwise.fbgemm_fast_path(
+            # outside its fast path fbgemm runs one GEMM per group, whose pairs are the same taps
+            self.saturate = self.pairs or accumulation == "fbgemm" and depthwise.fbgemm_fast_path(
                 g.c, whole.shape[0], g.groups, (g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
             self.epilogues = [requant_params(x_scale, whole, bias, scale)]
         else:
@@ -394,12 +416,16 @@ class PreparedConv2d:
         kernels.pad_nhwc_into(x, g.ph, g.pw, self._padded)
         return self._padded
 
-    def __call__(self, x: np.ndarray, out: np.ndarray, overflow: str = "warn", who: str = "conv2d") -> np.ndarray:
+    def __call__(self, x: np.ndarray, out: np.ndarray, overflow: str = "warn", who: str = "conv2d",
+                 stacklevel: int = 2) -> np.ndarray:
+        """``stacklevel``: the caller's, for the ``Int16SaturationWarning`` (2: the caller of ``conv2d``)."""
         g, zp = self.geometry, self.x_zp
         if self.path == "pointwise":
             a = x.reshape(-1, g.c)
             self._check(a, self.weights[0], overflow, who)
-            _qgemm_prepared(a, zp, self.weights[0], self.epilogues[0], self.zero_point, self.relu, self.requant, out)
+            clipped = qgemm_prepared(a, zp, self.weights[0], self.epilogues[0], self.zero_point, self.relu,
+                                     self.requant, self.pairs, out)
+            warn_saturated(clipped, who, f"a 1x1 convolution of {g.c} channels", stacklevel + 1)
         elif self.path == "depthwise":
             xp = self._padded_input(x, 0).reshape(g.n, g.h + 2 * g.ph, g.w + 2 * g.pw, g.c)
             self._check(xp, self.weights[0], overflow, who)
@@ -407,11 +433,7 @@ class PreparedConv2d:
             clipped = depthwise.depthwise_requant(xp, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow,
                                                   self.weights[0].codes, zp, self.weights[0].zero_points, bias_term,
                                                   mult, self.zero_point, self.relu, self.saturate, out)
-            if clipped:
-                warnings.warn(f"{who}: {clipped} int16 pair sums saturated in a depthwise {g.kh}x{g.kw} convolution "
-                              f"of {g.c} channels, as fbgemm's kernel does (PyTorch 2.13 computes the same codes); "
-                              f"activation codes above 127 next to weight codes near -128 cause it; "
-                              f"accumulation='exact' gives the exact sum", Int16SaturationWarning, stacklevel=3)
+            warn_saturated(clipped, who, f"a depthwise {g.kh}x{g.kw} convolution of {g.c} channels", stacklevel + 1)
         elif self.path == "implicit":
             w0 = self.weights[0]
             xp, hp, wp = self._padded_input(x, conv_vnni.slack(g.sw, g.c)), g.h + 2 * g.ph, g.w + 2 * g.pw
@@ -425,12 +447,14 @@ class PreparedConv2d:
             cols = self._cols
             kernels.im2col(x, g.kh, g.kw, g.oh, g.ow, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups, zp, cols)
             kg = g.c // g.groups * g.kh * g.kw
+            clipped = 0
             for i, (wg, ep) in enumerate(zip(self.weights, self.epilogues)):
                 ocg = wg.codes.shape[0]
                 a = cols if g.groups == 1 else np.ascontiguousarray(cols[:, i * kg:(i + 1) * kg])
                 self._check(a, wg, overflow, who)
-                _qgemm_prepared(a, zp, wg, ep, self.zero_point, self.relu, self.requant,
-                                out if g.groups == 1 else out[:, i * ocg:(i + 1) * ocg])
+                clipped += qgemm_prepared(a, zp, wg, ep, self.zero_point, self.relu, self.requant, self.pairs,
+                                          out if g.groups == 1 else out[:, i * ocg:(i + 1) * ocg])
+            warn_saturated(clipped, who, f"a {g.kh}x{g.kw} convolution of {g.c} channels", stacklevel + 1)
         return out
 
     def _check(self, a: np.ndarray, w: PackedWeight, overflow: str, who: str) -> None:

@@ -16,6 +16,8 @@ defeat ``cache=True``; an int mode would need all records to share one type). ``
 
 The accumulator block comes from the AVX-512 VNNI micro-kernel (``vnni.py``) when the weight was packed
 for it, else from the portable 4x4 register-tiled loops below; both are exact, so they agree bit for bit.
+With ``pairs`` a block whose codes can saturate is summed in int16 pairs instead, as fbgemm does on a CPU
+without VNNI (``host.py`` (P)).
 """
 from __future__ import annotations
 
@@ -97,6 +99,47 @@ def _block_s32(a, b, i0, rows, acc):
     for j in range(n4, n):
         for r in range(rows):
             acc[r, j] = _dot(a, i0 + r, b, j)
+
+
+INT16_MIN, INT16_MAX = -32768, 32767
+
+
+@njit(cache=True, inline="always")
+def _pair(acc, a0, a1, w0, w1):
+    """(acc + sat16(a0 w0 + a1 w1), whether the pair saturated): ``vpmaddubsw`` then ``vpmaddwd`` (host.py (P))."""
+    p = _mac32(_mac32(np.int32(0), a0, w0), a1, w1)
+    kept = min(max(p, np.int32(INT16_MIN)), np.int32(INT16_MAX))
+    return acc + kept, p != kept
+
+
+@njit(cache=True)
+def _block_pairs(a, b, i0, rows, acc):
+    """acc[r, j] = sum_p sat16(a[i0 + r, 2p] b[j, 2p] + a[i0 + r, 2p + 1] b[j, 2p + 1]) (host.py (P)), the last
+    product alone when K is odd (it fits int16); returns how many pair sums saturated."""
+    k = b.shape[1]
+    clipped = 0
+    for r in range(rows):
+        i = i0 + r
+        for j in range(b.shape[0]):
+            s = np.int32(0)
+            for p in range(0, k - 1, 2):
+                s, hit = _pair(s, a[i, p], a[i, p + 1], b[j, p], b[j, p + 1])
+                clipped += hit
+            if k % 2:
+                s = _mac32(s, a[i, k - 1], b[j, k - 1])
+            acc[r, j] = s
+    return clipped
+
+
+@njit(cache=True, inline="always")
+def _pairs_may_saturate(a, i0, rows, k):
+    """Whether a pair sum of rows i0 .. i0 + rows can leave int16: only if some code exceeds 128, since
+    |a w| <= 128 * 128 for codes up to 128 and int8 weights (uint8 a; an int8 a never takes (P))."""
+    for r in range(rows):
+        for p in range(k):
+            if a[i0 + r, p] > 128:
+                return True
+    return False
 
 
 @njit(cache=True, inline="always")
@@ -267,68 +310,82 @@ PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs) waking Numba's thread 
 
 
 @njit(cache=True, inline="always")
-def _qgemm_block(a, b, bp, i0, rows, zc, b_zp, any_b_zp, ep, acc, out):
-    """Rows i0 .. i0 + rows of the fused GEMM: the accumulator block, then raw_ij (eq. (5), wrapped to
-    int32 like FBGEMM) and the epilogue, stored straight into ``out``."""
-    _gemm_block(a, b, bp, i0, rows, acc)
+def _qgemm_block(a, b, bp, i0, rows, zc, b_zp, any_b_zp, ep, pairs, acc, out):
+    """Rows i0 .. i0 + rows of the fused GEMM: the accumulator block -- exact, or in saturating int16 pairs
+    (host.py (P)) when ``pairs`` and the block's codes can saturate -- then raw_ij (eq. (5), wrapped to int32
+    like FBGEMM) and the epilogue, stored straight into ``out``. Returns how many pair sums saturated."""
+    clipped = 0
+    if pairs and _pairs_may_saturate(a, i0, rows, b.shape[1]):
+        clipped = _block_pairs(a, b, i0, rows, acc)
+    else:
+        _gemm_block(a, b, bp, i0, rows, acc)
     for r in range(rows):
         rs = np.int64(_row_sum(a, i0 + r)) if any_b_zp else np.int64(0)
         acc_r, out_r = acc[r], out[i0 + r]
         for j in range(b.shape[0]):
             out_r[j] = epilogue(ep, np.int32(np.int64(acc_r[j]) - zc[j] - rs * b_zp[j]), j)
+    return clipped
 
 
 @njit(cache=True, parallel=True)
-def _qgemm_parallel(a, b, bp, zc, b_zp, any_b_zp, ep, out):
+def _qgemm_parallel(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out):
     m, n = a.shape[0], b.shape[0]
-    for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+    blocks = (m + BLOCK_ROWS - 1) // BLOCK_ROWS
+    clipped = np.zeros(blocks, np.int64)
+    for blk in prange(blocks):
         i0 = blk * BLOCK_ROWS
-        _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, b_zp, any_b_zp, ep, _acc_buffer(n, bp), out)
+        clipped[blk] = _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, b_zp, any_b_zp, ep, pairs,
+                                    _acc_buffer(n, bp), out)
+    return clipped.sum()
 
 
 @njit(cache=True)
-def _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, out):
+def _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out):
     m, n = a.shape[0], b.shape[0]
     acc = _acc_buffer(n, bp)
+    clipped = 0
     for i0 in range(0, m, BLOCK_ROWS):
-        _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, b_zp, any_b_zp, ep, acc, out)
+        clipped += _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, b_zp, any_b_zp, ep, pairs, acc, out)
+    return clipped
 
 
 @njit(cache=True)
-def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, out):
-    """out[i, j] = epilogue(ep, raw_ij, j): the one block loop of every fused int8 GEMM.
+def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, pairs, out):
+    """out[i, j] = epilogue(ep, raw_ij, j): the one block loop of every fused int8 GEMM. Returns how many
+    int16 pair sums saturated (0 unless ``pairs``).
 
     a: uint8 (M, K') activations with zero point a_zp, K' >= K (columns past K must be 0: im2col pads
     K to the VNNI kernel's multiple of 4); b: int8 (N, K) weights, zero points b_zp (N,);
     bp: b packed for VNNI (``vnni.pack_b``) or empty (portable loops; same result);
     col_offsets[j] = sum_k b[j, k] - b_zp[j] * K (int32); ep: a Dynamic / Requant / FixedPoint
-    epilogue record; out: (M, N), float32 or uint8 as the epilogue produces. Problems of fewer than
+    epilogue record; pairs: accumulate as fbgemm without VNNI does (host.py (P)), else exactly;
+    out: (M, N), float32 or uint8 as the epilogue produces. Problems of fewer than
     ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread (no thread-pool launch).
     """
     zc, any_b_zp = _zero_point_terms(a_zp, col_offsets, b_zp)
     if a.shape[0] * b.shape[0] * b.shape[1] >= PARALLEL_MIN_MACS:
-        _qgemm_parallel(a, b, bp, zc, b_zp, any_b_zp, ep, out)
-    else:
-        _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, out)
+        return _qgemm_parallel(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out)
+    return _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out)
 
 
 @njit(cache=True)
-def qgemm_dynamic(a, b, bp, a_zp, col_offsets, b_zp, mult, bias, relu, out):
+def qgemm_dynamic(a, b, bp, a_zp, col_offsets, b_zp, mult, bias, relu, pairs, out):
     """out[i, j] = dynamic_epilogue(raw_ij, mult[j], bias[j]) as float32 (M, N); mult = fl32(s_a * s_b[j])."""
-    qgemm(a, b, bp, a_zp, col_offsets, b_zp, DynamicEpilogue(mult, bias, relu), out)
+    return qgemm(a, b, bp, a_zp, col_offsets, b_zp, DynamicEpilogue(mult, bias, relu), pairs, out)
 
 
 @njit(cache=True)
-def qgemm_requant(a, b, bp, a_zp, col_offsets, b_zp, bias_term, mult, out_zp, relu, out):
+def qgemm_requant(a, b, bp, a_zp, col_offsets, b_zp, bias_term, mult, out_zp, relu, pairs, out):
     """out[i, j] = requant_epilogue(raw_ij, bias_term[j], mult[j], out_zp) as uint8 (M, N) (eq. (7))."""
-    qgemm(a, b, bp, a_zp, col_offsets, b_zp, RequantEpilogue(bias_term, mult, out_zp, out_zp if relu else 0), out)
+    return qgemm(a, b, bp, a_zp, col_offsets, b_zp, RequantEpilogue(bias_term, mult, out_zp, out_zp if relu else 0),
+                 pairs, out)
 
 
 @njit(cache=True)
-def qgemm_fixed_point(a, b, bp, a_zp, col_offsets, b_zp, bias_q, multiplier, shift, out_zp, relu, out):
+def qgemm_fixed_point(a, b, bp, a_zp, col_offsets, b_zp, bias_q, multiplier, shift, out_zp, relu, pairs, out):
     """out[i, j] = fixed_point_epilogue(raw_ij, bias_q[j], multiplier[j], shift[j], out_zp) as uint8.
 
     bias_q: int32 (N,) bias in units of s_a * s_b[j]; multiplier int32 (N,), shift int (N,).
     """
-    qgemm(a, b, bp, a_zp, col_offsets, b_zp,
-          FixedPointEpilogue(bias_q, multiplier, shift, out_zp, out_zp if relu else 0), out)
+    return qgemm(a, b, bp, a_zp, col_offsets, b_zp,
+                 FixedPointEpilogue(bias_q, multiplier, shift, out_zp, out_zp if relu else 0), pairs, out)

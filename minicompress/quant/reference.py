@@ -86,6 +86,21 @@ def gemm_s32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.astype(np.int64) @ b.astype(np.int64).T).astype(np.int32)
 
 
+def gemm_int16_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+    """(sum_p sat16(a[:, 2p] b[:, 2p] + a[:, 2p+1] b[:, 2p+1]) wrapped to int32, how many pairs saturated):
+    ``host.py`` (P), K zero padded to even (twin of ``gemm``'s pair blocks)."""
+    k = b.shape[1]
+    a64, b64 = np.zeros((a.shape[0], k + k % 2), np.int64), np.zeros((b.shape[0], k + k % 2), np.int64)
+    a64[:, :k], b64[:, :k] = a[:, :k], b
+    pair = a64[:, None, 0::2] * b64[None, :, 0::2] + a64[:, None, 1::2] * b64[None, :, 1::2]
+    kept = np.clip(pair, -32768, 32767)
+    return kept.sum(axis=2).astype(np.int32), int((pair != kept).sum())
+
+
+def _acc(a, b, pairs):
+    return gemm_int16_pairs(a, b)[0] if pairs else gemm_s32(a, b)
+
+
 def corrected(acc, a, a_zp, col_offsets, b_zp) -> np.ndarray:
     """raw = acc - a_zp * col_offsets[j] - row_sum(a)[i] * b_zp[j], wrapped to int32."""
     row_sums = a.astype(np.int64).sum(axis=1)[:, None]
@@ -138,18 +153,19 @@ def fixed_point_epilogue(raw, bias_q, multiplier, shift, out_zp, lo) -> np.ndarr
     return np.clip(y + out_zp, lo, 255)
 
 
-def qgemm_dynamic(a, b, a_zp, col_offsets, b_zp, mult, bias, relu) -> np.ndarray:
-    raw = corrected(gemm_s32(a, b), a, a_zp, col_offsets, b_zp)
+def qgemm_dynamic(a, b, a_zp, col_offsets, b_zp, mult, bias, relu, pairs=False) -> np.ndarray:
+    raw = corrected(_acc(a, b, pairs), a, a_zp, col_offsets, b_zp)
     return dynamic_epilogue(raw, mult, bias, relu)
 
 
-def qgemm_requant(a, b, a_zp, col_offsets, b_zp, bias_term, mult, out_zp, relu) -> np.ndarray:
-    raw = corrected(gemm_s32(a, b), a, a_zp, col_offsets, b_zp)
+def qgemm_requant(a, b, a_zp, col_offsets, b_zp, bias_term, mult, out_zp, relu, pairs=False) -> np.ndarray:
+    raw = corrected(_acc(a, b, pairs), a, a_zp, col_offsets, b_zp)
     return requant_epilogue(raw, bias_term, mult, out_zp, out_zp if relu else 0).astype(np.uint8)
 
 
-def qgemm_fixed_point(a, b, a_zp, col_offsets, b_zp, bias_q, multiplier, shift, out_zp, relu) -> np.ndarray:
-    raw = corrected(gemm_s32(a, b), a, a_zp, col_offsets, b_zp)
+def qgemm_fixed_point(a, b, a_zp, col_offsets, b_zp, bias_q, multiplier, shift, out_zp, relu,
+                      pairs=False) -> np.ndarray:
+    raw = corrected(_acc(a, b, pairs), a, a_zp, col_offsets, b_zp)
     return fixed_point_epilogue(raw, bias_q, multiplier, shift, out_zp, out_zp if relu else 0).astype(np.uint8)
 
 

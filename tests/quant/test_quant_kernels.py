@@ -81,6 +81,23 @@ def test_gemm_s32_equals_int64_product(shape, seed, a_dtype):
         np.testing.assert_array_equal(out, exact)
 
 
+def test_int16_pairs_saturate_only_above_code_128():
+    """(P) of ``host.py``: codes up to 128 never leave int16 (2 * 128 * -128 = -32768), 129 does; the pair
+    kernel takes a block only when it can saturate, and counts each clipped pair."""
+    b = np.full((3, 5), -128, np.int8)
+    for code, clipped in ((128, 0), (129, 3 * 2 * 2)):
+        a = np.full((2, 5), code, np.uint8)
+        acc, count = R.gemm_int16_pairs(a, b)
+        assert count == clipped
+        exact = code * -128 * 5
+        assert (acc == (exact if not clipped else 2 * -32768 + code * -128)).all()
+        out = np.empty((2, 3), np.float32)
+        got = G.qgemm_dynamic(a, b, NO_VNNI, 0, b.astype(np.int64).sum(1).astype(np.int32), np.zeros(3, np.int64),
+                              np.ones(3, np.float32), np.zeros(3, np.float32), False, True, out)
+        assert got == clipped
+        np.testing.assert_array_equal(out, acc.astype(np.float32))
+
+
 def test_gemm_s32_extreme_values_long_k():
     """255 * -128 over K = 4096 sums to -133 693 440: exact in int32, no saturation anywhere."""
     a = np.full((17, 4096), 255, np.uint8)
@@ -106,11 +123,13 @@ def test_qgemm_dynamic_equals_twin(shape, seed, relu):
     a_zp, b_zp, col = _epilogue_args(rng, n, k, b)
     mult = rng.uniform(1e-5, 1e-2, n).astype(np.float32)
     bias = rng.normal(size=n).astype(np.float32)
-    want = R.qgemm_dynamic(a, b, a_zp, col, b_zp, mult, bias, relu)
-    for bp in packings(b, np.uint8):
-        out = np.empty((m, n), np.float32)
-        G.qgemm_dynamic(a, b, bp, a_zp, col, b_zp, mult, bias, relu, out)
-        np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
+    for pairs in (False, True):
+        want = R.qgemm_dynamic(a, b, a_zp, col, b_zp, mult, bias, relu, pairs)
+        for bp in packings(b, np.uint8):
+            out = np.empty((m, n), np.float32)
+            clipped = G.qgemm_dynamic(a, b, bp, a_zp, col, b_zp, mult, bias, relu, pairs, out)
+            np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
+            assert clipped == (R.gemm_int16_pairs(a, b)[1] if pairs else 0)
 
 
 @pytest.mark.parametrize("m", [7, 700])          # 700 x 29 x 40 is above PARALLEL_MIN_MACS: the threaded loop
@@ -127,14 +146,16 @@ def test_qgemm_requant_threaded_and_k_padded(m, symmetric):
         b_zp, col = np.zeros(n, np.int64), b.astype(np.int64).sum(1).astype(np.int32)
     mult = rng.uniform(1e-4, 1e-2, n).astype(np.float32)
     bias_term = (rng.normal(size=n) * 1e3).astype(np.float32)
-    want = R.qgemm_requant(a, b, a_zp, col, b_zp, bias_term, mult, 17, False)
     a_padded = np.zeros((m, 32), np.uint8)
     a_padded[:, :k] = a
-    for bp in packings(b, np.uint8):
-        for operand in (a, a_padded):
-            out = np.empty((m, n), np.uint8)
-            G.qgemm_requant(operand, b, bp, a_zp, col, b_zp, bias_term, mult, 17, False, out)
-            np.testing.assert_array_equal(out, want)
+    for pairs in (False, True):
+        want = R.qgemm_requant(a, b, a_zp, col, b_zp, bias_term, mult, 17, False, pairs)
+        for bp in packings(b, np.uint8):
+            for operand in (a, a_padded):
+                out = np.empty((m, n), np.uint8)
+                clipped = G.qgemm_requant(operand, b, bp, a_zp, col, b_zp, bias_term, mult, 17, False, pairs, out)
+                np.testing.assert_array_equal(out, want)
+                assert clipped == (R.gemm_int16_pairs(a, b)[1] if pairs else 0)
 
 
 @given(gemm_shapes, seeds, st.booleans(), st.floats(1e-5, 3.0))
@@ -147,11 +168,12 @@ def test_qgemm_requant_equals_twin(shape, seed, relu, mult_scale):
     mult = (rng.uniform(0.1, 1, n) * mult_scale).astype(np.float32)
     bias_term = (rng.normal(size=n) * 1e3).astype(np.float32)
     out_zp = int(rng.integers(0, 256))
-    want = R.qgemm_requant(a, b, a_zp, col, b_zp, bias_term, mult, out_zp, relu)
-    for bp in packings(b, np.uint8):
-        out = np.empty((m, n), np.uint8)
-        G.qgemm_requant(a, b, bp, a_zp, col, b_zp, bias_term, mult, out_zp, relu, out)
-        np.testing.assert_array_equal(out, want)
+    for pairs in (False, True):
+        want = R.qgemm_requant(a, b, a_zp, col, b_zp, bias_term, mult, out_zp, relu, pairs)
+        for bp in packings(b, np.uint8):
+            out = np.empty((m, n), np.uint8)
+            G.qgemm_requant(a, b, bp, a_zp, col, b_zp, bias_term, mult, out_zp, relu, pairs, out)
+            np.testing.assert_array_equal(out, want)
 
 
 def test_requant_overflow_follows_cvtps2dq():
@@ -173,11 +195,13 @@ def test_qgemm_fixed_point_equals_twin_and_float(shape, seed, relu):
     mult, shift = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     bias_q = rng.integers(-5000, 5000, n)
     out_zp = int(rng.integers(0, 256))
+    for pairs in (False, True):
+        want = R.qgemm_fixed_point(a, b, a_zp, col, b_zp, bias_q, mult, shift, out_zp, relu, pairs)
+        for bp in packings(b, np.uint8):
+            out = np.empty((m, n), np.uint8)
+            G.qgemm_fixed_point(a, b, bp, a_zp, col, b_zp, bias_q, mult, shift, out_zp, relu, pairs, out)
+            np.testing.assert_array_equal(out, want)
     want = R.qgemm_fixed_point(a, b, a_zp, col, b_zp, bias_q, mult, shift, out_zp, relu)
-    for bp in packings(b, np.uint8):
-        out = np.empty((m, n), np.uint8)
-        G.qgemm_fixed_point(a, b, bp, a_zp, col, b_zp, bias_q, mult, shift, out_zp, relu, out)
-        np.testing.assert_array_equal(out, want)
     raw = R.corrected(R.gemm_s32(a, b), a, a_zp, col, b_zp).astype(np.int64) + bias_q
     exact = np.clip(np.floor(raw * (mult * 2.0 ** (shift - 31)) + 0.5) + out_zp, out_zp if relu else 0, 255)
     assert np.abs(want.astype(np.int64) - exact).max(initial=0) <= 1
