@@ -44,7 +44,7 @@ from minicompress import quant as Q  # noqa: E402
 from minicompress.data import DataLoader, load_digits  # noqa: E402
 from minicompress.optim import Adam  # noqa: E402
 from minicompress.quant import functional as QF  # noqa: E402
-from minicompress.quant import gemm, vnni  # noqa: E402
+from minicompress.quant import avx2, gemm, host, vnni  # noqa: E402
 from minicompress.train import evaluate, fit  # noqa: E402
 
 SHAPES = [(64, 512, 512), (128, 512, 512), (64, 784, 512), (256, 1024, 1024), (1024, 1024, 1024)]
@@ -56,6 +56,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=6, help="digits CNN / MLP training epochs")
     p.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per measurement")
     return p.parse_args()
+
+
+def _quiet(fn, *args):
+    """fn(*args) without the Int16SaturationWarning a full-range row raises on every call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QF.Int16SaturationWarning)
+        return fn(*args)
 
 
 def best_time(fn, budget: float) -> float:
@@ -70,9 +77,14 @@ def best_time(fn, budget: float) -> float:
     return best
 
 
-def gemm_row(torch, m: int, k: int, n: int, budget: float, per_channel: bool = False) -> dict:
+def gemm_row(torch, m: int, k: int, n: int, budget: float, per_channel: bool = False,
+             full_range: bool = False) -> dict:
     """One shape: NumPy float32, our int8 GEMM and static linear, fbgemm's static linear (per-channel
-    weights when ``per_channel``: scales max|w_j| / 127.5, zero points 0, as PyTorch's x86 qconfig)."""
+    weights when ``per_channel``: scales max|w_j| / 127.5, zero points 0, as PyTorch's x86 qconfig).
+    Activations x ~ N(0, 1) take codes 0..127 (scale 0.06, zero point 64), as the x86 qconfig's reduce_range
+    gives them; ``full_range``: 0..255 (scale 0.03, zero point 128), where a CPU without VNNI sums int16 pairs
+    that saturate (``quant/host.py``) and our kernels also count what that changed, for the warning."""
+    x_scale, x_zp = (0.03, 128) if full_range else (0.06, 64)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(m, k)).astype(np.float32)
     w = (rng.normal(size=(n, k)) * 0.05).astype(np.float32)
@@ -82,23 +94,23 @@ def gemm_row(torch, m: int, k: int, n: int, budget: float, per_channel: bool = F
         qw = Q.quantize_per_channel(w, scales, np.zeros(n, np.int64), 0, "qint8")
     else:
         qw = Q.quantize_per_tensor(w, float(np.abs(w).max() / 127.5), 0, "qint8")
-    qx = Q.quantize_per_tensor(x, 0.03, 128, "quint8")
+    qx = Q.quantize_per_tensor(x, x_scale, x_zp, "quint8")
     packed = QF.pack_weight(qw)
     acc = np.empty((m, n), np.int32)
     times = {
         "numpy_f32": best_time(lambda: x @ wt, budget),
         "int8_gemm": best_time(lambda: gemm.gemm_s32(qx.int_repr, packed.codes, packed.vnni, acc), budget),
-        "int8_linear": best_time(lambda: QF.linear(qx, packed, None, 0.1, 64), budget),
+        "int8_linear": best_time(lambda: _quiet(QF.linear, qx, packed, None, 0.1, 64), budget),
     }
     if torch is not None:
         tw = (torch.quantize_per_channel(torch.from_numpy(w), torch.from_numpy(qw.scale), torch.zeros(n, dtype=torch.long),
                                          0, torch.qint8) if per_channel
               else torch.quantize_per_tensor(torch.from_numpy(w), qw.scale, 0, torch.qint8))
         tp = torch.ops.quantized.linear_prepack(tw, None)
-        tx = torch.quantize_per_tensor(torch.from_numpy(x), 0.03, 128, torch.quint8)
+        tx = torch.quantize_per_tensor(torch.from_numpy(x), x_scale, x_zp, torch.quint8)
         times["fbgemm_linear"] = best_time(lambda: torch.ops.quantized.linear(tx, tp, 0.1, 64), budget)
     ops = 2.0 * m * k * n
-    row = {"shape": f"{m}x{k}x{n}" + (" pc" if per_channel else ""), **{f"{key}_ms": t * 1e3 for key, t in times.items()},
+    row = {"shape": f"{m}x{k}x{n}" + (" pc" if per_channel else "") + (" 0..255" if full_range else ""), **{f"{key}_ms": t * 1e3 for key, t in times.items()},
            **{f"{key}_gops": ops / t / 1e9 for key, t in times.items()}}
     row.update({f"{key}_vs_numpy": times["numpy_f32"] / t for key, t in times.items() if key != "numpy_f32"})
     return row
@@ -162,10 +174,12 @@ def main() -> None:
         torch = None
     import numba
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    print(f"threads={args.threads}  vnni={vnni.USE_VNNI}  numpy float32 = OpenBLAS sgemm; "
+    print(f"threads={args.threads}  vnni={vnni.USE_VNNI}  avx2={avx2.USE_AVX2}  fbgemm int16 pairs="
+          f"{host.FBGEMM_INT16_PAIRS}  numpy float32 = OpenBLAS sgemm; "
           f"G(FL)OPS = 2MKN/time, best of runs\n")
     gemms = [gemm_row(torch, m, k, n, args.budget) for m, k, n in SHAPES]
     gemms.append(gemm_row(torch, 256, 1024, 1024, args.budget, per_channel=True))
+    gemms.append(gemm_row(torch, 256, 1024, 1024, args.budget, full_range=True))
     print(f"{'M x K x N':>16} | {'numpy f32':>14} | {'int8 GEMM':>20} | {'int8 linear (+requant)':>24} | "
           f"{'fbgemm linear':>20}")
     for r in gemms:
@@ -180,7 +194,8 @@ def main() -> None:
     for r in digits:
         print(f"{r['model']:>18} {r['variant']:>14} {r['accuracy']:9.4f} {r['latency_ms']:15.3f} ms "
               f"{r['speedup']:7.2f}x")
-    print(json.dumps({"bench": "quant", "threads": args.threads, "vnni": vnni.USE_VNNI, "gemm": gemms,
+    print(json.dumps({"bench": "quant", "threads": args.threads, "vnni": vnni.USE_VNNI, "avx2": avx2.USE_AVX2,
+                      "cpu": host.CPU_NAME, "gemm": gemms,
                       "digits": digits}))
 
 

@@ -111,14 +111,19 @@ def _hwc_columns(chw: tuple) -> np.ndarray:
 
 
 class LinearStep(Step):
-    """QuantizedLinear / LinearReLU on (..., K) codes; a 'flat_hwc' input reorders the weight columns."""
+    """QuantizedLinear / LinearReLU on (..., K) codes; a 'flat_hwc' input reorders the weight columns -- or, where
+    fbgemm sums int16 pairs (whose pairs follow the column order, ``quant/host.py``), the input's columns."""
 
     def __init__(self, mod: QuantizedLinear, x: np.ndarray, spec: Spec) -> None:
         self.name, self.relu = mod._name(), bool(mod._relu)
         self.in_scale, self.in_zp = spec.qparams
         self.scale, self.zp = float(mod.scale), int(mod.zero_point)
         wq = mod.weight_qtensor()
-        if spec.layout == "flat_hwc":
+        self.pairs = QF.check_accumulation("fbgemm", self.name)
+        self.gather = None
+        if spec.layout == "flat_hwc" and self.pairs:
+            self.gather = np.argsort(_hwc_columns(spec.chw))
+        elif spec.layout == "flat_hwc":
             wq = type(wq)(np.ascontiguousarray(wq.int_repr[:, _hwc_columns(spec.chw)]), wq.scale, wq.zero_point,
                           wq.axis, wq.dtype)
         self.w = QF.pack_weight(wq)
@@ -129,11 +134,11 @@ class LinearStep(Step):
         self.out = np.empty((self.rows, mod.out_features), np.uint8)
         self.out_shape = x.shape[:-1] + (mod.out_features,)
         self.check_overflow = max(self.in_zp, 255 - self.in_zp) * self.w.abs_dev_max > QF.INT32_MAX
-        self.pairs = QF.check_accumulation("fbgemm", self.name)
         self.out_spec = Spec("logical", None, (self.scale, self.zp))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        a = np.ascontiguousarray(x.reshape(self.rows, -1))
+        a = x.reshape(self.rows, -1)
+        a = np.ascontiguousarray(a if self.gather is None else a[:, self.gather])
         if self.check_overflow:
             QF.check_int32_range(a, self.in_zp, (0, 255), self.w, self.name)
         clipped = gemm.qgemm_requant(a, self.w.codes, self.w.vnni, self.in_zp, self.w.col_offsets,

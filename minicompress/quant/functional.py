@@ -33,7 +33,7 @@ import numpy as np
 
 from ..nn.functional.conv import conv_output_size
 from ..nn.layers._utils import ntuple
-from . import conv_vnni, depthwise, gemm, host, kernels, vnni
+from . import avx2, conv_vnni, depthwise, gemm, host, kernels, vnni
 from .qparams import quantize_multiplier
 from .qtensor import QTensor, check_qparams
 
@@ -66,13 +66,16 @@ def check_accumulation(accumulation: str, who: str) -> bool:
     return accumulation == "fbgemm" and host.FBGEMM_INT16_PAIRS
 
 
-def warn_saturated(clipped: int, who: str, kernel: str, stacklevel: int) -> None:
-    """The ``Int16SaturationWarning`` of a call in which ``clipped`` pair sums saturated (none: no warning)."""
+def warn_saturated(clipped: int, who: str, kernel: str, stacklevel: int, what: str = "accumulators") -> None:
+    """The ``Int16SaturationWarning`` of a call in which saturated int16 pair sums changed ``clipped``
+    accumulators (or, ``what='pair sums'``, in which ``clipped`` pair sums saturated); none: no warning."""
     if clipped:
-        warnings.warn(f"{who}: {clipped} int16 pair sums saturated in {kernel}, as fbgemm's kernel does on this "
-                      f"CPU (PyTorch 2.13 computes the same codes); activation codes above 128 next to large weight "
-                      f"codes cause it (reduce_range keeps activations below); accumulation='exact' gives the "
-                      f"exact sum", Int16SaturationWarning, stacklevel=stacklevel + 1)
+        said = (f"{clipped} int16 pair sums saturated" if what == "pair sums" else
+                f"saturated int16 pair sums changed {clipped} {what}")
+        warnings.warn(f"{who}: {said} in {kernel}, as fbgemm's kernel does on this CPU (PyTorch 2.13 computes "
+                      f"the same codes); activation codes above 128 next to large weight codes cause it "
+                      f"(reduce_range keeps activations below); accumulation='exact' gives the exact sum",
+                      Int16SaturationWarning, stacklevel=stacklevel + 1)
 
 
 class PackedWeight(NamedTuple):
@@ -80,8 +83,8 @@ class PackedWeight(NamedTuple):
 
     codes int8 (N, K); scales float32 (N,) and zero_points int64 (N,) (repeated when per tensor);
     col_offsets int32 (N,) = sum_k codes[j, k] - zero_points[j] * K; per_channel; shape (original);
-    vnni: the codes in the VNNI micro-kernel's layout (``vnni.pack_b``), or an empty array when the CPU
-    lacks VNNI (the portable kernel then runs; both give identical integers);
+    vnni: the codes in the VNNI and AVX2 micro-kernels' layout (``vnni.pack_b``), or an empty array when the
+    CPU has neither (the portable kernel then runs; all give identical integers);
     abs_dev_max: max_j sum_k |codes[j, k] - zero_points[j]| (int), for the overflow bound;
     vnni_rows: a 4-D weight's codes packed per kernel row for the implicit-GEMM convolution
     (``conv_vnni.pack_rows``), or an empty array (no VNNI, or not a convolution weight).
@@ -114,7 +117,7 @@ class GroupedWeights(list):
 
 
 def _packed(codes, scales, zps, col_offsets, per_channel, shape) -> PackedWeight:
-    packed = vnni.pack_b(codes) if vnni.USE_VNNI else NO_VNNI
+    packed = vnni.pack_b(codes) if vnni.USE_VNNI or avx2.USE_AVX2 else NO_VNNI
     rows = conv_vnni.pack_rows(codes, shape[2]) if vnni.USE_VNNI and len(shape) == 4 else NO_VNNI_ROWS
     deviation = np.abs(codes.astype(np.int64) - zps[:, None]).sum(axis=1)
     return PackedWeight(codes, scales, zps, col_offsets, per_channel, shape, packed,
@@ -433,7 +436,8 @@ class PreparedConv2d:
             clipped = depthwise.depthwise_requant(xp, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow,
                                                   self.weights[0].codes, zp, self.weights[0].zero_points, bias_term,
                                                   mult, self.zero_point, self.relu, self.saturate, out)
-            warn_saturated(clipped, who, f"a depthwise {g.kh}x{g.kw} convolution of {g.c} channels", stacklevel + 1)
+            warn_saturated(clipped, who, f"a depthwise {g.kh}x{g.kw} convolution of {g.c} channels", stacklevel + 1,
+                           "pair sums")
         elif self.path == "implicit":
             w0 = self.weights[0]
             xp, hp, wp = self._padded_input(x, conv_vnni.slack(g.sw, g.c)), g.h + 2 * g.ph, g.w + 2 * g.pw

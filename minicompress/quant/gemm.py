@@ -14,10 +14,10 @@ defeat ``cache=True``; an int mode would need all records to share one type). ``
 ``qgemm_requant`` and ``qgemm_fixed_point`` build the record. Integers are widened explicitly
 (``_mac32`` does the int32 multiply-add). Each kernel has a NumPy twin in ``reference.py``.
 
-The accumulator block comes from the AVX-512 VNNI micro-kernel (``vnni.py``) when the weight was packed
-for it, else from the portable 4x4 register-tiled loops below; both are exact, so they agree bit for bit.
-With ``pairs`` a block whose codes can saturate is summed in int16 pairs instead, as fbgemm does on a CPU
-without VNNI (``host.py`` (P)).
+The accumulator block comes from the AVX-512 VNNI micro-kernel (``vnni.py``) or the AVX2 one (``avx2.py``)
+when the weight was packed for them, else from the portable 4x4 register-tiled loops below. With ``pairs``
+the block is summed in saturating int16 pairs, as fbgemm does on a CPU without VNNI (``host.py`` (P)) --
+the AVX2 kernel's own arithmetic, which is why it takes exact blocks only when no code exceeds 128.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from .avx2 import USE_AVX2, block_avx2
 from .kernels import fma32
 from .vnni import USE_VNNI, block_vnni
 
@@ -115,20 +116,30 @@ def _pair(acc, a0, a1, w0, w1):
 @njit(cache=True)
 def _block_pairs(a, b, i0, rows, acc):
     """acc[r, j] = sum_p sat16(a[i0 + r, 2p] b[j, 2p] + a[i0 + r, 2p + 1] b[j, 2p + 1]) (host.py (P)), the last
-    product alone when K is odd (it fits int16); returns how many pair sums saturated."""
+    product alone when K is odd (it fits int16); returns how many accumulators differ from the exact sum."""
     k = b.shape[1]
-    clipped = 0
+    changed = 0
     for r in range(rows):
         i = i0 + r
         for j in range(b.shape[0]):
             s = np.int32(0)
             for p in range(0, k - 1, 2):
-                s, hit = _pair(s, a[i, p], a[i, p + 1], b[j, p], b[j, p + 1])
-                clipped += hit
+                s, _ = _pair(s, a[i, p], a[i, p + 1], b[j, p], b[j, p + 1])
             if k % 2:
                 s = _mac32(s, a[i, k - 1], b[j, k - 1])
             acc[r, j] = s
-    return clipped
+            changed += s != _dot(a, i, b, j)
+    return changed
+
+
+@njit(cache=True)
+def _changed(a, b, i0, rows, acc):
+    """How many accumulators of the block differ from the exact sum (after a pair kernel reached a limit)."""
+    changed = 0
+    for r in range(rows):
+        for j in range(b.shape[0]):
+            changed += acc[r, j] != _dot(a, i0 + r, b, j)
+    return changed
 
 
 @njit(cache=True, inline="always")
@@ -165,15 +176,26 @@ BLOCK_ROWS = 16   # rows of a per parallel task (a multiple of the VNNI micro-ti
 
 
 @njit(cache=True, inline="always")
-def _gemm_block(a, b, bp, i0, rows, acc):
-    """acc[r, j] = sum_k a[i0 + r, k] * b[j, k]: the VNNI micro-kernel when ``bp`` holds a packed
-    weight (``vnni.pack_b``), else the portable 4x4 loops. ``USE_VNNI`` is a compile-time constant:
-    on CPUs without VNNI the first branch is pruned before it is compiled."""
+def _gemm_block(a, b, bp, i0, rows, acc, pairs):
+    """acc[r, j] = sum_k a[i0 + r, k] * b[j, k], or with ``pairs`` host.py's (P); returns how many accumulators
+    (P) made differ from the exact sum. Kernels, when ``bp`` holds the packed weight (``vnni.pack_b``, uint8
+    a only): exact sums on the VNNI micro-kernel; on the AVX2 one (``avx2.py``, which computes (P)) every (P)
+    block, and exact blocks whose codes cannot saturate (none above 128); the portable loops otherwise.
+    ``USE_VNNI`` / ``USE_AVX2`` are compile-time constants: branches the CPU cannot run are pruned."""
     if USE_VNNI:
-        if bp.shape[0] > 0:
+        if bp.shape[0] > 0 and not pairs:
             block_vnni(a, bp, i0, rows, acc)
-            return
+            return 0
+    may = _pairs_may_saturate(a, i0, rows, b.shape[1])
+    if USE_AVX2:
+        if bp.shape[0] > 0 and (pairs or not may):
+            if block_avx2(a, bp, i0, rows, acc, pairs and may):
+                return _changed(a, b, i0, rows, acc)
+            return 0
+    if pairs and may:
+        return _block_pairs(a, b, i0, rows, acc)
     _block_s32(a, b, i0, rows, acc)
+    return 0
 
 
 @njit(cache=True, inline="always")
@@ -190,7 +212,7 @@ def gemm_s32(a, b, bp, out):
         i0 = blk * BLOCK_ROWS
         rows = min(BLOCK_ROWS, m - i0)
         acc = _acc_buffer(n, bp)
-        _gemm_block(a, b, bp, i0, rows, acc)
+        _gemm_block(a, b, bp, i0, rows, acc, False)
         out[i0:i0 + rows] = acc[:rows, :n]
 
 
@@ -312,13 +334,9 @@ PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs) waking Numba's thread 
 @njit(cache=True, inline="always")
 def _qgemm_block(a, b, bp, i0, rows, zc, b_zp, any_b_zp, ep, pairs, acc, out):
     """Rows i0 .. i0 + rows of the fused GEMM: the accumulator block -- exact, or in saturating int16 pairs
-    (host.py (P)) when ``pairs`` and the block's codes can saturate -- then raw_ij (eq. (5), wrapped to int32
-    like FBGEMM) and the epilogue, stored straight into ``out``. Returns how many pair sums saturated."""
-    clipped = 0
-    if pairs and _pairs_may_saturate(a, i0, rows, b.shape[1]):
-        clipped = _block_pairs(a, b, i0, rows, acc)
-    else:
-        _gemm_block(a, b, bp, i0, rows, acc)
+    (host.py (P)) with ``pairs`` -- then raw_ij (eq. (5), wrapped to int32 like FBGEMM) and the epilogue,
+    stored straight into ``out``. Returns how many accumulators (P) made differ from the exact sum."""
+    clipped = _gemm_block(a, b, bp, i0, rows, acc, pairs)
     for r in range(rows):
         rs = np.int64(_row_sum(a, i0 + r)) if any_b_zp else np.int64(0)
         acc_r, out_r = acc[r], out[i0 + r]
@@ -352,7 +370,7 @@ def _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out):
 @njit(cache=True)
 def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, pairs, out):
     """out[i, j] = epilogue(ep, raw_ij, j): the one block loop of every fused int8 GEMM. Returns how many
-    int16 pair sums saturated (0 unless ``pairs``).
+    accumulators the int16 pairs made differ from the exact sum (0 unless ``pairs``).
 
     a: uint8 (M, K') activations with zero point a_zp, K' >= K (columns past K must be 0: im2col pads
     K to the VNNI kernel's multiple of 4); b: int8 (N, K) weights, zero points b_zp (N,);

@@ -26,6 +26,7 @@ def _host_features() -> dict:
 
 
 FEATURES = _host_features()
+CPU_NAME = llvm_binding.get_host_cpu_name()         # LLVM's name of the micro-architecture (e.g. znver3)
 HAS_AVX512_VNNI = all(FEATURES.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
 HAS_AVX_VNNI = bool(FEATURES.get("avxvnni", False))
 

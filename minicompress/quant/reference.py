@@ -87,14 +87,14 @@ def gemm_s32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def gemm_int16_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
-    """(sum_p sat16(a[:, 2p] b[:, 2p] + a[:, 2p+1] b[:, 2p+1]) wrapped to int32, how many pairs saturated):
-    ``host.py`` (P), K zero padded to even (twin of ``gemm``'s pair blocks)."""
+    """(sum_p sat16(a[:, 2p] b[:, 2p] + a[:, 2p+1] b[:, 2p+1]) wrapped to int32, how many of those differ from
+    the exact sums): ``host.py`` (P), K zero padded to even (twin of ``gemm``'s pair blocks)."""
     k = b.shape[1]
     a64, b64 = np.zeros((a.shape[0], k + k % 2), np.int64), np.zeros((b.shape[0], k + k % 2), np.int64)
     a64[:, :k], b64[:, :k] = a[:, :k], b
     pair = a64[:, None, 0::2] * b64[None, :, 0::2] + a64[:, None, 1::2] * b64[None, :, 1::2]
-    kept = np.clip(pair, -32768, 32767)
-    return kept.sum(axis=2).astype(np.int32), int((pair != kept).sum())
+    acc = np.clip(pair, -32768, 32767).sum(axis=2).astype(np.int32)
+    return acc, int((acc != gemm_s32(a[:, :k], b)).sum())
 
 
 def _acc(a, b, pairs):

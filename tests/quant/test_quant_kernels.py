@@ -1,7 +1,7 @@
 """Numba kernels == their NumPy twins (``reference.py``) bit for bit, and integer GEMMs == int64 products.
 
-Both GEMM paths run: the AVX-512 VNNI micro-kernel (when the CPU has it) and the portable loops; shapes
-are drawn off the tile sizes (M % 16, N % 32, K % 4 != 0) to exercise every tail.
+Every GEMM path runs: the AVX-512 VNNI or AVX2 micro-kernel (whichever the CPU has) and the portable loops;
+shapes are drawn off the tile sizes (M % 16, N % 32, K % 4 != 0) to exercise every tail.
 """
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from minicompress.nn.functional.conv import conv_output_size
 from minicompress.quant import gemm as G
 from minicompress.quant import kernels as K
 from minicompress.quant import reference as R
-from minicompress.quant import vnni
+from minicompress.quant import avx2, vnni
 from minicompress.quant.functional import NO_VNNI
 
 seeds = st.integers(0, 2 ** 32 - 1)
@@ -20,9 +20,9 @@ gemm_shapes = st.tuples(st.integers(1, 40), st.integers(1, 70), st.integers(1, 7
 
 
 def packings(b, a_dtype):
-    """The weight packings a kernel may receive: portable always, VNNI for uint8 activations."""
+    """The weight packings a kernel may receive: portable always, the VNNI / AVX2 kernels' for uint8 activations."""
     out = [NO_VNNI]
-    if vnni.USE_VNNI and a_dtype == np.uint8:
+    if (vnni.USE_VNNI or avx2.USE_AVX2) and a_dtype == np.uint8:
         out.append(vnni.pack_b(b))
     return out
 
@@ -82,10 +82,10 @@ def test_gemm_s32_equals_int64_product(shape, seed, a_dtype):
 
 
 def test_int16_pairs_saturate_only_above_code_128():
-    """(P) of ``host.py``: codes up to 128 never leave int16 (2 * 128 * -128 = -32768), 129 does; the pair
-    kernel takes a block only when it can saturate, and counts each clipped pair."""
+    """(P) of ``host.py``: codes up to 128 never leave int16 (2 * 128 * -128 = -32768), 129 does; the kernels
+    count the accumulators that saturation changed."""
     b = np.full((3, 5), -128, np.int8)
-    for code, clipped in ((128, 0), (129, 3 * 2 * 2)):
+    for code, clipped in ((128, 0), (129, 2 * 3)):
         a = np.full((2, 5), code, np.uint8)
         acc, count = R.gemm_int16_pairs(a, b)
         assert count == clipped
