@@ -146,11 +146,12 @@ def _changed(a, b, i0, rows, acc):
 def _pairs_may_saturate(a, i0, rows, k):
     """Whether a pair sum of rows i0 .. i0 + rows can leave int16: only if some code exceeds 128, since
     |a w| <= 128 * 128 for codes up to 128 and int8 weights (uint8 a; an int8 a never takes (P))."""
+    top = a[i0, 0] if rows > 0 and k > 0 else a.dtype.type(0)
     for r in range(rows):
         for p in range(k):
-            if a[i0 + r, p] > 128:
-                return True
-    return False
+            v = a[i0 + r, p]
+            top = v if v > top else top          # a max reduction, without an exit: it vectorises
+    return top > 128
 
 
 @njit(cache=True, inline="always")
@@ -338,11 +339,26 @@ def _qgemm_block(a, b, bp, i0, rows, zc, b_zp, any_b_zp, ep, pairs, acc, out):
     stored straight into ``out``. Returns how many accumulators (P) made differ from the exact sum."""
     clipped = _gemm_block(a, b, bp, i0, rows, acc, pairs)
     for r in range(rows):
-        rs = np.int64(_row_sum(a, i0 + r)) if any_b_zp else np.int64(0)
-        acc_r, out_r = acc[r], out[i0 + r]
-        for j in range(b.shape[0]):
-            out_r[j] = epilogue(ep, np.int32(np.int64(acc_r[j]) - zc[j] - rs * b_zp[j]), j)
+        if any_b_zp:
+            _store_row_zw(ep, acc[r], zc, np.int64(_row_sum(a, i0 + r)), b_zp, out[i0 + r])
+        else:
+            _store_row(ep, acc[r], zc, out[i0 + r])
     return clipped
+
+
+@njit(cache=True, inline="always")
+def _store_row(ep, acc_r, zc, out_r):
+    """out_r[j] = epilogue(raw_j) with raw_j = acc_r[j] - zc[j] (symmetric weights): no int64 multiply in the
+    loop, which then vectorises (AVX2 has none)."""
+    for j in range(out_r.shape[0]):
+        out_r[j] = epilogue(ep, np.int32(np.int64(acc_r[j]) - zc[j]), j)
+
+
+@njit(cache=True)
+def _store_row_zw(ep, acc_r, zc, rs, b_zp, out_r):
+    """out_r[j] = epilogue(raw_j) with raw_j = acc_r[j] - zc[j] - rs * z_w[j] (eq. (5), weight zero points)."""
+    for j in range(out_r.shape[0]):
+        out_r[j] = epilogue(ep, np.int32(np.int64(acc_r[j]) - zc[j] - rs * b_zp[j]), j)
 
 
 @njit(cache=True, parallel=True)
