@@ -99,7 +99,7 @@ def gemm_row(torch, m: int, k: int, n: int, budget: float, per_channel: bool = F
     acc = np.empty((m, n), np.int32)
     times = {
         "numpy_f32": best_time(lambda: x @ wt, budget),
-        "int8_gemm": best_time(lambda: gemm.gemm_s32(qx.int_repr, packed.codes, packed.vnni, acc), budget),
+        "int8_gemm": best_time(lambda: gemm.gemm_s32(qx.int_repr, packed.codes, packed.vnni, False, acc), budget),
         "int8_linear": best_time(lambda: _quiet(QF.linear, qx, packed, None, 0.1, 64), budget),
     }
     if torch is not None:

@@ -21,6 +21,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .host import FEATURES
+from .vnni import tile
 
 MR = 4                 # rows of a per tile; the tile has 16 columns (one panel of ``vnni.pack_b``)
 USE_AVX2 = bool(FEATURES.get("avx2", False))
@@ -105,24 +106,15 @@ _ukernel_detect = _micro_kernel(True)
 def block_avx2(a, bp, i0, rows, acc, detect):
     """acc[r, j] = (P) of a[i0 + r] and w[j] for r < rows (acc: >= roundup(rows, 4) rows, >= N_pad columns);
     returns whether a pair sum reached an int16 limit (``detect`` only). Full 4-row tiles of an ``a`` whose K
-    is a multiple of 4 are read in place; others go through a zero-padded 4 x K_pad copy."""
-    k = a.shape[1]
+    is a multiple of 4 are read in place; others go through a zero-padded 4 x K_pad copy (``vnni.tile``)."""
     kp = bp.shape[1] * 4
     buf = np.zeros((MR, kp), a.dtype)
     hit = False
     for r0 in range(0, rows, MR):
-        rr = min(MR, rows - r0)
-        if rr == MR and k == kp:
-            src, s0 = a, i0 + r0
-        else:
-            if rr < MR:
-                buf[:, :] = 0
-            buf[:rr, :k] = a[i0 + r0:i0 + r0 + rr]
-            src, s0 = buf, 0
-        flat = src.ravel()
+        flat, start = tile(a, i0, r0, rows, buf)
         for nb in range(bp.shape[0]):
             if detect:
-                hit |= _ukernel_detect(flat, s0 * kp, kp, bp, nb, acc, r0)
+                hit |= _ukernel_detect(flat, start, kp, bp, nb, acc, r0)
             else:
-                _ukernel(flat, s0 * kp, kp, bp, nb, acc, r0)
+                _ukernel(flat, start, kp, bp, nb, acc, r0)
     return hit

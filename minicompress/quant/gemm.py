@@ -205,16 +205,20 @@ def _acc_buffer(n, bp):
 
 
 @njit(cache=True, parallel=True)
-def gemm_s32(a, b, bp, out):
-    """out = a @ b.T in int32. a: uint8/int8 (M, K); b: int8 (N, K); bp: its VNNI packing (uint8 a
-    only) or an empty (0, 0, 16, 4) array; out: int32 (M, N)."""
+def gemm_s32(a, b, bp, pairs, out):
+    """out = a @ b.T in int32, or with ``pairs`` host.py's (P); returns how many outputs (P) made differ from
+    the exact sums. a: uint8/int8 (M, K); b: int8 (N, K); bp: its packing (``vnni.pack_b``, uint8 a only) or
+    an empty (0, 0, 16, 4) array; out: int32 (M, N)."""
     m, n = a.shape[0], b.shape[0]
-    for blk in prange((m + BLOCK_ROWS - 1) // BLOCK_ROWS):
+    blocks = (m + BLOCK_ROWS - 1) // BLOCK_ROWS
+    changed = np.zeros(blocks, np.int64)
+    for blk in prange(blocks):
         i0 = blk * BLOCK_ROWS
         rows = min(BLOCK_ROWS, m - i0)
         acc = _acc_buffer(n, bp)
-        _gemm_block(a, b, bp, i0, rows, acc, False)
+        changed[blk] = _gemm_block(a, b, bp, i0, rows, acc, pairs)
         out[i0:i0 + rows] = acc[:rows, :n]
+    return changed.sum()
 
 
 # ------------------------------------------------------------------------------------ epilogues

@@ -33,16 +33,29 @@ QLinearAdd and QLinearMul convert with ``cvtps2dq`` before saturating: NaN or |v
 ratios) give the dtype's *minimum*, even for a huge positive v; the others clamp in float first.
 
 fma is one rounding (x86 ``vfmadd``, AVX2 kernel). Nothing here depends on the thread count (measured with
-1 and 2 threads). On CPUs without AVX-512 VNNI / AVX-VNNI the u8 x s8 GEMM of MLAS uses ``vpmaddubsw``,
-whose int16 pair sums saturate: there (O4) is only exact when no pair a0*b0 + a1*b1 leaves int16 — the
-results here are those of a VNNI CPU (no saturation).
+1 and 2 threads).
+
+On CPUs without AVX-512 VNNI / AVX-VNNI (``host.MLAS_INT16_PAIRS``) MLAS multiplies uint8 by int8 with
+``vpmaddubsw``, whose int16 pair sums saturate (``host.py`` (P)); the functions here compute what MLAS computes
+on the CPU they run on (measured on an AMD EPYC Zen 3, onnxruntime 1.32, adversarial codes, 0 mismatches)::
+
+    uint8 a x int8 b (MatMulInteger, QLinearMatMul, QGemm; b a constant or an input):
+        acc = sum_p sat16(a_2p b_2p + a_2p+1 b_2p+1) - z_a sum_k b_k - z_b sum_k a_k + K z_a z_b   (O4')
+    QLinearConv, uint8 x and int8 w, not depthwise: (O4') along each group's (kh, kw, c) columns (the
+        padded input's NHWC im2col); a depthwise QLinearConv (group = C = OC) and ConvInteger: exact
+    any other dtype pair (int8 x int8, uint8 x uint8, int8 x uint8): exact
+
+with an ``Int16SaturationWarning`` when (O4') changed an accumulator. Elsewhere (and with VNNI) (O4) is exact.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
+from . import gemm, host, kernels, vnni
+from .functional import Int16SaturationWarning
 from .reference import fma32
 
 ORT_DTYPES = {"uint8": np.uint8, "int8": np.int8}
@@ -125,13 +138,49 @@ def dynamic_quantize_linear(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.u
     return quantize_linear(x, s, z), s, z
 
 
+def _mlas_pairs(a: np.ndarray, b: np.ndarray) -> bool:
+    return host.MLAS_INT16_PAIRS and a.dtype == np.uint8 and b.dtype == np.int8
+
+
+def pair_matmul(a: np.ndarray, b: np.ndarray, a_zero_point: Any, b_zero_point: Any, who: str) -> np.ndarray:
+    """(O4') of uint8 a (M, K) and int8 b (N, K) (rows of b = output columns), int32 (M, N); warns if the
+    saturation changed an accumulator."""
+    m, k = a.shape
+    n = b.shape[0]
+    a_c, b_c = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    raw = np.empty((m, n), np.int32)
+    packed = vnni.pack_b(b_c) if m and n and k else np.zeros((0, 0, 16, 4), np.int8)
+    changed = gemm.gemm_s32(a_c, b_c, packed, True, raw) if m and n and k else 0
+    za = np.int64(np.asarray(a_zero_point).reshape(()))
+    zb = np.asarray(b_zero_point, np.int64).reshape(-1)
+    acc = (raw.astype(np.int64) - za * b_c.astype(np.int64).sum(axis=1) - zb * a_c.astype(np.int64).sum(axis=1)[:, None]
+           + k * za * zb)
+    if changed:
+        warnings.warn(f"{who}: saturated int16 pair sums changed {changed} accumulators, as onnxruntime's MLAS "
+                      f"does on this CPU (no VNNI); uint8 activation codes above 128 next to large int8 weights "
+                      f"cause it (quant/host.py)", Int16SaturationWarning, stacklevel=3)
+    return acc.astype(np.int32)
+
+
 def matmul_integer(a: np.ndarray, b: np.ndarray, a_zero_point: Any = 0, b_zero_point: Any = 0) -> np.ndarray:
-    """(O4) ONNX MatMulInteger: y = (a - z_a) @ (b - z_b), exact, int32.
+    """(O4) ONNX MatMulInteger: y = (a - z_a) @ (b - z_b), exact, int32 -- or (O4') where MLAS sums int16 pairs
+    (module docstring).
 
     a: uint8 / int8 (..., M, K); b: uint8 / int8 (K, N); b_zero_point: scalar or per column (N,).
     """
-    a64 = np.asarray(a).astype(np.int64) - np.asarray(a_zero_point, np.int64)
-    b64 = np.asarray(b).astype(np.int64) - np.asarray(b_zero_point, np.int64).reshape(-1)
+    a, b = np.asarray(a), np.asarray(b)
+    if _mlas_pairs(a, b) and b.ndim == 2:
+        lead, (k, n) = a.shape[:-1], b.shape
+        out = pair_matmul(a.reshape(-1, k), b.T, a_zero_point, b_zero_point, "MatMulInteger")
+        return out.reshape(*lead, n)
+    if _mlas_pairs(a, b):                                 # a batch of B matrices (an activation operand)
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        a_b = np.broadcast_to(a, lead + a.shape[-2:]).reshape(-1, *a.shape[-2:])
+        b_b = np.broadcast_to(b, lead + b.shape[-2:]).reshape(-1, *b.shape[-2:])
+        out = [pair_matmul(x, y.T, a_zero_point, b_zero_point, "MatMulInteger") for x, y in zip(a_b, b_b)]
+        return np.stack(out).reshape(*lead, a.shape[-2], b.shape[-1])
+    a64 = a.astype(np.int64) - np.asarray(a_zero_point, np.int64)
+    b64 = b.astype(np.int64) - np.asarray(b_zero_point, np.int64).reshape(-1)
     return (a64 @ b64).astype(np.int32)
 
 
@@ -206,12 +255,40 @@ def conv_integer(x: np.ndarray, w: np.ndarray, x_zero_point: int, w_zero_point: 
     return acc.astype(np.int32)
 
 
+def _pair_conv(x: np.ndarray, w: np.ndarray, x_zero_point: int, w_zero_point: Any, stride: Any, pads: Any,
+               dilation: Any, group: int) -> np.ndarray:
+    """``conv_integer``'s accumulator as MLAS sums it without VNNI: (O4') per group over the columns (kh, kw, c)
+    of the NHWC im2col of x padded with z_x (``kernels.im2col``); int32 (N, OC, OH, OW)."""
+    n, c, h, wd = x.shape
+    oc, cg, kh, kw = w.shape
+    sh, sw = _pairs(stride, 2)
+    dh, dw = _pairs(dilation, 2)
+    top, left, bottom, right = _pairs(pads, 4)
+    xp = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=x_zero_point)
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + left + right - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty((n * oh * ow, c * kh * kw), np.uint8)
+    kernels.im2col(np.ascontiguousarray(xp), kh, kw, oh, ow, sh, sw, 0, 0, dh, dw, group, x_zero_point, cols)
+    rows = w.transpose(0, 2, 3, 1).reshape(oc, -1)                        # (i, j, c) columns, as im2col's
+    zw = np.broadcast_to(np.asarray(w_zero_point, np.int64).reshape(-1), (oc,))
+    og, kg = oc // group, cg * kh * kw
+    acc = np.concatenate([pair_matmul(cols[:, g * kg:(g + 1) * kg], rows[g * og:(g + 1) * og], x_zero_point,
+                                      zw[g * og:(g + 1) * og], "QLinearConv") for g in range(group)], axis=1)
+    return acc.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)
+
+
 def qlinear_conv(x: np.ndarray, x_scale: Any, x_zero_point: Any, w: np.ndarray, w_scale: Any, w_zero_point: Any,
                  y_scale: Any, y_zero_point: Any, bias: Any = None, strides: Any = 1, pads: Any = 0,
                  dilations: Any = 1, group: int = 1) -> np.ndarray:
-    """ONNX QLinearConv = ``conv_integer`` then (O5) with m[o] = fl32(fl32(s_x * s_w[o]) / s_y) and the
-    int32 bias (in units of s_x * s_w[o]) added to the accumulator. Weights per tensor or per output channel."""
-    acc = conv_integer(x, w, int(np.asarray(x_zero_point)), w_zero_point, strides, pads, dilations, group)
+    """ONNX QLinearConv = ``conv_integer`` (or, where MLAS sums int16 pairs, :func:`_pair_conv`) then (O5) with
+    m[o] = fl32(fl32(s_x * s_w[o]) / s_y) and the int32 bias (in units of s_x * s_w[o]) added to the
+    accumulator. Weights per tensor or per output channel."""
+    x, w = np.asarray(x), np.asarray(w)
+    depthwise = group == x.shape[1] == w.shape[0]
+    if _mlas_pairs(x, w) and not depthwise:
+        acc = _pair_conv(x, w, int(np.asarray(x_zero_point)), w_zero_point, strides, pads, dilations, group)
+    else:
+        acc = conv_integer(x, w, int(np.asarray(x_zero_point)), w_zero_point, strides, pads, dilations, group)
     zy = np.asarray(y_zero_point)
     m = output_multiplier(x_scale, np.reshape(w_scale, -1), y_scale)
     return requantize_output(acc, m, int(zy), zy.dtype, bias=bias, axis=1)

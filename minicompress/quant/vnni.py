@@ -126,23 +126,30 @@ def panels(flat, a0, lda, bp, acc, r0, accumulate):
         _ukernel16(flat, a0, lda, bp, ncols // 16 - 1, acc, r0, ncols - 16, accumulate)
 
 
+@njit(cache=True, inline="always")
+def tile(a, i0, r0, rows, buf):
+    """(flat rows, offset of the first) of the tile of rows i0 + r0 .. of a, buf.shape[0] rows of K_pad =
+    buf.shape[1] bytes each: a itself when the tile is full and K = K_pad, else a zero-padded copy in buf."""
+    mr, kp = buf.shape
+    k = a.shape[1]
+    rr = min(mr, rows - r0)
+    if rr == mr and k == kp:
+        return a.ravel(), (i0 + r0) * kp
+    if rr < mr:
+        buf[:, :] = 0
+    buf[:rr, :k] = a[i0 + r0:i0 + r0 + rr]
+    return buf.ravel(), 0
+
+
 @njit(cache=True)
 def block_vnni(a, bp, i0, rows, acc):
     """acc[r, j] = sum_k a[i0 + r, k] * w[j, k] for r < rows (acc: >= roundup(rows, 8) rows, >= N_pad cols).
 
     Full 8-row tiles of an ``a`` whose K is a multiple of 4 are read in place; others go through a
-    zero-padded 8 x K_pad copy.
+    zero-padded 8 x K_pad copy (``tile``).
     """
-    k = a.shape[1]
     kp = bp.shape[1] * 4
     buf = np.zeros((MR, kp), a.dtype)
     for r0 in range(0, rows, MR):
-        rr = min(MR, rows - r0)
-        if rr == MR and k == kp:
-            src, s0 = a, i0 + r0
-        else:
-            if rr < MR:
-                buf[:, :] = 0
-            buf[:rr, :k] = a[i0 + r0:i0 + r0 + rr]
-            src, s0 = buf, 0
-        panels(src.ravel(), s0 * kp, kp, bp, acc, r0, False)
+        flat, start = tile(a, i0, r0, rows, buf)
+        panels(flat, start, kp, bp, acc, r0, False)

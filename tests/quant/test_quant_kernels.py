@@ -77,7 +77,7 @@ def test_gemm_s32_equals_int64_product(shape, seed, a_dtype):
     np.testing.assert_array_equal(R.gemm_s32(a, b), exact)
     for bp in packings(b, a_dtype):
         out = np.empty((m, n), np.int32)
-        G.gemm_s32(a, b, bp, out)
+        G.gemm_s32(a, b, bp, False, out)
         np.testing.assert_array_equal(out, exact)
 
 
@@ -104,7 +104,7 @@ def test_gemm_s32_extreme_values_long_k():
     b = np.full((33, 4096), -128, np.int8)
     for bp in packings(b, np.uint8):
         out = np.empty((17, 33), np.int32)
-        G.gemm_s32(a, b, bp, out)
+        G.gemm_s32(a, b, bp, False, out)
         assert (out == 255 * -128 * 4096).all()
 
 
