@@ -42,8 +42,10 @@ on the CPU they run on (measured on an AMD EPYC Zen 3, onnxruntime 1.32, adversa
     uint8 a x int8 b (MatMulInteger, QLinearMatMul, QGemm; b a constant or an input):
         acc = sum_p sat16(a_2p b_2p + a_2p+1 b_2p+1) - z_a sum_k b_k - z_b sum_k a_k + K z_a z_b   (O4')
     QLinearConv, uint8 x and int8 w, not depthwise: (O4') along each group's (kh, kw, c) columns (the
-        padded input's NHWC im2col); a depthwise QLinearConv (group = C = OC) and ConvInteger: exact
-    any other dtype pair (int8 x int8, uint8 x uint8, int8 x uint8): exact
+        padded input's NHWC im2col); a depthwise QLinearConv (group = C = OC): exact
+    ConvInteger, uint8 x: exact (its GEMM multiplies the weights by the columns, so int8 x with uint8 w is
+        the pair that saturates there -- measured, NOT reproduced: ``conv_integer`` gives the exact sum)
+    any other dtype pair (int8 x int8, uint8 x uint8): exact
 
 with an ``Int16SaturationWarning`` when (O4') changed an accumulator. Elsewhere (and with VNNI) (O4) is exact.
 """
