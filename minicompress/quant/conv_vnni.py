@@ -75,8 +75,8 @@ def _conv_parallel(xp_flat, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packe
 @njit(cache=True)
 def conv_requant(xp_flat, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed, col_offsets, a_zp, bias_term, mult,
                  out_zp, relu, out):
-    """The implicit GEMM (module docstring): xp_flat the padded NHWC image plus ``slack`` bytes; rows_packed from ``pack_rows``;
-    col_offsets int32 (OC,) = sum_k w[o, k]; bias_term / mult float32 (OC,) (``functional.requant_params``);
+    """The implicit GEMM (module docstring): xp_flat the padded NHWC image plus ``slack`` bytes; rows_packed
+    from ``pack_rows``; col_offsets int32 (OC,) = sum_k w[o, k]; bias_term / mult float32 (OC,) (``functional.requant_params``);
     out uint8 (N*OH*OW, OC), NHWC rows. lo = out_zp for a fused ReLU, else 0. Fewer than
     ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread."""
     oc = out.shape[1]

@@ -267,7 +267,8 @@ def static_epilogue(x_scale: float, w: PackedWeight, bias: np.ndarray, scale: fl
 def qgemm_prepared(a: np.ndarray, a_zp: int, w: PackedWeight, ep: tuple, zero_point: int, relu: bool,
                    requant: str, pairs: bool, out: np.ndarray) -> int:
     """out (M, N) uint8 (rows may be strided) = the requantised a @ w^T under ``static_epilogue``'s ``ep``,
-    summed in int16 pairs if ``pairs`` (``check_accumulation``); returns how many pair sums saturated."""
+    summed in int16 pairs if ``pairs`` (``check_accumulation``); returns how many accumulators the
+    saturation changed."""
     args = (a, w.codes, w.vnni, a_zp, w.col_offsets, w.zero_points)
     if requant == "fbgemm":
         return gemm.qgemm_requant(*args, *ep, zero_point, bool(relu), pairs, out)

@@ -118,7 +118,6 @@ def _block_pairs(a, b, i0, rows, acc):
     """acc[r, j] = sum_p sat16(a[i0 + r, 2p] b[j, 2p] + a[i0 + r, 2p + 1] b[j, 2p + 1]) (host.py (P)), the last
     product alone when K is odd (it fits int16); returns how many accumulators differ from the exact sum."""
     k = b.shape[1]
-    changed = 0
     for r in range(rows):
         i = i0 + r
         for j in range(b.shape[0]):
@@ -128,8 +127,7 @@ def _block_pairs(a, b, i0, rows, acc):
             if k % 2:
                 s = _mac32(s, a[i, k - 1], b[j, k - 1])
             acc[r, j] = s
-            changed += s != _dot(a, i, b, j)
-    return changed
+    return _changed(a, b, i0, rows, acc)
 
 
 @njit(cache=True)
@@ -187,13 +185,14 @@ def _gemm_block(a, b, bp, i0, rows, acc, pairs):
         if bp.shape[0] > 0 and not pairs:
             block_vnni(a, bp, i0, rows, acc)
             return 0
-    may = _pairs_may_saturate(a, i0, rows, b.shape[1])
     if USE_AVX2:
-        if bp.shape[0] > 0 and (pairs or not may):
-            if block_avx2(a, bp, i0, rows, acc, pairs and may):
-                return _changed(a, b, i0, rows, acc)
-            return 0
-    if pairs and may:
+        if bp.shape[0] > 0:
+            may = _pairs_may_saturate(a, i0, rows, b.shape[1])
+            if pairs or not may:
+                if block_avx2(a, bp, i0, rows, acc, pairs and may):
+                    return _changed(a, b, i0, rows, acc)
+                return 0
+    if pairs and _pairs_may_saturate(a, i0, rows, b.shape[1]):
         return _block_pairs(a, b, i0, rows, acc)
     _block_s32(a, b, i0, rows, acc)
     return 0

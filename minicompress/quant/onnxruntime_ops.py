@@ -150,9 +150,8 @@ def pair_matmul(a: np.ndarray, b: np.ndarray, a_zero_point: Any, b_zero_point: A
     m, k = a.shape
     n = b.shape[0]
     a_c, b_c = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    raw = np.empty((m, n), np.int32)
-    packed = vnni.pack_b(b_c) if m and n and k else np.zeros((0, 0, 16, 4), np.int8)
-    changed = gemm.gemm_s32(a_c, b_c, packed, True, raw) if m and n and k else 0
+    raw = np.zeros((m, n), np.int32)                      # an empty sum (K = 0) is 0
+    changed = gemm.gemm_s32(a_c, b_c, vnni.pack_b(b_c), True, raw) if m and n and k else 0
     za = np.int64(np.asarray(a_zero_point).reshape(()))
     zb = np.asarray(b_zero_point, np.int64).reshape(-1)
     acc = (raw.astype(np.int64) - za * b_c.astype(np.int64).sum(axis=1) - zb * a_c.astype(np.int64).sum(axis=1)[:, None]
