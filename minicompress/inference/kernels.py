@@ -41,13 +41,18 @@ def max_pool_nhwc(x, kh, kw, sh, sw, ph, pw, dh, dw, out):
                                     out[b, y, xo, ch] = v
 
 
+@njit(cache=True, inline="always")
+def clamp(v, lo, hi):
+    """min(max(v, lo), hi), NaN staying NaN (np.clip's rule): ReLU is (0, inf), ReLU6 (0, 6), none (-inf, inf)."""
+    return lo if v < lo else (hi if v > hi else v)
+
+
 @njit(cache=True)
-def add_bias_relu(y, bias, relu):
-    """y[m, o] = y[m, o] + bias[o], then max(., 0) if ``relu`` (NaN stays NaN, as np.maximum), in place, one pass."""
+def add_bias_clamp(y, bias, lo, hi):
+    """y[m, o] = clamp(y[m, o] + bias[o], lo, hi), in place, one pass."""
     for m in range(y.shape[0]):
         for o in range(y.shape[1]):
-            v = y[m, o] + bias[o]
-            y[m, o] = v if not relu or v >= 0 or v != v else 0
+            y[m, o] = clamp(y[m, o] + bias[o], lo, hi)
 
 
 @njit(cache=True)
@@ -87,10 +92,10 @@ def global_avg_pool_nhwc(x, zero_point, inv, vector_channels, out):
 
 
 @njit(cache=True)
-def depthwise_conv_nhwc(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, bias, relu, out):
+def depthwise_conv_nhwc(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, bias, lo, hi, out):
     """A float depthwise convolution (one channel per group) on the zero-padded NHWC input xp (N, Hp, Wp, C):
     out[(b, y, xo), c] = bias[c] + sum_t xp[b, y*sh + i*dh, xo*sw + j*dw, c] * w_t[t, c] over the taps
-    t = i*KW + j (in that order), then max(., 0) if ``relu``; w_t (KH*KW, C), out (N*OH*OW, C)."""
+    t = i*KW + j (in that order), then ``clamp(., lo, hi)``; w_t (KH*KW, C), out (N*OH*OW, C)."""
     n, _, _, c = xp.shape
     k = w_t.shape[0]
     tap_y, tap_x = np.empty(k, np.int64), np.empty(k, np.int64)
@@ -109,5 +114,30 @@ def depthwise_conv_nhwc(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, bias, relu, out
                         acc[ch] += xb[yi, xi, ch] * w_t[t, ch]
                 row = (b * oh + y) * ow + xo
                 for ch in range(c):
-                    v = acc[ch]
-                    out[row, ch] = v if not relu or v >= 0 or v != v else 0
+                    out[row, ch] = clamp(acc[ch], lo, hi)
+
+
+@njit(cache=True)
+def add_relu_flat(a, b, relu, out):
+    """out[i] = a[i] + b[i], then max(., 0) if ``relu`` (NaN stays NaN); a, b, out flat (n,): FloatFunctional's
+    ``add`` / ``add_relu``, the same operations, so the same bits."""
+    for i in range(out.shape[0]):
+        v = a[i] + b[i]
+        out[i] = v if not relu or v >= 0 or v != v else 0
+
+
+@njit(cache=True)
+def global_avg_pool_float_nhwc(x, out):
+    """out[b, c] = (sum over the H*W positions of x[b, :, :, c]) / (H*W), summed in row order in x's dtype;
+    x (N, H, W, C), out (N, C)."""
+    n, h, w, c = x.shape
+    inv = 1.0 / (h * w)
+    for b in range(n):
+        for ch in range(c):
+            out[b, ch] = 0
+        for y in range(h):
+            for xi in range(w):
+                for ch in range(c):
+                    out[b, ch] += x[b, y, xi, ch]
+        for ch in range(c):
+            out[b, ch] = out[b, ch] * inv

@@ -226,8 +226,10 @@ def test_int8_architectures_plan_equals_the_model(arch):
     fplan = inference.freeze(model)
     want = _model_out(model, x)
     np.testing.assert_allclose(fplan(x), want, rtol=0, atol=1e-5 * np.abs(want).max())
+    fkinds = _step_kinds(fplan, x)
+    assert "ModuleCall" not in fkinds and "AddStep" in fkinds           # adds, ReLU6, pooling, stubs: all steps
     if arch == "mobilenet_v2":
-        assert "DepthwiseStep" in _step_kinds(fplan, x)
+        assert "DepthwiseStep" in fkinds
 
 
 class _RawAdd(nn.Module):
@@ -273,3 +275,53 @@ def test_float_depthwise_and_pointwise_steps_agree_to_rounding(k, stride, pad, d
     want = _model_out(model, x)
     np.testing.assert_allclose(plan(x), want, rtol=0, atol=2e-6 * np.abs(want).max())
     assert _step_kinds(plan, x) == ["_FromLogical", "ConvStep"]
+
+
+@pytest.mark.parametrize("k, stride, pad, dil, act", [
+    (3, 1, 1, (1, 1), nn.ReLU6()), (3, 2, 1, (2, 1), nn.Hardtanh(-0.5, 0.5)), (5, 1, 2, (1, 1), nn.ReLU()),
+    (3, 1, 2, (2, 2), nn.ReLU6()), (1, 2, 0, (1, 1), nn.Identity())])
+def test_float_dense_conv_steps_fuse_the_clamp_and_agree_to_rounding(k, stride, pad, dil, act):
+    """Column dilation 1 takes the implicit GEMM (``conv_f32``), dilation (2, 2) im2col + BLAS; either fuses a
+    following ReLU / ReLU6 / Hardtanh and a residual FloatFunctional add."""
+    rng = np.random.default_rng(k + stride + pad + sum(dil))
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(5, 7, k, stride=stride, padding=pad, dilation=dil)
+            self.bn, self.act, self.skip = nn.BatchNorm2d(7), act, nn.FloatFunctional()
+            self.conv2 = nn.Conv2d(7, 7, 3, padding=1)
+
+        def forward(self, x):
+            h = self.act(self.bn(self.conv(x)))
+            return self.skip.add_relu(self.conv2(h), h)
+
+    model = Block().eval()
+    _randomise_bn(model, rng)
+    x = rng.normal(size=(3, 5, 11, 10)).astype(np.float32)
+    plan = inference.freeze(model)
+    want = _model_out(model, x)
+    np.testing.assert_allclose(plan(x), want, rtol=0, atol=2e-6 * np.abs(want).max())
+    kinds = [kind for kind in _step_kinds(plan, x) if kind != "_Pass"]         # an Identity passes through
+    assert kinds == ["_FromLogical", "ConvStep", "AddStep"], kinds
+    assert plan.steps(x)[0].step.implicit == (dil[1] == 1)
+
+
+def test_an_observed_float_add_stays_a_module_call():
+    model = nn.Sequential(nn.Conv2d(2, 2, 1)).eval()
+    skip = nn.FloatFunctional()
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.skip = model, skip
+
+        def forward(self, x):
+            return self.skip.add(self.body(x), x)
+
+    res = Residual().eval()
+    res.skip.activation_post_process = quant.MinMaxObserver()
+    x = np.random.default_rng(12).normal(size=(2, 2, 4, 4)).astype(np.float32)
+    plan = inference.freeze(res)
+    np.testing.assert_allclose(plan(x), _model_out(res, x), rtol=0, atol=1e-6)
+    assert _step_kinds(plan, x)[-1] == "ModuleCall"
