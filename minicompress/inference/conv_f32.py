@@ -26,6 +26,7 @@ from numba.extending import intrinsic
 
 from ..quant.gemm import PARALLEL_MIN_MACS
 from ..quant.host import FEATURES
+from ..quant.kernels import window_starts
 from .kernels import clamp
 
 LANES = 16 if FEATURES.get("avx512f", False) else 8
@@ -111,7 +112,7 @@ _ukernel1 = _micro_kernel(1)
 
 
 @njit(cache=True)
-def _tiles(xp_flat, t0, t1, m, ohw, ow, hp, wp_, c, kh, ki, sh, sw, rstride, wpk, bias, lo, hi, out):
+def _tiles(xp_flat, t0, t1, m, oh, ow, hp, wp_, c, kh, ki, sh, sw, rstride, wpk, bias, lo, hi, out):
     """Tiles t0 .. t1 - 1 of MR output positions each: bases, the micro-kernel over every panel, the epilogue.
     A last tile of fewer than MR positions repeats its last position (computed, never stored)."""
     oc = out.shape[1]
@@ -121,11 +122,7 @@ def _tiles(xp_flat, t0, t1, m, ohw, ow, hp, wp_, c, kh, ki, sh, sw, rstride, wpk
     for t in range(t0, t1):
         m0 = t * MR
         rows = min(MR, m - m0)
-        for r in range(MR):
-            p = m0 + min(r, rows - 1)
-            b, rem = p // ohw, p % ohw
-            y, xo = rem // ow, rem % ow
-            bases[r] = ((b * hp + y * sh) * wp_ + xo * sw) * c
+        window_starts(m0, rows, oh, ow, hp, wp_, sh, sw, c, bases)
         for nb in range(0, npanels - 1, 2):
             _ukernel2(xp_flat, bases, kh, ki, rstride, wpk, nb, acc, nb * LANES)
         if npanels % 2:
@@ -136,9 +133,9 @@ def _tiles(xp_flat, t0, t1, m, ohw, ow, hp, wp_, c, kh, ki, sh, sw, rstride, wpk
 
 
 @njit(cache=True, parallel=True)
-def _tiles_parallel(xp_flat, ntiles, chunk, m, ohw, ow, hp, wp_, c, kh, ki, sh, sw, rstride, wpk, bias, lo, hi, out):
+def _tiles_parallel(xp_flat, ntiles, chunk, m, oh, ow, hp, wp_, c, kh, ki, sh, sw, rstride, wpk, bias, lo, hi, out):
     for j in prange(-(-ntiles // chunk)):
-        _tiles(xp_flat, j * chunk, min(ntiles, (j + 1) * chunk), m, ohw, ow, hp, wp_, c, kh, ki, sh, sw, rstride,
+        _tiles(xp_flat, j * chunk, min(ntiles, (j + 1) * chunk), m, oh, ow, hp, wp_, c, kh, ki, sh, sw, rstride,
                wpk, bias, lo, hi, out)
 
 
@@ -153,7 +150,7 @@ def conv2d_nhwc(xp, kh, kw, sh, sw, dh, oh, ow, wpk, bias, lo, hi, out):
     ki = kw * c
     flat = xp.reshape(-1)
     if m * out.shape[1] * kh * ki >= PARALLEL_MIN_MACS:
-        _tiles_parallel(flat, ntiles, 16, m, oh * ow, ow, hp, wp_, c, kh, ki, sh, sw, dh * wp_ * c, wpk, bias, lo, hi,
+        _tiles_parallel(flat, ntiles, 16, m, oh, ow, hp, wp_, c, kh, ki, sh, sw, dh * wp_ * c, wpk, bias, lo, hi,
                         out)
     else:
-        _tiles(flat, 0, ntiles, m, oh * ow, ow, hp, wp_, c, kh, ki, sh, sw, dh * wp_ * c, wpk, bias, lo, hi, out)
+        _tiles(flat, 0, ntiles, m, oh, ow, hp, wp_, c, kh, ki, sh, sw, dh * wp_ * c, wpk, bias, lo, hi, out)

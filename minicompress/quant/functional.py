@@ -405,7 +405,7 @@ class PreparedConv2d:
             pointwise = (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups) == (1, 1, 1, 1, 0, 0, 1, 1, 1)
             self.path = ("pointwise" if pointwise else
                          "implicit" if requant == "fbgemm" and conv_vnni.applies(g.groups, g.dw, w0.zero_points,
-                                                                                  w0.vnni_rows.size > 0, g.ow)
+                                                                                  w0.vnni_rows.size > 0)
                          else "im2col")
             self.k_cols = (w0.vnni.shape[1] * 4 if g.groups == 1 and w0.vnni.size else g.c * g.kh * g.kw)
         self.may_overflow = any(worst * w.abs_dev_max > INT32_MAX for w in self.weights)
@@ -441,7 +441,7 @@ class PreparedConv2d:
                            "pair sums")
         elif self.path == "implicit":
             w0 = self.weights[0]
-            xp, hp, wp = self._padded_input(x, conv_vnni.slack(g.sw, g.c)), g.h + 2 * g.ph, g.w + 2 * g.pw
+            xp, hp, wp = self._padded_input(x, conv_vnni.SLACK), g.h + 2 * g.ph, g.w + 2 * g.pw
             self._check(xp, w0, overflow, who)
             bias_term, mult = self.epilogues[0]
             conv_vnni.conv_requant(xp, g.n, hp, wp, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.oh, g.ow, w0.vnni_rows,

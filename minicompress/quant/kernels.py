@@ -282,6 +282,23 @@ def pad_nhwc(x, ph, pw, pad_value):
     return xp
 
 
+@njit(cache=True, inline="always")
+def window_starts(m0, rows, oh, ow, hp, wp, sh, sw, c, starts):
+    """starts[r] = flat offset in the padded NHWC image (N, Hp, Wp, C) of the first window value of output
+    position p = m0 + min(r, rows - 1) = (b, y, xo) in row-major order: ((b*Hp + y*sh) * Wp + xo*sw) * C. One
+    division for the tile, then the positions are counted on (a tile's short end repeats its last position)."""
+    b, rem = m0 // (oh * ow), m0 % (oh * ow)
+    y, xo = rem // ow, rem % ow
+    for r in range(starts.shape[0]):
+        starts[r] = ((b * hp + y * sh) * wp + xo * sw) * c
+        if r < rows - 1:
+            xo += 1
+            if xo == ow:
+                xo, y = 0, y + 1
+                if y == oh:
+                    y, b = 0, b + 1
+
+
 @njit(cache=True)
 def pad_nhwc_into(x, ph, pw, xp_flat):
     """The interior of a padded buffer (flat, at least N (H + 2ph) (W + 2pw) C long, its border already holding

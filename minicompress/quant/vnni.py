@@ -44,23 +44,24 @@ def pack_b(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(np_ // 16, 16, kp // 4, 4).transpose(0, 2, 1, 3))
 
 
-def _micro_kernel(halves: int):
+def _micro_kernel(halves: int, gathered: bool = False):
     """The 8 x (16 * halves) micro-kernel as a Numba intrinsic (``_ukernel``: 32 columns; ``_ukernel16``: the 16
     of a last panel, for a weight of N % 32 == 16 columns -- a 16-channel layer would otherwise compute twice
-    the columns it needs)."""
+    the columns it needs). ``gathered``: the rows start at bytes given one by one (``_ukernel_rows``)."""
     def typer(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
-        return _ukernel_typing(halves, a, a0, lda, bp, nb0, acc, r0, col0, accumulate)
+        return _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumulate)
 
-    typer.__name__ = typer.__qualname__ = f"ukernel_8x{16 * halves}"
+    typer.__name__ = typer.__qualname__ = f"ukernel_8x{16 * halves}{'_rows' if gathered else ''}"
     return intrinsic(typer)
 
 
-def _ukernel_typing(halves, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
+def _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
     """acc[r0 + r, col0 + j] (+)= sum_k a[a0 + r*lda + k] * w[16 * nb0 + j, k] for r < 8, j < 16 * halves, k < K
     (module docstring), K = 4 * bp.shape[1]; ``accumulate``: add to acc's values instead of replacing them.
 
     a: uint8 1-D (a flat view); row r of the tile starts at byte a0 + r*lda and must have K readable bytes
-    (an im2col matrix: lda = K_pad; a padded NHWC image: lda = stride * C, ``conv_vnni``).
+    (an im2col matrix: lda = K_pad; a padded NHWC image: lda = stride * C, ``conv_vnni``). ``gathered``: a0 is an
+    int64 array of 8 row starts and lda one offset added to each -- row r starts at byte a0[r] + lda.
     """
     sig = types.void(a, a0, lda, bp, nb0, acc, r0, col0, accumulate)
 
@@ -73,12 +74,18 @@ def _ukernel_typing(halves, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
         v16 = ir.VectorType(i32, 16)
         dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
                                                 "llvm.x86.avx512.vpdpbusd.512")
-        as64 = [builder.sext(v, i64) if v.type.width < 64 else v for v in (a0_v, lda_v, nb0_v, r0_v, col0_v)]
-        a0_64, lda_64, nb0_64, r0_64, col0_64 = as64
+        as64 = [builder.sext(v, i64) if v.type.width < 64 else v for v in (lda_v, nb0_v, r0_v, col0_v)]
+        lda_64, nb0_64, r0_64, col0_64 = as64
+        a0_64 = None if gathered else (builder.sext(a0_v, i64) if a0_v.type.width < 64 else a0_v)
         groups = builder.extract_value(B.shape, 1)                  # K / 4
         ldc = builder.extract_value(C.shape, 1)
         const = lambda v: ir.Constant(i64, v)                        # noqa: E731
-        rows = [builder.gep(A.data, [builder.add(a0_64, builder.mul(const(r), lda_64))]) for r in range(MR)]
+        if gathered:
+            starts = context.make_array(signature.args[1])(context, builder, a0_v).data
+            rows = [builder.gep(A.data, [builder.add(builder.load(builder.gep(starts, [const(r)])), lda_64)])
+                    for r in range(MR)]
+        else:
+            rows = [builder.gep(A.data, [builder.add(a0_64, builder.mul(const(r), lda_64))]) for r in range(MR)]
         panel = builder.mul(groups, const(64))                      # bytes per 16-column panel
         panels = [builder.gep(B.data, [builder.mul(builder.add(nb0_64, const(h)), panel)]) for h in range(halves)]
         zero = ir.Constant(v16, [0] * 16)
@@ -114,6 +121,8 @@ def _ukernel_typing(halves, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
 
 _ukernel = _micro_kernel(2)
 _ukernel16 = _micro_kernel(1)
+_ukernel_rows = _micro_kernel(2, gathered=True)
+_ukernel16_rows = _micro_kernel(1, gathered=True)
 
 
 @njit(cache=True, inline="always")
@@ -124,6 +133,17 @@ def panels(flat, a0, lda, bp, acc, r0, accumulate):
         _ukernel(flat, a0, lda, bp, jb * 2, acc, r0, jb * NR, accumulate)
     if ncols % NR:
         _ukernel16(flat, a0, lda, bp, ncols // 16 - 1, acc, r0, ncols - 16, accumulate)
+
+
+@njit(cache=True, inline="always")
+def panels_rows(flat, starts, offset, bp, acc, accumulate):
+    """``panels`` for a tile whose 8 rows start at bytes starts[r] + offset (an implicit convolution's output
+    positions, ``conv_vnni``)."""
+    ncols = bp.shape[0] * 16
+    for jb in range(ncols // NR):
+        _ukernel_rows(flat, starts, offset, bp, jb * 2, acc, 0, jb * NR, accumulate)
+    if ncols % NR:
+        _ukernel16_rows(flat, starts, offset, bp, ncols // 16 - 1, acc, 0, ncols - 16, accumulate)
 
 
 @njit(cache=True, inline="always")
