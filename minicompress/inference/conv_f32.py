@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import errors, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -43,24 +43,24 @@ def pack(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(ocp // LANES, LANES, -1).transpose(0, 2, 1))
 
 
-def _micro_kernel(halves: int):
-    def typer(typingctx, x, bases, kh, ki, rstride, wp, nb0, acc, col0):
-        return _typing(halves, x, bases, kh, ki, rstride, wp, nb0, acc, col0)
-
-    typer.__name__ = typer.__qualname__ = f"ukernel_f32_{MR}x{LANES * halves}"
-    return intrinsic(typer)
-
-
-def _typing(halves, x, bases, kh, ki, rstride, wp, nb0, acc, col0):
+@intrinsic
+def _ukernel(typingctx, x, bases, kh, ki, rstride, wp, nb0, acc, col0, mr, halves):
     """acc[r, col0 + j] = sum_{i < kh} sum_{k < ki} x[bases[r] + i*rstride + k] * wp[nb0 + j // LANES, i*ki + k,
-    j % LANES] for r < MR, j < LANES * halves (module docstring). x float 1-D, bases int64 (MR,), wp from
-    ``pack``, acc float (>= MR, >= col0 + LANES * halves); all float32."""
+    j % LANES] for r < mr, j < LANES * halves (module docstring); mr <= MR and halves in (1, 2) compile-time
+    constants. x float32 1-D, bases int64 (>= mr,), wp float32 from ``pack``, acc float32 (>= mr, >= col0 + LANES *
+    halves)."""
     if not all(getattr(t, "dtype", None) == types.float32 for t in (x, wp, acc)):
         raise TypeError(f"float micro-kernel: x, wp and acc must be float32 arrays, got {x}, {wp}, {acc}")
-    sig = types.void(x, bases, kh, ki, rstride, wp, nb0, acc, col0)
+    if not isinstance(mr, types.IntegerLiteral) or not isinstance(halves, types.IntegerLiteral):
+        raise errors.RequireLiteralValue("float micro-kernel: mr and halves must be constants")
+    return _typing(mr.literal_value, halves.literal_value, x, bases, kh, ki, rstride, wp, nb0, acc, col0, mr, halves)
+
+
+def _typing(nrows, halves, x, bases, kh, ki, rstride, wp, nb0, acc, col0, mr_t, halves_t):
+    sig = types.void(x, bases, kh, ki, rstride, wp, nb0, acc, col0, mr_t, halves_t)
 
     def codegen(context, builder, signature, args):
-        x_v, bases_v, kh_v, ki_v, rs_v, wp_v, nb0_v, acc_v, col0_v = args
+        x_v, bases_v, kh_v, ki_v, rs_v, wp_v, nb0_v, acc_v, col0_v = args[:9]
         X = context.make_array(signature.args[0])(context, builder, x_v)
         Bs = context.make_array(signature.args[1])(context, builder, bases_v)
         W = context.make_array(signature.args[5])(context, builder, wp_v)
@@ -72,11 +72,11 @@ def _typing(halves, x, bases, kh, ki, rstride, wp, nb0, acc, col0):
         wide = lambda v: builder.sext(v, i64) if v.type.width < 64 else v     # noqa: E731
         const = lambda v: ir.Constant(i64, v)                                  # noqa: E731
         kh_64, ki_64, rs_64, nb0_64, col0_64 = (wide(v) for v in (kh_v, ki_v, rs_v, nb0_v, col0_v))
-        rows = [builder.gep(X.data, [builder.load(builder.gep(Bs.data, [const(r)]))]) for r in range(MR)]
+        rows = [builder.gep(X.data, [builder.load(builder.gep(Bs.data, [const(r)]))]) for r in range(nrows)]
         ktot = builder.extract_value(W.shape, 1)
         panel = builder.mul(ktot, const(LANES))
         panels = [builder.gep(W.data, [builder.mul(builder.add(nb0_64, const(h)), panel)]) for h in range(halves)]
-        slots = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES)) for _ in range(MR * halves)]
+        slots = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES)) for _ in range(nrows * halves)]
         undef = ir.Constant(vec, None)
         splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
         with cgutils.for_range(builder, kh_64) as outer:
@@ -88,7 +88,7 @@ def _typing(halves, x, bases, kh, ki, rstride, wp, nb0, acc, col0):
                 bvec = [builder.load(builder.bitcast(builder.gep(p, [woff]), vec.as_pointer()), align=4)
                         for p in panels]
                 xoff = builder.add(off, k)
-                for r in range(MR):
+                for r in range(nrows):
                     scalar = builder.load(builder.gep(rows[r], [xoff]))
                     lane0 = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
                     bcast = builder.shuffle_vector(lane0, undef, splat)
@@ -96,7 +96,7 @@ def _typing(halves, x, bases, kh, ki, rstride, wp, nb0, acc, col0):
                         slot = slots[halves * r + h]
                         builder.store(builder.call(fma, [bcast, bvec[h], builder.load(slot)]), slot)
         ldc = builder.extract_value(C.shape, 1)
-        for r in range(MR):
+        for r in range(nrows):
             base = builder.mul(const(r), ldc)
             for h in range(halves):
                 idx = builder.add(base, builder.add(col0_64, const(LANES * h)))
@@ -107,26 +107,38 @@ def _typing(halves, x, bases, kh, ki, rstride, wp, nb0, acc, col0):
     return sig, codegen
 
 
-_ukernel2 = _micro_kernel(2)
-_ukernel1 = _micro_kernel(1)
+@njit(cache=True, inline="always")
+def _sweep(x, bases, kh, ki, rstride, wpk, acc, mr):
+    """acc[:mr] = the tile of mr rows against every panel: two at a time, a last one alone."""
+    npanels = wpk.shape[0]
+    for nb in range(0, npanels - 1, 2):
+        _ukernel(x, bases, kh, ki, rstride, wpk, nb, acc, nb * LANES, mr, 2)
+    if npanels % 2:
+        _ukernel(x, bases, kh, ki, rstride, wpk, npanels - 1, acc, (npanels - 1) * LANES, mr, 1)
 
 
 @njit(cache=True)
 def _tiles(xp_flat, t0, t1, m, oh, ow, hp, wp_, c, kh, ki, sh, sw, rstride, wpk, bias, lo, hi, out):
-    """Tiles t0 .. t1 - 1 of MR output positions each: bases, the micro-kernel over every panel, the epilogue.
-    A last tile of fewer than MR positions repeats its last position (computed, never stored)."""
+    """Tiles t0 .. t1 - 1 of MR output positions each: window starts, the micro-kernel over every panel, the
+    epilogue. A last tile of fewer than MR positions runs as tiles of 4, 2 and 1 rows (a batch of one image at
+    1x1 would otherwise compute MR times its work)."""
     oc = out.shape[1]
-    npanels = wpk.shape[0]
-    acc = np.empty((MR, npanels * LANES), out.dtype)
+    acc = np.empty((MR, wpk.shape[0] * LANES), out.dtype)
     bases = np.empty(MR, np.int64)
     for t in range(t0, t1):
         m0 = t * MR
         rows = min(MR, m - m0)
         window_starts(m0, rows, oh, ow, hp, wp_, sh, sw, c, bases)
-        for nb in range(0, npanels - 1, 2):
-            _ukernel2(xp_flat, bases, kh, ki, rstride, wpk, nb, acc, nb * LANES)
-        if npanels % 2:
-            _ukernel1(xp_flat, bases, kh, ki, rstride, wpk, npanels - 1, acc, (npanels - 1) * LANES)
+        if rows == MR:
+            _sweep(xp_flat, bases, kh, ki, rstride, wpk, acc, MR)
+        else:
+            if rows & 4:
+                _sweep(xp_flat, bases, kh, ki, rstride, wpk, acc, 4)
+            if rows & 2:
+                r0 = rows & 4
+                _sweep(xp_flat, bases[r0:], kh, ki, rstride, wpk, acc[r0:], 2)
+            if rows & 1:
+                _sweep(xp_flat, bases[rows - 1:], kh, ki, rstride, wpk, acc[rows - 1:], 1)
         for r in range(rows):
             for o in range(oc):
                 out[m0 + r, o] = clamp(acc[r, o] + bias[o], lo, hi)

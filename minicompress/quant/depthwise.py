@@ -69,66 +69,54 @@ def _add_pair(acc, xb, y0, x0, y1, x1, w, t, per_group):
 
 
 @njit(cache=True)
-def _depthwise_rows(xp, b, y, kh, kw, sh, sw, dh, dw, ow, w_t, za, zw, sum_w, bias_term, mult, out_zp, lo,
-                    saturate, out, row0):
-    """Output rows row0 .. row0 + OW of eqs. (1)-(2), or (1')-(2) with ``saturate``, for image row (b, y);
-    w_t: the weight codes (K, OC) as int32. Returns how many pair sums saturated. All sums are int32
-    (``_mac32``), so that the channel loops vectorise 16 lanes wide; (1) is summed expanded,
-    sum x w - z_a sum w - z_w sum x + K z_a z_w, which is the same integer modulo 2^32."""
+def _depthwise_rows(xp, by0, by1, oh, sh, sw, ow, tap_y, tap_x, w_t, zero_term, neg_zw, has_zw, bias_term, mult,
+                    out_zp, lo, saturate, out):
+    """Output rows by = b * OH + y in by0 .. by1 - 1 of eqs. (1)-(2), or (1')-(2) with ``saturate``; w_t: the
+    weight codes (K, OC) as int32; tap t = i*KW + j reads input row y*sh + tap_y[t] and column xo*sw + tap_x[t].
+    Returns how many pair sums saturated. All sums are int32 (``_mac32``), so that the channel loops vectorise 16
+    lanes wide; (1) is summed expanded, sum x w - z_a sum w - z_w sum x + K z_a z_w (``zero_term`` the constant
+    part), which is the same integer modulo 2^32."""
     k, oc = w_t.shape
     per_group = oc // xp.shape[3]
-    xb = xp[b]
     acc = np.empty(oc, np.int32)
-    zero_term = np.empty(oc, np.int32)
-    for o in range(oc):
-        zero_term[o] = np.int32(-za * sum_w[o] + k * za * zw[o])
-    has_zw = zw.any()
-    neg_zw = (-zw).reshape(1, oc)
-    tap_y = np.empty(k, np.int64)                         # (i*dh, j*dw) of tap t = i*KW + j: no division per pixel
-    tap_x = np.empty(k, np.int64)
-    for t in range(k):
-        tap_y[t], tap_x[t] = y * sh + (t // kw) * dh, (t % kw) * dw
     clipped = 0
-    for xo in range(ow):
-        for o in range(oc):
-            acc[o] = zero_term[o]
-        if saturate:
-            for t in range(0, k - 1, 2):
-                clipped += _add_pair(acc, xb, tap_y[t], xo * sw + tap_x[t], tap_y[t + 1], xo * sw + tap_x[t + 1],
-                                     w_t, t, per_group)
-            if k % 2:                                    # the last tap alone: one product fits in int16
-                t = k - 1
-                _add_tap(acc, xb, tap_y[t], xo * sw + tap_x[t], w_t, t, per_group)
-        else:
-            for t in range(k):
-                _add_tap(acc, xb, tap_y[t], xo * sw + tap_x[t], w_t, t, per_group)
-        if has_zw:                                        # symmetric weights (z_w = 0) need no activation sum
-            for t in range(k):
-                _add_tap(acc, xb, tap_y[t], xo * sw + tap_x[t], neg_zw, 0, per_group)
-        for o in range(oc):
-            out[row0 + xo, o] = requant_epilogue(acc[o], bias_term[o], mult[o], out_zp, lo)
+    for by in range(by0, by1):
+        b, y = by // oh, by % oh
+        xb = xp[b]
+        y0 = y * sh
+        for xo in range(ow):
+            x0 = xo * sw
+            for o in range(oc):
+                acc[o] = zero_term[o]
+            if saturate:
+                for t in range(0, k - 1, 2):
+                    clipped += _add_pair(acc, xb, y0 + tap_y[t], x0 + tap_x[t], y0 + tap_y[t + 1],
+                                         x0 + tap_x[t + 1], w_t, t, per_group)
+                if k % 2:                                # the last tap alone: one product fits in int16
+                    t = k - 1
+                    _add_tap(acc, xb, y0 + tap_y[t], x0 + tap_x[t], w_t, t, per_group)
+            else:
+                for t in range(k):
+                    _add_tap(acc, xb, y0 + tap_y[t], x0 + tap_x[t], w_t, t, per_group)
+            if has_zw:                                    # symmetric weights (z_w = 0) need no activation sum
+                for t in range(k):
+                    _add_tap(acc, xb, y0 + tap_y[t], x0 + tap_x[t], neg_zw, 0, per_group)
+            row = by * ow + xo
+            for o in range(oc):
+                out[row, o] = requant_epilogue(acc[o], bias_term[o], mult[o], out_zp, lo)
     return clipped
 
 
 @njit(cache=True, parallel=True)
-def _depthwise_parallel(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, za, zw, sum_w, bias_term, mult, out_zp, lo,
-                        saturate, out):
-    n = xp.shape[0]
-    clipped = np.zeros(n * oh, np.int64)
-    for by in prange(n * oh):
-        clipped[by] = _depthwise_rows(xp, by // oh, by % oh, kh, kw, sh, sw, dh, dw, ow, w_t, za, zw, sum_w,
-                                      bias_term, mult, out_zp, lo, saturate, out, by * ow)
+def _depthwise_parallel(xp, oh, sh, sw, ow, tap_y, tap_x, w_t, zero_term, neg_zw, has_zw, bias_term, mult, out_zp,
+                        lo, saturate, out):
+    rows = xp.shape[0] * oh
+    chunks = -(-rows // 4)
+    clipped = np.zeros(chunks, np.int64)
+    for j in prange(chunks):
+        clipped[j] = _depthwise_rows(xp, 4 * j, min(rows, 4 * j + 4), oh, sh, sw, ow, tap_y, tap_x, w_t, zero_term,
+                                     neg_zw, has_zw, bias_term, mult, out_zp, lo, saturate, out)
     return clipped.sum()
-
-
-@njit(cache=True)
-def _depthwise_serial(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, za, zw, sum_w, bias_term, mult, out_zp, lo,
-                      saturate, out):
-    clipped = 0
-    for by in range(xp.shape[0] * oh):
-        clipped += _depthwise_rows(xp, by // oh, by % oh, kh, kw, sh, sw, dh, dw, ow, w_t, za, zw, sum_w,
-                                   bias_term, mult, out_zp, lo, saturate, out, by * ow)
-    return clipped
 
 
 @njit(cache=True)
@@ -147,8 +135,15 @@ def depthwise_requant(xp, kh, kw, sh, sw, dh, dw, oh, ow, w, a_zp, w_zp, bias_te
         for j in range(k):
             sum_w[o] += np.int32(w[o, j])
     zw = w_zp.astype(np.int32)
-    args = (xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, np.int32(a_zp), zw, sum_w, bias_term, mult, out_zp, lo,
-            saturate, out)
+    za = np.int32(a_zp)
+    zero_term = np.empty(out_channels, np.int32)
+    for o in range(out_channels):
+        zero_term[o] = np.int32(-za * sum_w[o] + k * za * zw[o])
+    tap_y, tap_x = np.empty(k, np.int64), np.empty(k, np.int64)  # (i*dh, j*dw) of tap t: no division per pixel
+    for t in range(k):
+        tap_y[t], tap_x[t] = (t // kw) * dh, (t % kw) * dw
+    args = (xp, oh, sh, sw, ow, tap_y, tap_x, w_t, zero_term, (-zw).reshape(1, out_channels), zw.any(), bias_term,
+            mult, out_zp, lo, saturate, out)
     if out.shape[0] * out_channels * k >= PARALLEL_MIN_MACS:
         return np.int64(_depthwise_parallel(*args))
-    return np.int64(_depthwise_serial(*args))
+    return np.int64(_depthwise_rows(xp, 0, xp.shape[0] * oh, *args[1:]))
