@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import PARALLEL_MIN_MACS, _mac32, _pair, requant_epilogue
+from .gemm import PARALLEL_MIN_MACS, _mac32, _pair, _pairs_may_saturate, requant_epilogue
 
 
 def fbgemm_fast_path(in_channels: int, out_channels: int, groups: int, kernel: tuple[int, int],
@@ -120,6 +120,19 @@ def _depthwise_parallel(xp, oh, sh, sw, ow, tap_y, tap_x, w_t, zero_term, neg_zw
 
 
 @njit(cache=True)
+def prepare_weights(w, w_zp):
+    """What eqs. (1)/(1') need of the weight codes w int8 (OC, K), computed once per layer: (w_t int32 (K, OC), one
+    contiguous row per tap; sum_w int32 (OC,), the weight sums; z_w int32 (OC,))."""
+    out_channels, k = w.shape
+    w_t = np.ascontiguousarray(w.T).astype(np.int32)
+    sum_w = np.zeros(out_channels, np.int32)
+    for o in range(out_channels):
+        for j in range(k):
+            sum_w[o] += np.int32(w[o, j])
+    return w_t, sum_w, w_zp.astype(np.int32)
+
+
+@njit(cache=True)
 def depthwise_requant(xp, kh, kw, sh, sw, dh, dw, oh, ow, w, a_zp, w_zp, bias_term, mult, out_zp, relu, saturate,
                       out):
     """Eqs. (1)-(2), or (1')-(2) with ``saturate``: xp uint8 (N, Hp, Wp, C), the input padded with z_a,
@@ -127,14 +140,20 @@ def depthwise_requant(xp, kh, kw, sh, sw, dh, dw, oh, ow, w, a_zp, w_zp, bias_te
     (N*OH*OW, OC) (NHWC rows). lo = out_zp for a fused ReLU, else 0. Returns how many int16 pair sums
     saturated. The products are int32 (|x w| <= 255 * 128, a pair < 2^16, K taps far below 2^31), so
     the channel loops vectorise. Fewer than ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread."""
-    out_channels, k = w.shape
+    w_t, sum_w, zw = prepare_weights(w, w_zp)
+    return depthwise_requant_prepared(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, sum_w, zw, a_zp, bias_term, mult,
+                                      out_zp, relu, saturate, out)
+
+
+@njit(cache=True)
+def depthwise_requant_prepared(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, sum_w, zw, a_zp, bias_term, mult, out_zp,
+                               relu, saturate, out):
+    """``depthwise_requant`` with the weights from ``prepare_weights`` (an inference plan prepares them once). A
+    saturating call whose codes are all <= 128 runs the exact sums: no pair can leave int16 then (``gemm``)."""
+    k, out_channels = w_t.shape
     lo = np.int32(out_zp) if relu else np.int32(0)
-    w_t = np.ascontiguousarray(w.T).astype(np.int32)              # (K, OC): one contiguous row per tap
-    sum_w = np.zeros(out_channels, np.int32)           # (1')'s weight sums: once per channel, not per output
-    for o in range(out_channels):
-        for j in range(k):
-            sum_w[o] += np.int32(w[o, j])
-    zw = w_zp.astype(np.int32)
+    if saturate and not _pairs_may_saturate(xp.reshape(1, -1), 0, 1, xp.size):
+        saturate = False                          # codes <= 128 (reduce_range's 0..127): no pair leaves int16
     za = np.int32(a_zp)
     zero_term = np.empty(out_channels, np.int32)
     for o in range(out_channels):

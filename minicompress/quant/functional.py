@@ -392,6 +392,7 @@ class PreparedConv2d:
         self.pairs = check_accumulation(accumulation, "conv2d")
         if g.groups > 1 and cg == 1 and requant == "fbgemm" and whole is not None:
             self.path, self.weights = "depthwise", [whole]
+            self.depthwise_weights = depthwise.prepare_weights(whole.codes, whole.zero_points)   # once
             # outside its fast path fbgemm runs one GEMM per group, whose pairs are the same taps
             self.saturate = self.pairs or accumulation == "fbgemm" and depthwise.fbgemm_fast_path(
                 g.c, whole.shape[0], g.groups, (g.kh, g.kw), (g.sh, g.sw), (g.ph, g.pw), (g.dh, g.dw))
@@ -434,9 +435,9 @@ class PreparedConv2d:
             xp = self._padded_input(x, 0).reshape(g.n, g.h + 2 * g.ph, g.w + 2 * g.pw, g.c)
             self._check(xp, self.weights[0], overflow, who)
             bias_term, mult = self.epilogues[0]
-            clipped = depthwise.depthwise_requant(xp, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow,
-                                                  self.weights[0].codes, zp, self.weights[0].zero_points, bias_term,
-                                                  mult, self.zero_point, self.relu, self.saturate, out)
+            clipped = depthwise.depthwise_requant_prepared(xp, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow,
+                                                           *self.depthwise_weights, zp, bias_term, mult,
+                                                           self.zero_point, self.relu, self.saturate, out)
             warn_saturated(clipped, who, f"a depthwise {g.kh}x{g.kw} convolution of {g.c} channels", stacklevel + 1,
                            "pair sums")
         elif self.path == "implicit":
