@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 
 from ..quant.gemm import PARALLEL_MIN_MACS
 from ..quant.host import FEATURES
-from ..quant.kernels import window_starts
+from ..quant.kernels import pad_nhwc_into, window_starts
 from .kernels import clamp
 
 LANES = 16 if FEATURES.get("avx512f", False) else 8
@@ -166,3 +166,16 @@ def conv2d_nhwc(xp, kh, kw, sh, sw, dh, oh, ow, wpk, bias, lo, hi, out):
                         out)
     else:
         _tiles(flat, 0, ntiles, m, oh, ow, hp, wp_, c, kh, ki, sh, sw, dh * wp_ * c, wpk, bias, lo, hi, out)
+
+
+@njit(cache=True)
+def conv2d_step(x, geometry, padded, wpk, bias, lo, hi, out):
+    """A float plan's convolution in one call (one dispatch, not two): x (N, H, W, C) C-contiguous; geometry int64
+    (KH, KW, sh, sw, dh, ph, pw, OH, OW); with padding, x is first copied into the interior of ``padded``
+    (N, H + 2ph, W + 2pw, C), whose zero border the caller wrote once; then ``conv2d_nhwc``."""
+    kh, kw, sh, sw, dh, ph, pw, oh, ow = geometry
+    xp = x
+    if ph or pw:
+        pad_nhwc_into(x, ph, pw, padded.reshape(-1))
+        xp = padded
+    conv2d_nhwc(xp, kh, kw, sh, sw, dh, oh, ow, wpk, bias, lo, hi, out)

@@ -26,7 +26,7 @@ from ..quant.modules import DeQuantStub, DynamicQuantizedLinear, DynamicQuantize
 from ..quant.fuse import fuse_conv_bn_eval, fuse_linear_bn_eval
 from .int8_steps import MaxPoolStep, ReLUStep, flatten_step, _hwc_columns, _Pass, fits_conv, pooled_size
 from . import conv_f32
-from .kernels import (add_bias_clamp, add_relu_flat, batch_norm_rows, depthwise_conv_nhwc,
+from .kernels import (add_bias_clamp, add_relu_flat, batch_norm_rows, depthwise_step,
                       global_avg_pool_float_nhwc)
 from .plan import Spec, Step, has_hooks, register_builder, register_merge_builder
 
@@ -60,7 +60,8 @@ def _bias(layer, n: int, dtype) -> np.ndarray:
 
 class _FloatConv(Step):
     """What the float convolution steps share: the folded conv's weight and bias, its geometry on an NHWC x,
-    an (N*OH*OW, OC) output buffer, and the zero-padded copy of the input (its border written once)."""
+    an (N*OH*OW, OC) output buffer (and its NHWC view), and the zero-padded copy of the input (its border written
+    once; an empty array without padding)."""
 
     def __init__(self, conv: Conv2d, bn, bounds: tuple, names: str, x: np.ndarray) -> None:
         self.name, self.out_spec = names, Spec("nhwc")
@@ -76,66 +77,61 @@ class _FloatConv(Step):
         ow = conv_output_size(wd, self.kw, self.stride[1], (pl, pl), self.dil[1])
         self.out = np.empty((n * oh * ow, oc), x.dtype)
         self.out_shape = (n, oh, ow, oc)
-        self.pad_value = x.dtype.type(0)
-        self.padded = np.zeros((n, h + 2 * pt, wd + 2 * pl, x.shape[3]), x.dtype) if pt or pl else None
-
-    def _padded_input(self, x: np.ndarray) -> np.ndarray:
-        """x (N, H, W, C) with its zero padding, C-contiguous: the kept buffer (x itself without padding)."""
-        x = np.ascontiguousarray(x)
-        if self.padded is None:
-            return x
-        kernels.pad_nhwc_into(x, self.pad[0], self.pad[1], self.padded.reshape(-1))
-        return self.padded
+        self.out_nhwc = self.out.reshape(self.out_shape)
+        self.padded = np.zeros((n, h + 2 * pt, wd + 2 * pl, x.shape[3]) if pt or pl else (0, 0, 0, 0), x.dtype)
 
 
 class ConvStep(_FloatConv):
     """Conv2d (groups 1, zero padding) [+ folded BatchNorm2d] [+ ReLU / ReLU6 / Hardtanh] on an NHWC float
-    activation: float32 with column dilation 1 as ``conv_f32``'s implicit GEMM, else im2col + one BLAS GEMM."""
+    activation: float32 with column dilation 1 as ``conv_f32``'s implicit GEMM (padding and convolution in one
+    kernel call), else im2col + one BLAS GEMM."""
 
     def __init__(self, conv: Conv2d, bn, bounds: tuple, names: str, x: np.ndarray) -> None:
         super().__init__(conv, bn, bounds, names, x)
-        oc, c = self.weight.shape[:2]
-        self.implicit = x.dtype == np.float32 and self.dil[1] == 1
+        oc = self.weight.shape[0]
+        (sh, sw), (ph, pw), (dh, dw), (_, oh, ow, _) = self.stride, self.pad, self.dil, self.out_shape
+        self.implicit = x.dtype == np.float32 and dw == 1
         if self.implicit:
-            self.packed = conv_f32.pack(self.weight.astype(np.float32))
+            geometry = np.array([self.kh, self.kw, sh, sw, dh, ph, pw, oh, ow], np.int64)
+            self.args = (geometry, self.padded, conv_f32.pack(self.weight.astype(np.float32)), self.b, self.lo,
+                         self.hi, self.out)
             return
-        self.padded = None                        # im2col pads as it copies
         self.wt = np.ascontiguousarray(self.weight.transpose(2, 3, 1, 0).reshape(-1, oc), x.dtype)  # (KH*KW*C, OC)
         self.pointwise = (self.kh, self.kw) == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
         self.cols = np.empty((self.out.shape[0], self.wt.shape[0]), x.dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.pad, self.dil
-        if self.implicit:
-            conv_f32.conv2d_nhwc(self._padded_input(x), self.kh, self.kw, sh, sw, dh, self.out_shape[1],
-                                 self.out_shape[2], self.packed, self.b, self.lo, self.hi, self.out)
-            return self.out.reshape(self.out_shape)
         x = np.ascontiguousarray(x)
+        if self.implicit:
+            conv_f32.conv2d_step(x, *self.args)
+            return self.out_nhwc
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.pad, self.dil
         if self.pointwise:                        # 1x1, stride 1, no padding: the NHWC rows are the columns
             cols = x.reshape(self.cols.shape)
         else:
             kernels.im2col(x, self.kh, self.kw, self.out_shape[1], self.out_shape[2], sh, sw, ph, pw, dh, dw, 1,
-                           self.pad_value, self.cols)
+                           x.dtype.type(0), self.cols)
             cols = self.cols
         np.matmul(cols, self.wt, out=self.out)
         add_bias_clamp(self.out, self.b, self.lo, self.hi)
-        return self.out.reshape(self.out_shape)
+        return self.out_nhwc
 
 
 class DepthwiseStep(_FloatConv):
-    """A depthwise Conv2d (groups = in = out channels, zero padding) [+ folded BatchNorm2d] [+ ReLU] on an NHWC
-    float activation: ``kernels.depthwise_conv_nhwc``, one pass along the contiguous channels."""
+    """A depthwise Conv2d (groups = in = out channels, zero padding) [+ folded BatchNorm2d] [+ ReLU / ReLU6 /
+    Hardtanh] on an NHWC float activation: ``kernels.depthwise_step``, one pass along the contiguous channels."""
 
     def __init__(self, conv: Conv2d, bn, bounds: tuple, names: str, x: np.ndarray) -> None:
         super().__init__(conv, bn, bounds, names, x)
         c = self.weight.shape[0]                                            # weight (C, 1, KH, KW)
-        self.w_t = np.ascontiguousarray(self.weight.reshape(c, -1).T, x.dtype)   # (KH*KW, C)
+        w_t = np.ascontiguousarray(self.weight.reshape(c, -1).T, x.dtype)   # (KH*KW, C)
+        (sh, sw), (ph, pw), (dh, dw), (_, oh, ow, _) = self.stride, self.pad, self.dil, self.out_shape
+        geometry = np.array([self.kh, self.kw, sh, sw, dh, dw, ph, pw, oh, ow], np.int64)
+        self.args = (geometry, self.padded, w_t, self.b, self.lo, self.hi, self.out)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        (sh, sw), (dh, dw) = self.stride, self.dil
-        depthwise_conv_nhwc(self._padded_input(x), self.kh, self.kw, sh, sw, dh, dw, self.out_shape[1], self.out_shape[2], self.w_t,
-                            self.b, self.lo, self.hi, self.out)
-        return self.out.reshape(self.out_shape)
+        depthwise_step(np.ascontiguousarray(x), *self.args)
+        return self.out_nhwc
 
 
 class LinearStep(Step):

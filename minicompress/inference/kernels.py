@@ -5,7 +5,7 @@ import numpy as np
 
 from numba import njit
 
-from ..quant.kernels import fma32
+from ..quant.kernels import fma32, pad_nhwc_into
 
 
 @njit(cache=True)
@@ -141,3 +141,16 @@ def global_avg_pool_float_nhwc(x, out):
                     out[b, ch] += x[b, y, xi, ch]
         for ch in range(c):
             out[b, ch] = out[b, ch] * inv
+
+
+@njit(cache=True)
+def depthwise_step(x, geometry, padded, w_t, bias, lo, hi, out):
+    """A float plan's depthwise convolution in one call: x (N, H, W, C) C-contiguous; geometry int64
+    (KH, KW, sh, sw, dh, dw, ph, pw, OH, OW); with padding, x is first copied into the interior of ``padded``
+    (its zero border written once by the caller); then ``depthwise_conv_nhwc``."""
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow = geometry
+    xp = x
+    if ph or pw:
+        pad_nhwc_into(x, ph, pw, padded.reshape(-1))
+        xp = padded
+    depthwise_conv_nhwc(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, bias, lo, hi, out)
