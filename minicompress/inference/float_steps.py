@@ -26,7 +26,7 @@ from ..quant.modules import DeQuantStub, DynamicQuantizedLinear, DynamicQuantize
 from ..quant.fuse import fuse_conv_bn_eval, fuse_linear_bn_eval
 from .int8_steps import MaxPoolStep, ReLUStep, flatten_step, _hwc_columns, _Pass, fits_conv, pooled_size
 from . import conv_f32
-from .kernels import (add_bias_clamp, add_relu_flat, batch_norm_rows, depthwise_step,
+from .kernels import (add_bias_clamp, add_clamp_flat, batch_norm_rows, depthwise_step,
                       global_avg_pool_float_nhwc)
 from .plan import Spec, Step, has_hooks, register_builder, register_merge_builder
 
@@ -60,8 +60,7 @@ def _bias(layer, n: int, dtype) -> np.ndarray:
 
 class _FloatConv(Step):
     """What the float convolution steps share: the folded conv's weight and bias, its geometry on an NHWC x,
-    an (N*OH*OW, OC) output buffer (and its NHWC view), and the zero-padded copy of the input (its border written
-    once; an empty array without padding)."""
+    an (N*OH*OW, OC) output buffer (and its NHWC view)."""
 
     def __init__(self, conv: Conv2d, bn, bounds: tuple, names: str, x: np.ndarray) -> None:
         self.name, self.out_spec = names, Spec("nhwc")
@@ -78,7 +77,12 @@ class _FloatConv(Step):
         self.out = np.empty((n * oh * ow, oc), x.dtype)
         self.out_shape = (n, oh, ow, oc)
         self.out_nhwc = self.out.reshape(self.out_shape)
-        self.padded = np.zeros((n, h + 2 * pt, wd + 2 * pl, x.shape[3]) if pt or pl else (0, 0, 0, 0), x.dtype)
+
+    def _padded_buffer(self, x: np.ndarray) -> np.ndarray:
+        """The zero-padded copy of the input that the kernel fills each call (its border written here, once); an
+        empty array without padding."""
+        (n, h, w, c), (ph, pw) = x.shape, self.pad
+        return np.zeros((n, h + 2 * ph, w + 2 * pw, c) if ph or pw else (0, 0, 0, 0), x.dtype)
 
 
 class ConvStep(_FloatConv):
@@ -93,7 +97,7 @@ class ConvStep(_FloatConv):
         self.implicit = x.dtype == np.float32 and dw == 1
         if self.implicit:
             geometry = np.array([self.kh, self.kw, sh, sw, dh, ph, pw, oh, ow], np.int64)
-            self.args = (geometry, self.padded, conv_f32.pack(self.weight.astype(np.float32)), self.b, self.lo,
+            self.args = (geometry, self._padded_buffer(x), conv_f32.pack(self.weight.astype(np.float32)), self.b, self.lo,
                          self.hi, self.out)
             return
         self.wt = np.ascontiguousarray(self.weight.transpose(2, 3, 1, 0).reshape(-1, oc), x.dtype)  # (KH*KW*C, OC)
@@ -127,7 +131,7 @@ class DepthwiseStep(_FloatConv):
         w_t = np.ascontiguousarray(self.weight.reshape(c, -1).T, x.dtype)   # (KH*KW, C)
         (sh, sw), (ph, pw), (dh, dw), (_, oh, ow, _) = self.stride, self.pad, self.dil, self.out_shape
         geometry = np.array([self.kh, self.kw, sh, sw, dh, dw, ph, pw, oh, ow], np.int64)
-        self.args = (geometry, self.padded, w_t, self.b, self.lo, self.hi, self.out)
+        self.args = (geometry, self._padded_buffer(x), w_t, self.b, self.lo, self.hi, self.out)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         depthwise_step(np.ascontiguousarray(x), *self.args)
@@ -192,12 +196,13 @@ class AddStep(Step):
     """FloatFunctional ``add`` / ``add_relu`` of two float activations of one shape and layout: one pass."""
 
     def __init__(self, mod: FloatFunctional, relu: bool, x: np.ndarray, spec: Spec) -> None:
-        self.name, self.relu, self.out_spec = mod._name(), relu, spec
+        self.name, self.out_spec = mod._name(), spec
+        self.lo, self.hi = (x.dtype.type(v) for v in ((0.0, np.inf) if relu else NO_CLAMP))
         self.out = np.empty(x.shape, x.dtype)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        add_relu_flat(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), self.relu,
-                      self.out.reshape(-1))
+        add_clamp_flat(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), self.lo, self.hi,
+                       self.out.reshape(-1))
         return self.out
 
 

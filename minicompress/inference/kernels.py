@@ -118,12 +118,11 @@ def depthwise_conv_nhwc(xp, kh, kw, sh, sw, dh, dw, oh, ow, w_t, bias, lo, hi, o
 
 
 @njit(cache=True)
-def add_relu_flat(a, b, relu, out):
-    """out[i] = a[i] + b[i], then max(., 0) if ``relu`` (NaN stays NaN); a, b, out flat (n,): FloatFunctional's
-    ``add`` / ``add_relu``, the same operations, so the same bits."""
+def add_clamp_flat(a, b, lo, hi, out):
+    """out[i] = clamp(a[i] + b[i], lo, hi); a, b, out flat (n,): FloatFunctional's ``add`` (-inf, inf) / ``add_relu``
+    (0, inf), the same operations, so the same bits."""
     for i in range(out.shape[0]):
-        v = a[i] + b[i]
-        out[i] = v if not relu or v >= 0 or v != v else 0
+        out[i] = clamp(a[i] + b[i], lo, hi)
 
 
 @njit(cache=True)
