@@ -18,7 +18,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 KERNEL_FILES = ("nn/kernels.py", "optim/kernels.py", "prune/kernels.py", "inference/kernels.py",
                 "inference/conv_f32.py", "quant/kernels.py", "quant/gemm.py", "quant/vnni.py", "quant/avx2.py",
-                "quant/depthwise.py", "quant/conv_vnni.py", "quant/qops.py", "quant/rounding.py")
+                "quant/depthwise.py", "quant/conv_vnni.py", "quant/register_store.py", "quant/qops.py",
+                "quant/rounding.py")
 STAMP = PACKAGE / "__pycache__" / "numba-kernels.stamp"
 
 

@@ -1,5 +1,6 @@
 """A changed kernel file drops the package's Numba cache (``minicompress/_numba_cache.py``)."""
 import os
+import re
 
 from minicompress import _numba_cache as NC
 
@@ -24,3 +25,12 @@ def test_a_changed_kernel_file_drops_every_cache_file(tmp_path):
 
 def test_the_installed_package_is_stamped():
     assert NC.STAMP.exists() and NC.STAMP.read_text() == NC.fingerprint()
+
+
+def test_every_file_that_compiles_kernels_is_fingerprinted():
+    """A file defining jitted functions or emitting LLVM IR for them (``register_store.py``'s epilogues inlined
+    into ``vnni.py``'s micro-kernel) must be in KERNEL_FILES, or an edit to it would leave stale machine code."""
+    compiles = re.compile(r"@(njit|intrinsic|vectorize|overload|generated_jit)\b|\bcgutils\.")
+    found = {str(path.relative_to(NC.PACKAGE)) for path in NC.PACKAGE.rglob("*.py")
+             if compiles.search(path.read_text())}
+    assert found and found <= set(NC.KERNEL_FILES), sorted(found - set(NC.KERNEL_FILES))

@@ -5,7 +5,8 @@ channels-last input: kernel row i reads xp[b, y*sh + i*dh, xo*sw : xo*sw + KW, :
 i*dh*Wp*C bytes after kernel row 0's window. So a tile of any 8 output positions -- consecutive in (b, y, xo)
 order, across output rows and samples, so that the narrow maps of a ResNet's last stages fill their tiles -- is 8
 start bytes, and accumulates KH micro-kernel calls (``vnni.panels_rows``), one per kernel row against that row's
-slice of the weight (packed per row, ``pack_rows``); then the ordinary epilogue runs on the tile::
+slice of the weight (packed per row, ``pack_rows``); the last call applies the ordinary epilogue to the sums in its
+registers and stores the codes (``vnni.panels_rows_store``)::
 
     acc[m, o] = sum_i sum_{k < KW*C} xp_i[m, k] * w[o, i, k]          (= the im2col GEMM's acc, same columns)
     out[m, o] = requant_epilogue(acc[m, o] - z_a c_o, bias_term[o], mult[o], z_out, lo)
@@ -13,18 +14,18 @@ slice of the weight (packed per row, ``pack_rows``); then the ordinary epilogue 
 with c_o = sum_k w[o, k] (weights symmetric, z_w = 0: the x86 default; otherwise ``functional.conv2d`` takes
 the im2col path). When KW*C is not a multiple of 4 the packed rows are zero padded, and the kernel reads up to
 3 bytes past a window: those meet zero weights. A last tile of fewer than 8 positions repeats its last position
-(computed, never stored). Reading past a window needs the ``SLACK`` bytes that the caller's padded buffer holds
-after the image (``PreparedConv2d`` allocates them; ``kernels.pad_nhwc_into`` fills the image). The integers
-are the im2col path's exactly.
+(computed, never stored: the store is masked to the tile's rows). Reading past a window needs the ``SLACK`` bytes
+that the caller's padded buffer holds after the image (``PreparedConv2d`` allocates them; ``kernels.pad_nhwc_into``
+fills the image). The integers are the im2col path's exactly.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from .gemm import PARALLEL_MIN_MACS, requant_epilogue
+from .gemm import PARALLEL_MIN_MACS, RequantEpilogue
 from .kernels import window_starts
-from .vnni import MR, pack_b, panels_rows
+from .vnni import MR, pack_b, panels_rows, panels_rows_store
 
 def applies(groups: int, dilation_w: int, zero_points: np.ndarray, vnni_packed: bool) -> bool:
     """Whether conv2d takes this path: a dense convolution, unit column dilation, symmetric weights, VNNI."""
@@ -42,30 +43,26 @@ SLACK = 4
 
 
 @njit(cache=True)
-def _tiles(xp_flat, t0, t1, m, oh, ow, hp, wp, c, kh, sh, sw, rstride, rows_packed, zc, bias_term, mult, out_zp,
-           lo, out):
-    """Tiles t0 .. t1 - 1 of 8 output positions: start bytes, KH micro-kernel calls, the epilogue."""
-    oc = out.shape[1]
+def _tiles(xp_flat, t0, t1, m, oh, ow, hp, wp, c, kh, sh, sw, rstride, rows_packed, zc, ep, out):
+    """Tiles t0 .. t1 - 1 of 8 output positions: start bytes, KH micro-kernel calls, the last one applying the
+    requantisation record ep to the sums in its registers and storing the codes (``vnni.panels_rows_store``)."""
     acc = np.empty((MR, rows_packed.shape[1] * 16), np.int32)
     starts = np.empty(MR, np.int64)
     for t in range(t0, t1):
         m0 = t * MR
         rows = min(MR, m - m0)
         window_starts(m0, rows, oh, ow, hp, wp, sh, sw, c, starts)
-        for i in range(kh):
+        for i in range(kh - 1):
             panels_rows(xp_flat, starts, i * rstride, rows_packed[i], acc, i > 0)
-        for r in range(rows):
-            for o in range(oc):
-                raw = np.int32(np.int64(acc[r, o]) - zc[o])
-                out[m0 + r, o] = requant_epilogue(raw, bias_term[o], mult[o], out_zp, lo)
+        panels_rows_store(xp_flat, starts, (kh - 1) * rstride, rows_packed[kh - 1], acc, kh > 1, zc, ep, out, m0,
+                          rows)
 
 
 @njit(cache=True, parallel=True)
-def _tiles_parallel(xp_flat, ntiles, chunk, m, oh, ow, hp, wp, c, kh, sh, sw, rstride, rows_packed, zc, bias_term,
-                    mult, out_zp, lo, out):
+def _tiles_parallel(xp_flat, ntiles, chunk, m, oh, ow, hp, wp, c, kh, sh, sw, rstride, rows_packed, zc, ep, out):
     for j in prange(-(-ntiles // chunk)):
         _tiles(xp_flat, j * chunk, min(ntiles, (j + 1) * chunk), m, oh, ow, hp, wp, c, kh, sh, sw, rstride,
-               rows_packed, zc, bias_term, mult, out_zp, lo, out)
+               rows_packed, zc, ep, out)
 
 
 @njit(cache=True)
@@ -76,15 +73,15 @@ def conv_requant(xp_flat, n, hp, wp, c, kh, kw, sh, sw, dh, oh, ow, rows_packed,
     out uint8 (N*OH*OW, OC), NHWC rows. lo = out_zp for a fused ReLU, else 0. Fewer than
     ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread."""
     oc = out.shape[1]
-    lo = np.int32(out_zp) if relu else np.int32(0)
-    zc = np.empty(oc, np.int64)
+    if out.strides[1] != 1:
+        raise ValueError("conv_requant: out's columns must be contiguous")
+    ep = RequantEpilogue(bias_term, mult, np.int32(out_zp), np.int32(out_zp) if relu else np.int32(0))
+    zc = np.empty(oc, np.int32)
     for o in range(oc):
-        zc[o] = np.int64(a_zp) * col_offsets[o]
+        zc[o] = np.int32(np.int64(a_zp) * col_offsets[o])        # wrapped: acc - zc in int32 has raw's residue
     m = n * oh * ow
     ntiles = -(-m // MR)
     if m * oc * kh * kw * c >= PARALLEL_MIN_MACS:
-        _tiles_parallel(xp_flat, ntiles, 8, m, oh, ow, hp, wp, c, kh, sh, sw, dh * wp * c, rows_packed, zc,
-                        bias_term, mult, out_zp, lo, out)
+        _tiles_parallel(xp_flat, ntiles, 8, m, oh, ow, hp, wp, c, kh, sh, sw, dh * wp * c, rows_packed, zc, ep, out)
     else:
-        _tiles(xp_flat, 0, ntiles, m, oh, ow, hp, wp, c, kh, sh, sw, dh * wp * c, rows_packed, zc, bias_term,
-               mult, out_zp, lo, out)
+        _tiles(xp_flat, 0, ntiles, m, oh, ow, hp, wp, c, kh, sh, sw, dh * wp * c, rows_packed, zc, ep, out)

@@ -30,7 +30,7 @@ from numba.extending import intrinsic, overload
 
 from .avx2 import USE_AVX2, block_avx2
 from .kernels import fma32
-from .vnni import USE_VNNI, block_vnni
+from .vnni import USE_VNNI, block_vnni, block_vnni_store
 
 INT32_MIN = -2147483648
 
@@ -335,11 +335,38 @@ def _epilogue(ep, raw, j):
 PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs) waking Numba's thread pool costs more than the work
 
 
+def register_stored(ep, a, bp, i0, rows, zc32, acc, out) -> bool:
+    """Whether the VNNI kernel computed rows i0 .. i0 + rows of ``out`` and applied ``ep`` in its registers
+    (``vnni.block_vnni_store``): it does for Requant and Dynamic epilogues, not for the fixed-point one (which
+    then runs on the accumulator block). zc32 = z_a * c_j wrapped to int32. Inside Numba the record's type
+    decides at compile time (the overload below)."""
+    if isinstance(ep, FixedPointEpilogue):
+        return False
+    block_vnni_store(a, bp, i0, rows, acc, zc32, ep, out)
+    return True
+
+
+@overload(register_stored, inline="always")
+def _register_stored(ep, a, bp, i0, rows, zc32, acc, out):
+    if getattr(ep, "instance_class", None) in (RequantEpilogue, DynamicEpilogue):
+        def stored(ep, a, bp, i0, rows, zc32, acc, out):
+            block_vnni_store(a, bp, i0, rows, acc, zc32, ep, out)
+            return True
+        return stored
+    return lambda ep, a, bp, i0, rows, zc32, acc, out: False
+
+
 @njit(cache=True, inline="always")
-def _qgemm_block(a, b, bp, i0, rows, zc, b_zp, any_b_zp, ep, pairs, acc, out):
+def _qgemm_block(a, b, bp, i0, rows, zc, zc32, b_zp, any_b_zp, ep, pairs, acc, out):
     """Rows i0 .. i0 + rows of the fused GEMM: the accumulator block -- exact, or in saturating int16 pairs
     (host.py (P)) with ``pairs`` -- then raw_ij (eq. (5), wrapped to int32 like FBGEMM) and the epilogue,
-    stored straight into ``out``. Returns how many accumulators (P) made differ from the exact sum."""
+    stored straight into ``out``. Returns how many accumulators (P) made differ from the exact sum.
+    Exact sums of symmetric weights on the VNNI kernel into an ``out`` of contiguous columns skip the
+    accumulator block: the kernel applies a Requant / Dynamic epilogue in its registers (``register_stored``)."""
+    if USE_VNNI:
+        if bp.shape[0] > 0 and not pairs and not any_b_zp and out.strides[1] == out.itemsize:
+            if register_stored(ep, a, bp, i0, rows, zc32, acc, out):
+                return 0
     clipped = _gemm_block(a, b, bp, i0, rows, acc, pairs)
     for r in range(rows):
         if any_b_zp:
@@ -365,24 +392,24 @@ def _store_row_zw(ep, acc_r, zc, rs, b_zp, out_r):
 
 
 @njit(cache=True, parallel=True)
-def _qgemm_parallel(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out):
+def _qgemm_parallel(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out):
     m, n = a.shape[0], b.shape[0]
     blocks = (m + BLOCK_ROWS - 1) // BLOCK_ROWS
     clipped = np.zeros(blocks, np.int64)
     for blk in prange(blocks):
         i0 = blk * BLOCK_ROWS
-        clipped[blk] = _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, b_zp, any_b_zp, ep, pairs,
+        clipped[blk] = _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, zc32, b_zp, any_b_zp, ep, pairs,
                                     _acc_buffer(n, bp), out)
     return clipped.sum()
 
 
 @njit(cache=True)
-def _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out):
+def _qgemm_serial(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out):
     m, n = a.shape[0], b.shape[0]
     acc = _acc_buffer(n, bp)
     clipped = 0
     for i0 in range(0, m, BLOCK_ROWS):
-        clipped += _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, b_zp, any_b_zp, ep, pairs, acc, out)
+        clipped += _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, zc32, b_zp, any_b_zp, ep, pairs, acc, out)
     return clipped
 
 
@@ -400,9 +427,10 @@ def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, pairs, out):
     ``PARALLEL_MIN_MACS`` multiply-adds run on the calling thread (no thread-pool launch).
     """
     zc, any_b_zp = _zero_point_terms(a_zp, col_offsets, b_zp)
+    zc32 = zc.astype(np.int32)                   # wrapped: raw = acc - zc32 in int32 has raw's residue
     if a.shape[0] * b.shape[0] * b.shape[1] >= PARALLEL_MIN_MACS:
-        return _qgemm_parallel(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out)
-    return _qgemm_serial(a, b, bp, zc, b_zp, any_b_zp, ep, pairs, out)
+        return _qgemm_parallel(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out)
+    return _qgemm_serial(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out)
 
 
 @njit(cache=True)

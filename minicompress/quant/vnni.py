@@ -28,6 +28,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import register_store
 from .host import HAS_AVX512_VNNI
 
 MR, NR = 8, 32        # micro-tile: rows of a, columns of the output
@@ -44,29 +45,41 @@ def pack_b(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(np_ // 16, 16, kp // 4, 4).transpose(0, 2, 1, 3))
 
 
-def _micro_kernel(halves: int, gathered: bool = False):
+def _micro_kernel(halves: int, gathered: bool = False, store: bool = False):
     """The 8 x (16 * halves) micro-kernel as a Numba intrinsic (``_ukernel``: 32 columns; ``_ukernel16``: the 16
     of a last panel, for a weight of N % 32 == 16 columns -- a 16-channel layer would otherwise compute twice
-    the columns it needs). ``gathered``: the rows start at bytes given one by one (``_ukernel_rows``)."""
-    def typer(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
-        return _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumulate)
+    the columns it needs). ``gathered``: the rows start at bytes given one by one (``_ukernel_rows``).
+    ``store``: the tile goes through an epilogue record in registers to the output (``register_store``) instead
+    of being stored as int32 accumulators (``_ukernel_store`` ...)."""
+    if store:
+        def typer(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate, zc, ep, out, orow, nrows):
+            return _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumulate,
+                                   (zc, ep, out, orow, nrows))
+    else:
+        def typer(typingctx, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
+            return _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumulate, ())
 
-    typer.__name__ = typer.__qualname__ = f"ukernel_8x{16 * halves}{'_rows' if gathered else ''}"
+    typer.__name__ = typer.__qualname__ = (f"ukernel_8x{16 * halves}{'_rows' if gathered else ''}"
+                                           f"{'_store' if store else ''}")
     return intrinsic(typer)
 
 
-def _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumulate):
+def _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumulate, store):
     """acc[r0 + r, col0 + j] (+)= sum_k a[a0 + r*lda + k] * w[16 * nb0 + j, k] for r < 8, j < 16 * halves, k < K
     (module docstring), K = 4 * bp.shape[1]; ``accumulate``: add to acc's values instead of replacing them.
 
     a: uint8 1-D (a flat view); row r of the tile starts at byte a0 + r*lda and must have K readable bytes
     (an im2col matrix: lda = K_pad; a padded NHWC image: lda = stride * C, ``conv_vnni``). ``gathered``: a0 is an
     int64 array of 8 row starts and lda one offset added to each -- row r starts at byte a0[r] + lda.
+    ``store`` = (zc, ep, out, orow, nrows): the sums are not stored in acc but go through the epilogue record
+    ep into out[orow + r, col0 + j] for r < nrows (``register_store``).
     """
-    sig = types.void(a, a0, lda, bp, nb0, acc, r0, col0, accumulate)
+    if store:
+        register_store.check(store[1], store[0], store[2])
+    sig = types.void(a, a0, lda, bp, nb0, acc, r0, col0, accumulate, *store)
 
     def codegen(context, builder, signature, args):
-        a_v, a0_v, lda_v, bp_v, nb0_v, acc_v, r0_v, col0_v, accumulate_v = args
+        a_v, a0_v, lda_v, bp_v, nb0_v, acc_v, r0_v, col0_v, accumulate_v = args[:9]
         A = context.make_array(signature.args[0])(context, builder, a_v)
         B = context.make_array(signature.args[3])(context, builder, bp_v)
         C = context.make_array(signature.args[5])(context, builder, acc_v)
@@ -89,13 +102,11 @@ def _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumu
         panel = builder.mul(groups, const(64))                      # bytes per 16-column panel
         panels = [builder.gep(B.data, [builder.mul(builder.add(nb0_64, const(h)), panel)]) for h in range(halves)]
         zero = ir.Constant(v16, [0] * 16)
-        slots = []
-        for r in range(MR):
-            base = builder.mul(builder.add(r0_64, const(r)), ldc)
-            for h in range(halves):
-                idx = builder.add(base, builder.add(col0_64, const(16 * h)))
-                old = builder.load(builder.bitcast(builder.gep(C.data, [idx]), v16.as_pointer()), align=4)
-                slots.append(cgutils.alloca_once_value(builder, builder.select(accumulate_v, old, zero)))
+        acc_ptrs = [[builder.bitcast(builder.gep(C.data, [builder.add(builder.mul(builder.add(r0_64, const(r)), ldc),
+                                                                      builder.add(col0_64, const(16 * h)))]),
+                                     v16.as_pointer()) for h in range(halves)] for r in range(MR)]
+        slots = [cgutils.alloca_once_value(builder, builder.select(accumulate_v, builder.load(p, align=4), zero))
+                 for row in acc_ptrs for p in row]
         with cgutils.for_range(builder, groups) as loop:
             t = loop.index
             bvec = [builder.load(builder.bitcast(builder.gep(p, [builder.mul(t, const(64))]), v16.as_pointer()),
@@ -108,12 +119,13 @@ def _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumu
                 for h in range(halves):
                     slot = slots[halves * r + h]
                     builder.store(builder.call(dpbusd, [builder.load(slot), bcast, bvec[h]]), slot)
-        for r in range(MR):
-            base = builder.mul(builder.add(r0_64, const(r)), ldc)
-            for h in range(halves):
-                idx = builder.add(base, builder.add(col0_64, const(16 * h)))
-                builder.store(builder.load(slots[halves * r + h]),
-                              builder.bitcast(builder.gep(C.data, [idx]), v16.as_pointer()), align=4)
+        sums = [[builder.load(slots[halves * r + h]) for h in range(halves)] for r in range(MR)]
+        if store:
+            register_store.emit(context, builder, signature.args[9:], args[9:], sums, col0_64, 16)
+        else:
+            for r in range(MR):
+                for h in range(halves):
+                    builder.store(sums[r][h], acc_ptrs[r][h], align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -123,6 +135,10 @@ _ukernel = _micro_kernel(2)
 _ukernel16 = _micro_kernel(1)
 _ukernel_rows = _micro_kernel(2, gathered=True)
 _ukernel16_rows = _micro_kernel(1, gathered=True)
+_ukernel_store = _micro_kernel(2, store=True)
+_ukernel16_store = _micro_kernel(1, store=True)
+_ukernel_rows_store = _micro_kernel(2, gathered=True, store=True)
+_ukernel16_rows_store = _micro_kernel(1, gathered=True, store=True)
 
 
 @njit(cache=True, inline="always")
@@ -144,6 +160,29 @@ def panels_rows(flat, starts, offset, bp, acc, accumulate):
         _ukernel_rows(flat, starts, offset, bp, jb * 2, acc, 0, jb * NR, accumulate)
     if ncols % NR:
         _ukernel16_rows(flat, starts, offset, bp, ncols // 16 - 1, acc, 0, ncols - 16, accumulate)
+
+
+@njit(cache=True, inline="always")
+def panels_store(flat, a0, lda, bp, acc, accumulate, zc, ep, out, orow, nrows):
+    """``panels`` through the epilogue record ep in registers (``register_store``): out[orow + r] for r < nrows;
+    ``accumulate`` adds acc[r] (rows from 0) to the sums first."""
+    ncols = bp.shape[0] * 16
+    for jb in range(ncols // NR):
+        _ukernel_store(flat, a0, lda, bp, jb * 2, acc, 0, jb * NR, accumulate, zc, ep, out, orow, nrows)
+    if ncols % NR:
+        _ukernel16_store(flat, a0, lda, bp, ncols // 16 - 1, acc, 0, ncols - 16, accumulate, zc, ep, out, orow,
+                         nrows)
+
+
+@njit(cache=True, inline="always")
+def panels_rows_store(flat, starts, offset, bp, acc, accumulate, zc, ep, out, orow, nrows):
+    """``panels_rows`` with the register store of ``panels_store``."""
+    ncols = bp.shape[0] * 16
+    for jb in range(ncols // NR):
+        _ukernel_rows_store(flat, starts, offset, bp, jb * 2, acc, 0, jb * NR, accumulate, zc, ep, out, orow, nrows)
+    if ncols % NR:
+        _ukernel16_rows_store(flat, starts, offset, bp, ncols // 16 - 1, acc, 0, ncols - 16, accumulate, zc, ep, out,
+                              orow, nrows)
 
 
 @njit(cache=True, inline="always")
@@ -173,3 +212,15 @@ def block_vnni(a, bp, i0, rows, acc):
     for r0 in range(0, rows, MR):
         flat, start = tile(a, i0, r0, rows, buf)
         panels(flat, start, kp, bp, acc, r0, False)
+
+
+@njit(cache=True)
+def block_vnni_store(a, bp, i0, rows, acc, zc, ep, out):
+    """out[i0 + r] = the epilogue record ep applied to rows i0 + r of a @ w^T for r < rows, in the micro-kernel's
+    registers (``panels_store``; zc int32 (N,), acc: any int32 array of >= 8 rows and N_pad columns, read for its
+    type only). Tiles are read as ``block_vnni`` reads them."""
+    kp = bp.shape[1] * 4
+    buf = np.zeros((MR, kp), a.dtype)
+    for r0 in range(0, rows, MR):
+        flat, start = tile(a, i0, r0, rows, buf)
+        panels_store(flat, start, kp, bp, acc, False, zc, ep, out, i0 + r0, min(MR, rows - r0))

@@ -176,6 +176,44 @@ def test_qgemm_requant_equals_twin(shape, seed, relu, mult_scale):
             np.testing.assert_array_equal(out, want)
 
 
+def _strided_outs(m, n, dtype):
+    """(row-strided out: columns of a wider buffer, column-strided out, the buffers' guard check)."""
+    wide = np.full((m, n + 5), 7, dtype)
+    strided = np.full((m, 2 * n), 7, dtype)
+
+    def guards_intact():
+        return (wide[:, :2] == 7).all() and (wide[:, 2 + n:] == 7).all() and (strided[:, 1::2] == 7).all()
+    return wide[:, 2:2 + n], strided[:, ::2], guards_intact
+
+
+@given(gemm_shapes, seeds, st.booleans())
+def test_register_store_equals_twin_on_edge_values(shape, seed, relu):
+    """Symmetric weights on the VNNI kernel apply the Requant / Dynamic epilogue in its registers
+    (``register_store``): the twin's outputs for NaN / inf / int32-overflowing values, into a row-strided out
+    (columns of a wider buffer, nothing written beside them) and a column-strided one (the accumulator path)."""
+    m, k, n = shape
+    rng = np.random.default_rng(seed)
+    a, b = operands(rng, m, k, n)
+    a_zp, b_zp, col = int(rng.integers(0, 256)), np.zeros(n, np.int64), b.astype(np.int64).sum(1).astype(np.int32)
+    mult = rng.choice(np.array([1e-3, 0.02, 3.0, 1e30, np.inf, np.nan], np.float32), n)
+    bias = rng.choice(np.array([0.0, 1e3, -1e3, 3e9, np.inf, -np.inf, np.nan], np.float32), n)
+    out_zp = int(rng.integers(0, 256))
+    with np.errstate(invalid="ignore", over="ignore"):
+        want_codes = R.qgemm_requant(a, b, a_zp, col, b_zp, bias, mult, out_zp, relu, False)
+        want_floats = R.qgemm_dynamic(a, b, a_zp, col, b_zp, mult, bias, relu, False)
+    runs = ((np.uint8, want_codes, lambda bp, out: G.qgemm_requant(a, b, bp, a_zp, col, b_zp, bias, mult, out_zp,
+                                                                     relu, False, out)),
+            (np.float32, want_floats, lambda bp, out: G.qgemm_dynamic(a, b, bp, a_zp, col, b_zp, mult, bias, relu,
+                                                                      False, out)))
+    for bp in packings(b, np.uint8):
+        for dtype, want, run in runs:
+            *outs, guards_intact = _strided_outs(m, n, dtype)
+            for out in outs:
+                run(bp, out)
+                np.testing.assert_array_equal(out.view(f"u{out.itemsize}"), want.view(f"u{out.itemsize}"))
+            assert guards_intact()
+
+
 def test_requant_overflow_follows_cvtps2dq():
     raw = np.array([2 ** 31 - 1, -2 ** 31, 1000], np.int32)
     got = R.requant_epilogue(raw, np.float32(0), np.float32(2.0), 10, 0)
