@@ -2,7 +2,7 @@
 
 Numba (``cache=True``) re-validates a cached function only against the file that defines it. Our kernels call
 and inline kernels of other files (``gemm.py`` inlines ``vnni.py``'s micro-kernel, ``depthwise.py`` and
-``conv_vnni.py`` inline ``gemm.py``'s epilogue), so after an edit or an upgrade that changes only the callee's
+``conv_implicit.py`` inline ``gemm.py``'s epilogue), so after an edit or an upgrade that changes only the callee's
 file, Numba would load machine code compiled from the old callee -- stale results at best; during development
 here it segfaulted. So at import, the size and mtime of every file holding kernels are compared with a stamp in
 ``minicompress/__pycache__``; on a difference all of the package's ``*.nbi`` / ``*.nbc`` files are deleted and
@@ -18,15 +18,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 KERNEL_FILES = ("nn/kernels.py", "optim/kernels.py", "prune/kernels.py", "inference/kernels.py",
                 "inference/conv_f32.py", "quant/kernels.py", "quant/gemm.py", "quant/vnni.py", "quant/avx2.py",
-                "quant/depthwise.py", "quant/conv_vnni.py", "quant/register_store.py", "quant/qops.py",
+                "quant/depthwise.py", "quant/conv_implicit.py", "quant/register_store.py", "quant/qops.py",
                 "quant/rounding.py")
 STAMP = PACKAGE / "__pycache__" / "numba-kernels.stamp"
 
 
 def fingerprint(root: Path = PACKAGE) -> str:
-    """A digest of the kernel files' sizes and modification times. (A new Numba version needs nothing here:
-    Numba's own index records its version and ignores entries of another.)"""
+    """A digest of the kernel files' sizes and modification times and of ``MINICOMPRESS_VNNI`` (the kernels
+    compile ``vnni.USE_VNNI`` in as a constant). (A new Numba version needs nothing here: Numba's own index
+    records its version and ignores entries of another.)"""
     h = hashlib.sha256()
+    h.update(f"MINICOMPRESS_VNNI={os.environ.get('MINICOMPRESS_VNNI', '1')};".encode())   # compiled in as USE_VNNI
     for name in KERNEL_FILES:
         try:
             st = (root / name).stat()

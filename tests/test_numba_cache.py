@@ -34,3 +34,11 @@ def test_every_file_that_compiles_kernels_is_fingerprinted():
     found = {str(path.relative_to(NC.PACKAGE)) for path in NC.PACKAGE.rglob("*.py")
              if compiles.search(path.read_text())}
     assert found and found <= set(NC.KERNEL_FILES), sorted(found - set(NC.KERNEL_FILES))
+
+
+def test_the_vnni_switch_changes_the_fingerprint(monkeypatch):
+    """``vnni.USE_VNNI`` is compiled into cached kernels: switching MINICOMPRESS_VNNI must purge them."""
+    monkeypatch.setenv("MINICOMPRESS_VNNI", "1")
+    on = NC.fingerprint()
+    monkeypatch.setenv("MINICOMPRESS_VNNI", "0")
+    assert NC.fingerprint() != on

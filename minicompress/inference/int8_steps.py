@@ -6,7 +6,7 @@ so its codes are the module's (held to it on every new input shape, ``_checked``
 
     Quantize      q = clamp(rint(fma(x, 1/s, z)), 0, 255)            kernels.quantize, then NHWC
     Conv(ReLU)2d  im2col (NHWC) -> qgemm_requant -> (N*OH*OW, OC)     = NHWC output, no transpose
-                  dense, symmetric weights, VNNI: conv_vnni.conv_requant (implicit GEMM, no im2col)
+                  dense, symmetric weights, VNNI / AVX2: conv_implicit.conv_requant (implicit GEMM, no im2col)
                   depthwise: depthwise_requant (fbgemm's int16 pairs where fbgemm sums in them, quant/host.py)
     Linear(ReLU)  qgemm_requant; after a Flatten of NHWC codes the weight columns are reordered (C,H,W) -> (H,W,C)
     ReLU          max(q, z);  MaxPool2d: max over the window (codes are monotone in the value)

@@ -20,6 +20,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import register_store
 from .host import FEATURES
 from .vnni import tile
 
@@ -27,22 +28,37 @@ MR = 4                 # rows of a per tile; the tile has 16 columns (one panel 
 USE_AVX2 = bool(FEATURES.get("avx2", False))
 
 
-def _micro_kernel(detect: bool):
-    def typer(typingctx, a, a0, lda, bp, nb, acc, r0):
-        return _ukernel_typing(detect, a, a0, lda, bp, nb, acc, r0)
+def _micro_kernel(detect: bool, gathered: bool = False, store: bool = False):
+    """The 4 x 16 micro-kernel as a Numba intrinsic; ``detect``: report int16 limits (``_ukernel_detect``);
+    ``gathered``: the rows start at bytes given one by one (``_ukernel_rows``, an implicit convolution's
+    positions); ``store``: the tile goes through an epilogue record in registers to the output
+    (``register_store``) instead of being stored as int32 accumulators."""
+    if store:
+        def typer(typingctx, a, a0, lda, bp, nb, acc, r0, accumulate, zc, ep, out, orow, nrows):
+            return _ukernel_typing(detect, gathered, a, a0, lda, bp, nb, acc, r0, accumulate,
+                                   (zc, ep, out, orow, nrows))
+    else:
+        def typer(typingctx, a, a0, lda, bp, nb, acc, r0, accumulate):
+            return _ukernel_typing(detect, gathered, a, a0, lda, bp, nb, acc, r0, accumulate, ())
 
-    typer.__name__ = typer.__qualname__ = f"ukernel_avx2_4x16{'_detect' if detect else ''}"
+    typer.__name__ = typer.__qualname__ = (f"ukernel_avx2_4x16{'_detect' if detect else ''}"
+                                           f"{'_rows' if gathered else ''}{'_store' if store else ''}")
     return intrinsic(typer)
 
 
-def _ukernel_typing(detect, a, a0, lda, bp, nb, acc, r0):
-    """acc[r0 + r, 16 nb + j] = (P) over k < K of a[a0 + r*lda + k] and w[16 nb + j, k], r < 4, j < 16,
+def _ukernel_typing(detect, gathered, a, a0, lda, bp, nb, acc, r0, accumulate, store):
+    """acc[r0 + r, 16 nb + j] (+)= (P) over k < K of a[a0 + r*lda + k] and w[16 nb + j, k], r < 4, j < 16,
     K = 4 * bp.shape[1]; returns whether an int16 pair sum reached a limit (always False without ``detect``).
-    a: uint8 1-D (a flat view), each row with K readable bytes; acc: int32 (rows, >= 16 (nb + 1))."""
-    sig = types.boolean(a, a0, lda, bp, nb, acc, r0)
+    a: uint8 1-D (a flat view), each row with K readable bytes; acc: int32 (rows, >= 16 (nb + 1));
+    ``accumulate``: add to acc's values. ``gathered``: a0 is an int64 array of 4 row starts and lda one offset
+    added to each. ``store`` = (zc, ep, out, orow, nrows): the sums go through the epilogue record ep into
+    out[orow + r, 16 nb + j] for r < nrows (``register_store``) instead of into acc."""
+    if store:
+        register_store.check(store[1], store[0], store[2])
+    sig = types.boolean(a, a0, lda, bp, nb, acc, r0, accumulate, *store)
 
     def codegen(context, builder, signature, args):
-        a_v, a0_v, lda_v, bp_v, nb_v, acc_v, r0_v = args
+        a_v, a0_v, lda_v, bp_v, nb_v, acc_v, r0_v, accumulate_v = args[:8]
         A = context.make_array(signature.args[0])(context, builder, a_v)
         B = context.make_array(signature.args[3])(context, builder, bp_v)
         C = context.make_array(signature.args[5])(context, builder, acc_v)
@@ -52,16 +68,27 @@ def _ukernel_typing(detect, a, a0, lda, bp, nb, acc, r0):
                                                  "llvm.x86.avx2.pmadd.ub.sw")
         maddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v16w, v16w]),
                                                 "llvm.x86.avx2.pmadd.wd")
-        a0_64, lda_64, nb_64, r0_64 = [builder.sext(v, i64) if v.type.width < 64 else v
-                                       for v in (a0_v, lda_v, nb_v, r0_v)]
+        lda_64, nb_64, r0_64 = [builder.sext(v, i64) if v.type.width < 64 else v for v in (lda_v, nb_v, r0_v)]
         groups = builder.extract_value(B.shape, 1)                  # K / 4
         ldc = builder.extract_value(C.shape, 1)
         const = lambda v: ir.Constant(i64, v)                        # noqa: E731
-        rows = [builder.gep(A.data, [builder.add(a0_64, builder.mul(const(r), lda_64))]) for r in range(MR)]
+        if gathered:
+            starts = context.make_array(signature.args[1])(context, builder, a0_v).data
+            rows = [builder.gep(A.data, [builder.add(builder.load(builder.gep(starts, [const(r)])), lda_64)])
+                    for r in range(MR)]
+        else:
+            a0_64 = builder.sext(a0_v, i64) if a0_v.type.width < 64 else a0_v
+            rows = [builder.gep(A.data, [builder.add(a0_64, builder.mul(const(r), lda_64))]) for r in range(MR)]
         panel = builder.gep(B.data, [builder.mul(nb_64, builder.mul(groups, const(64)))])
         ones = ir.Constant(v16w, [1] * 16)
         lo, hi = ir.Constant(v16w, [-32768] * 16), ir.Constant(v16w, [32767] * 16)
-        slots = [cgutils.alloca_once_value(builder, ir.Constant(v8, [0] * 8)) for _ in range(2 * MR)]
+        zero = ir.Constant(v8, [0] * 8)
+        acc_ptrs = [[builder.bitcast(builder.gep(C.data, [builder.add(builder.mul(builder.add(r0_64, const(r)), ldc),
+                                                                      builder.add(builder.mul(nb_64, const(16)),
+                                                                                  const(8 * h)))]),
+                                     v8.as_pointer()) for h in range(2)] for r in range(MR)]
+        slots = [cgutils.alloca_once_value(builder, builder.select(accumulate_v, builder.load(p, align=4), zero))
+                 for row in acc_ptrs for p in row]
         low = cgutils.alloca_once_value(builder, ir.Constant(v16w, [0] * 16))        # running min / max of the
         high = cgutils.alloca_once_value(builder, ir.Constant(v16w, [0] * 16))       # pair sums, per lane
         with cgutils.for_range(builder, groups) as loop:
@@ -84,12 +111,14 @@ def _ukernel_typing(detect, a, a0, lda, bp, nb, acc, r0):
                                       high)
                     slot = slots[2 * r + h]
                     builder.store(builder.add(builder.load(slot), builder.call(maddwd, [pairs, ones])), slot)
-        for r in range(MR):
-            base = builder.mul(builder.add(r0_64, const(r)), ldc)
-            for h in range(2):
-                idx = builder.add(base, builder.add(builder.mul(nb_64, const(16)), const(8 * h)))
-                builder.store(builder.load(slots[2 * r + h]),
-                              builder.bitcast(builder.gep(C.data, [idx]), v8.as_pointer()), align=4)
+        sums = [[builder.load(slots[2 * r + h]) for h in range(2)] for r in range(MR)]
+        if store:
+            register_store.emit(context, builder, signature.args[8:], args[8:], sums, builder.mul(nb_64, const(16)),
+                                8)
+        else:
+            for r in range(MR):
+                for h in range(2):
+                    builder.store(sums[r][h], acc_ptrs[r][h], align=4)
         at_limit = builder.or_(builder.icmp_signed("==", builder.load(low), lo),
                                builder.icmp_signed("==", builder.load(high), hi))
         bits = builder.bitcast(at_limit, ir.IntType(16))
@@ -100,6 +129,9 @@ def _ukernel_typing(detect, a, a0, lda, bp, nb, acc, r0):
 
 _ukernel = _micro_kernel(False)
 _ukernel_detect = _micro_kernel(True)
+_ukernel_store = _micro_kernel(False, store=True)
+_ukernel_rows = _micro_kernel(False, gathered=True)
+_ukernel_rows_store = _micro_kernel(False, gathered=True, store=True)
 
 
 @njit(cache=True)
@@ -114,7 +146,35 @@ def block_avx2(a, bp, i0, rows, acc, detect):
         flat, start = tile(a, i0, r0, rows, buf)
         for nb in range(bp.shape[0]):
             if detect:
-                hit |= _ukernel_detect(flat, start, kp, bp, nb, acc, r0)
+                hit |= _ukernel_detect(flat, start, kp, bp, nb, acc, r0, False)
             else:
-                _ukernel(flat, start, kp, bp, nb, acc, r0)
+                _ukernel(flat, start, kp, bp, nb, acc, r0, False)
     return hit
+
+
+@njit(cache=True)
+def block_avx2_store(a, bp, i0, rows, acc, zc, ep, out):
+    """out[i0 + r] = the epilogue record ep applied to (P) of rows i0 + r of a and w, r < rows, in the
+    micro-kernel's registers (``register_store``; zc int32 (N,), acc: any int32 array of >= 4 rows and N_pad
+    columns, read for its type only). Exact sums when no code exceeds 128 (the caller's condition)."""
+    kp = bp.shape[1] * 4
+    buf = np.zeros((MR, kp), a.dtype)
+    for r0 in range(0, rows, MR):
+        flat, start = tile(a, i0, r0, rows, buf)
+        for nb in range(bp.shape[0]):
+            _ukernel_store(flat, start, kp, bp, nb, acc, 0, False, zc, ep, out, i0 + r0, min(MR, rows - r0))
+
+
+@njit(cache=True, inline="always")
+def panels_rows(flat, starts, offset, bp, acc, accumulate):
+    """acc[r, :N_pad] (+)= (P) of the 4 rows starting at bytes starts[r] + offset against every panel of bp
+    (``vnni.panels_rows``' contract on this kernel)."""
+    for nb in range(bp.shape[0]):
+        _ukernel_rows(flat, starts, offset, bp, nb, acc, 0, accumulate)
+
+
+@njit(cache=True, inline="always")
+def panels_rows_store(flat, starts, offset, bp, acc, accumulate, zc, ep, out, orow, nrows):
+    """``panels_rows`` through the epilogue record ep in registers into out[orow + r] for r < nrows."""
+    for nb in range(bp.shape[0]):
+        _ukernel_rows_store(flat, starts, offset, bp, nb, acc, 0, accumulate, zc, ep, out, orow, nrows)

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..nn.functional.conv import conv_output_size
 from ..nn.layers._utils import ntuple
-from . import avx2, conv_vnni, depthwise, gemm, host, kernels, vnni
+from . import avx2, conv_implicit, depthwise, gemm, host, kernels, vnni
 from .qparams import quantize_multiplier
 from .qtensor import QTensor, check_qparams
 
@@ -87,7 +87,7 @@ class PackedWeight(NamedTuple):
     CPU has neither (the portable kernel then runs; all give identical integers);
     abs_dev_max: max_j sum_k |codes[j, k] - zero_points[j]| (int), for the overflow bound;
     vnni_rows: a 4-D weight's codes packed per kernel row for the implicit-GEMM convolution
-    (``conv_vnni.pack_rows``), or an empty array (no VNNI, or not a convolution weight).
+    (``conv_implicit.pack_rows``), or an empty array (neither VNNI nor AVX2, or not a convolution weight).
     """
 
     codes: np.ndarray
@@ -118,7 +118,8 @@ class GroupedWeights(list):
 
 def _packed(codes, scales, zps, col_offsets, per_channel, shape) -> PackedWeight:
     packed = vnni.pack_b(codes) if vnni.USE_VNNI or avx2.USE_AVX2 else NO_VNNI
-    rows = conv_vnni.pack_rows(codes, shape[2]) if vnni.USE_VNNI and len(shape) == 4 else NO_VNNI_ROWS
+    rows = (conv_implicit.pack_rows(codes, shape[2]) if (vnni.USE_VNNI or avx2.USE_AVX2) and len(shape) == 4
+            else NO_VNNI_ROWS)
     deviation = np.abs(codes.astype(np.int64) - zps[:, None]).sum(axis=1)
     return PackedWeight(codes, scales, zps, col_offsets, per_channel, shape, packed,
                         int(deviation.max()) if deviation.size else 0, rows)
@@ -314,7 +315,7 @@ def conv2d(input: QTensor, weight: QTensor | list[PackedWeight], bias: Any, stri
     one GEMM per group with the linear epilogue. Two kernels compute the same codes without the im2col
     matrix: a depthwise convolution (one input channel per group) runs all groups in one pass
     (``depthwise.py``), and a dense one with symmetric weights on a VNNI CPU is an implicit GEMM over the
-    padded NHWC input (``conv_vnni.py``).
+    padded NHWC input (``conv_implicit.py``).
     ``weight`` may also be ``pack_weight(w, groups)`` (a list of per-group PackedWeights).
     ``accumulation='fbgemm'`` (PyTorch's on this CPU): where fbgemm takes its depthwise fast path, and on a
     CPU without AVX-512 VNNI everywhere, neighbouring products are summed in saturating int16 pairs as fbgemm
@@ -378,9 +379,10 @@ class PreparedConv2d:
     shape. Called with the NHWC input codes (N, H, W, C) and an output (N*OH*OW, OC) uint8, fills and returns it.
 
     Kernels (the same codes): depthwise (``depthwise.py``), a 1x1 / stride 1 / no padding convolution as one
-    GEMM on the NHWC input itself ("pointwise": im2col would copy it), implicit GEMM (``conv_vnni.py``: dense,
-    symmetric weights, VNNI), else im2col + one GEMM per group. The padded input of the depthwise and implicit
-    paths is kept between calls (its border holds the zero point; each call rewrites the interior).
+    GEMM on the NHWC input itself ("pointwise": im2col would copy it), implicit GEMM (``conv_implicit.py``: dense,
+    symmetric weights, VNNI or AVX2 -- on AVX2 while no input code exceeds 128), else im2col + one GEMM per group.
+    The padded input of the depthwise and implicit paths is kept between calls (its border holds the zero point;
+    each call rewrites the interior).
     """
 
     def __init__(self, packs: list, bias: np.ndarray, x_scale: float, x_zp: int, scale: float, zero_point: int,
@@ -405,7 +407,7 @@ class PreparedConv2d:
             w0 = packs[0]
             pointwise = (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups) == (1, 1, 1, 1, 0, 0, 1, 1, 1)
             self.path = ("pointwise" if pointwise else
-                         "implicit" if requant == "fbgemm" and conv_vnni.applies(g.groups, g.dw, w0.zero_points,
+                         "implicit" if requant == "fbgemm" and conv_implicit.applies(g.groups, g.dw, w0.zero_points,
                                                                                   w0.vnni_rows.size > 0)
                          else "im2col")
             self.k_cols = (w0.vnni.shape[1] * 4 if g.groups == 1 and w0.vnni.size else g.c * g.kh * g.kw)
@@ -440,28 +442,36 @@ class PreparedConv2d:
                                                            self.zero_point, self.relu, self.saturate, out)
             warn_saturated(clipped, who, f"a depthwise {g.kh}x{g.kw} convolution of {g.c} channels", stacklevel + 1,
                            "pair sums")
-        elif self.path == "implicit":
-            w0 = self.weights[0]
-            xp, hp, wp = self._padded_input(x, conv_vnni.SLACK), g.h + 2 * g.ph, g.w + 2 * g.pw
-            self._check(xp, w0, overflow, who)
-            bias_term, mult = self.epilogues[0]
-            conv_vnni.conv_requant(xp, g.n, hp, wp, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.oh, g.ow, w0.vnni_rows,
-                                   w0.col_offsets, zp, bias_term, mult, self.zero_point, self.relu, out)
-        else:
-            if self._cols is None:                   # kept: an inference plan calls the same object again
-                self._cols = np.empty((g.n * g.oh * g.ow, self.k_cols), np.uint8)
-            cols = self._cols
-            kernels.im2col(x, g.kh, g.kw, g.oh, g.ow, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups, zp, cols)
-            kg = g.c // g.groups * g.kh * g.kw
-            clipped = 0
-            for i, (wg, ep) in enumerate(zip(self.weights, self.epilogues)):
-                ocg = wg.codes.shape[0]
-                a = cols if g.groups == 1 else np.ascontiguousarray(cols[:, i * kg:(i + 1) * kg])
-                self._check(a, wg, overflow, who)
-                clipped += qgemm_prepared(a, zp, wg, ep, self.zero_point, self.relu, self.requant, self.pairs,
-                                          out if g.groups == 1 else out[:, i * ocg:(i + 1) * ocg])
-            warn_saturated(clipped, who, f"a {g.kh}x{g.kw} convolution of {g.c} channels", stacklevel + 1)
+        elif not (self.path == "implicit" and self._implicit(x, out, overflow, who)):
+            self._im2col(x, out, overflow, who, stacklevel)
         return out
+
+    def _implicit(self, x: np.ndarray, out: np.ndarray, overflow: str, who: str) -> bool:
+        """The implicit GEMM (``conv_implicit``); False where its kernel refuses the input (then im2col runs)."""
+        g, w0 = self.geometry, self.weights[0]
+        xp, hp, wp = self._padded_input(x, conv_implicit.SLACK), g.h + 2 * g.ph, g.w + 2 * g.pw
+        self._check(xp, w0, overflow, who)
+        bias_term, mult = self.epilogues[0]
+        return conv_implicit.conv_requant(xp, g.n, hp, wp, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.oh, g.ow,
+                                          w0.vnni_rows, w0.col_offsets, self.x_zp, bias_term, mult, self.zero_point,
+                                          self.relu, out)
+
+    def _im2col(self, x: np.ndarray, out: np.ndarray, overflow: str, who: str, stacklevel: int) -> None:
+        """im2col (NHWC, K padded for the SIMD kernels) + one fused GEMM per group."""
+        g, zp = self.geometry, self.x_zp
+        if self._cols is None:                   # kept: an inference plan calls the same object again
+            self._cols = np.empty((g.n * g.oh * g.ow, self.k_cols), np.uint8)
+        cols = self._cols
+        kernels.im2col(x, g.kh, g.kw, g.oh, g.ow, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups, zp, cols)
+        kg = g.c // g.groups * g.kh * g.kw
+        clipped = 0
+        for i, (wg, ep) in enumerate(zip(self.weights, self.epilogues)):
+            ocg = wg.codes.shape[0]
+            a = cols if g.groups == 1 else np.ascontiguousarray(cols[:, i * kg:(i + 1) * kg])
+            self._check(a, wg, overflow, who)
+            clipped += qgemm_prepared(a, zp, wg, ep, self.zero_point, self.relu, self.requant, self.pairs,
+                                      out if g.groups == 1 else out[:, i * ocg:(i + 1) * ocg])
+        warn_saturated(clipped, who, f"a {g.kh}x{g.kw} convolution of {g.c} channels", stacklevel + 2)
 
     def _check(self, a: np.ndarray, w: PackedWeight, overflow: str, who: str) -> None:
         if self.may_overflow or overflow not in OVERFLOW_MODES:

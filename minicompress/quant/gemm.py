@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from .avx2 import USE_AVX2, block_avx2
+from .avx2 import USE_AVX2, block_avx2, block_avx2_store
 from .kernels import fma32
 from .vnni import USE_VNNI, block_vnni, block_vnni_store
 
@@ -336,13 +336,13 @@ PARALLEL_MIN_MACS = 1 << 18     # below this (~262k MACs) waking Numba's thread 
 
 
 def register_stored(ep, a, bp, i0, rows, zc32, acc, out) -> bool:
-    """Whether the VNNI kernel computed rows i0 .. i0 + rows of ``out`` and applied ``ep`` in its registers
-    (``vnni.block_vnni_store``): it does for Requant and Dynamic epilogues, not for the fixed-point one (which
-    then runs on the accumulator block). zc32 = z_a * c_j wrapped to int32. Inside Numba the record's type
-    decides at compile time (the overload below)."""
+    """Whether the micro-kernel computed rows i0 .. i0 + rows of ``out`` and applied ``ep`` in its registers
+    (``vnni.block_vnni_store``, else ``avx2.block_avx2_store``): it does for Requant and Dynamic epilogues, not
+    for the fixed-point one (which then runs on the accumulator block). zc32 = z_a * c_j wrapped to int32.
+    Inside Numba the record's type decides at compile time (the overload below)."""
     if isinstance(ep, FixedPointEpilogue):
         return False
-    block_vnni_store(a, bp, i0, rows, acc, zc32, ep, out)
+    (block_vnni_store if USE_VNNI else block_avx2_store)(a, bp, i0, rows, acc, zc32, ep, out)
     return True
 
 
@@ -350,7 +350,10 @@ def register_stored(ep, a, bp, i0, rows, zc32, acc, out) -> bool:
 def _register_stored(ep, a, bp, i0, rows, zc32, acc, out):
     if getattr(ep, "instance_class", None) in (RequantEpilogue, DynamicEpilogue):
         def stored(ep, a, bp, i0, rows, zc32, acc, out):
-            block_vnni_store(a, bp, i0, rows, acc, zc32, ep, out)
+            if USE_VNNI:
+                block_vnni_store(a, bp, i0, rows, acc, zc32, ep, out)
+                return True
+            block_avx2_store(a, bp, i0, rows, acc, zc32, ep, out)
             return True
         return stored
     return lambda ep, a, bp, i0, rows, zc32, acc, out: False
@@ -361,12 +364,14 @@ def _qgemm_block(a, b, bp, i0, rows, zc, zc32, b_zp, any_b_zp, ep, pairs, acc, o
     """Rows i0 .. i0 + rows of the fused GEMM: the accumulator block -- exact, or in saturating int16 pairs
     (host.py (P)) with ``pairs`` -- then raw_ij (eq. (5), wrapped to int32 like FBGEMM) and the epilogue,
     stored straight into ``out``. Returns how many accumulators (P) made differ from the exact sum.
-    Exact sums of symmetric weights on the VNNI kernel into an ``out`` of contiguous columns skip the
-    accumulator block: the kernel applies a Requant / Dynamic epilogue in its registers (``register_stored``)."""
-    if USE_VNNI:
-        if bp.shape[0] > 0 and not pairs and not any_b_zp and out.strides[1] == out.itemsize:
-            if register_stored(ep, a, bp, i0, rows, zc32, acc, out):
-                return 0
+    Symmetric weights on a SIMD kernel into an ``out`` of contiguous columns skip the accumulator block when the
+    kernel's sums are the ones asked for (VNNI: exact; the AVX2 kernel's (P): when no code exceeds 128, where
+    (P) is exact): the kernel applies a Requant / Dynamic epilogue in its registers (``register_stored``)."""
+    if USE_AVX2:                                   # every VNNI CPU has AVX2; the branch is pruned elsewhere
+        if bp.shape[0] > 0 and not any_b_zp and out.strides[1] == out.itemsize:
+            if (USE_VNNI and not pairs) or not _pairs_may_saturate(a, i0, rows, b.shape[1]):
+                if register_stored(ep, a, bp, i0, rows, zc32, acc, out):
+                    return 0
     clipped = _gemm_block(a, b, bp, i0, rows, acc, pairs)
     for r in range(rows):
         if any_b_zp:

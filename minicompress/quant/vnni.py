@@ -16,7 +16,8 @@ For each group t of 4 k's: broadcast the 4 bytes a[r, 4t:4t+4] to all lanes, and
 ``acc[r][h] = vpdpbusd(acc[r][h], bcast, bp[nb0 + h, t])`` for 8 rows r and 2 halves h: 16 zmm
 accumulators, each lane one output column -- no horizontal sums.
 
-Set ``MINICOMPRESS_VNNI=0`` to pack no VNNI weights (the portable loops then run everywhere).
+Set ``MINICOMPRESS_VNNI=0`` to run as on a CPU without VNNI (the AVX2 kernels where the CPU has AVX2, else the
+portable loops); the Numba cache is dropped when the setting changes (``_numba_cache``).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumu
     (module docstring), K = 4 * bp.shape[1]; ``accumulate``: add to acc's values instead of replacing them.
 
     a: uint8 1-D (a flat view); row r of the tile starts at byte a0 + r*lda and must have K readable bytes
-    (an im2col matrix: lda = K_pad; a padded NHWC image: lda = stride * C, ``conv_vnni``). ``gathered``: a0 is an
+    (an im2col matrix: lda = K_pad; a padded NHWC image: lda = stride * C, ``conv_implicit``). ``gathered``: a0 is an
     int64 array of 8 row starts and lda one offset added to each -- row r starts at byte a0[r] + lda.
     ``store`` = (zc, ep, out, orow, nrows): the sums are not stored in acc but go through the epilogue record
     ep into out[orow + r, col0 + j] for r < nrows (``register_store``).
@@ -154,7 +155,7 @@ def panels(flat, a0, lda, bp, acc, r0, accumulate):
 @njit(cache=True, inline="always")
 def panels_rows(flat, starts, offset, bp, acc, accumulate):
     """``panels`` for a tile whose 8 rows start at bytes starts[r] + offset (an implicit convolution's output
-    positions, ``conv_vnni``)."""
+    positions, ``conv_implicit``)."""
     ncols = bp.shape[0] * 16
     for jb in range(ncols // NR):
         _ukernel_rows(flat, starts, offset, bp, jb * 2, acc, 0, jb * NR, accumulate)
