@@ -6,8 +6,9 @@ and inline kernels of other files (``gemm.py`` inlines ``vnni.py``'s micro-kerne
 file, Numba would load machine code compiled from the old callee -- stale results at best; during development
 here it segfaulted. So at import, the size and mtime of every file holding kernels are compared with a stamp in
 ``minicompress/__pycache__``; on a difference all of the package's ``*.nbi`` / ``*.nbc`` files are deleted and
-recompiled on first use. The check costs a few ``stat`` calls; a read-only install is left alone (Numba then
-caches elsewhere or not at all).
+recompiled on first use -- beside the sources, or under ``NUMBA_CACHE_DIR`` when that is set (where Numba then
+keeps them). The check costs a few ``stat`` calls; a read-only install is left alone (Numba then caches in the
+user's cache folder or not at all).
 """
 from __future__ import annotations
 
@@ -20,7 +21,21 @@ KERNEL_FILES = ("nn/kernels.py", "optim/kernels.py", "prune/kernels.py", "infere
                 "inference/conv_f32.py", "quant/kernels.py", "quant/gemm.py", "quant/vnni.py", "quant/avx2.py",
                 "quant/depthwise.py", "quant/conv_implicit.py", "quant/register_store.py", "quant/qops.py",
                 "quant/rounding.py")
-STAMP = PACKAGE / "__pycache__" / "numba-kernels.stamp"
+
+
+def cache_dir(directory: Path) -> Path:
+    """Where Numba caches the functions of the source files in ``directory``: its ``__pycache__``, or with
+    ``NUMBA_CACHE_DIR`` set, a folder of that directory named by Numba's own rule (``UserProvidedCacheLocator``)."""
+    root = os.environ.get("NUMBA_CACHE_DIR")
+    if not root:
+        return directory / "__pycache__"
+    from numba.core.caching import UserProvidedCacheLocator
+    return Path(root) / UserProvidedCacheLocator.get_suitable_cache_subpath(str(directory / "__init__.py"))
+
+
+def stamp_path(root: Path = PACKAGE) -> Path:
+    """The stamp of the fingerprint the cache was compiled from, in the package's own cache folder."""
+    return cache_dir(root) / "numba-kernels.stamp"
 
 
 def fingerprint(root: Path = PACKAGE) -> str:
@@ -38,19 +53,20 @@ def fingerprint(root: Path = PACKAGE) -> str:
     return h.hexdigest()
 
 
-def purge_stale(root: Path = PACKAGE, stamp: Path | None = None) -> bool:
-    """Delete the package's Numba cache files if the kernels changed since the stamp; True if it purged."""
-    stamp = STAMP if root == PACKAGE and stamp is None else (stamp or root / "__pycache__" / "numba-kernels.stamp")
-    current = fingerprint(root)
+def purge_stale(root: Path = PACKAGE) -> bool:
+    """Delete the Numba cache files of the kernel directories if the kernels changed since the stamp; True if it
+    purged."""
+    stamp, current = stamp_path(root), fingerprint(root)
     try:
         if stamp.read_text() == current:
             return False
     except OSError:
         pass
     try:
-        for path in root.rglob("*.nb[ic]"):
-            path.unlink(missing_ok=True)
-        stamp.parent.mkdir(exist_ok=True)
+        for directory in {cache_dir((root / name).parent) for name in KERNEL_FILES}:
+            for path in directory.glob("*.nb[ic]"):
+                path.unlink(missing_ok=True)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
         tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(current)
         os.replace(tmp, stamp)
