@@ -49,7 +49,8 @@ def _micro_kernel(detect: bool, gathered: bool = False, store: bool = False):
 def _ukernel_typing(detect, gathered, a, a0, lda, bp, nb, acc, r0, accumulate, store):
     """acc[r0 + r, 16 nb + j] (+)= (P) over k < K of a[a0 + r*lda + k] and w[16 nb + j, k], r < 4, j < 16,
     K = 4 * bp.shape[1]; returns whether an int16 pair sum reached a limit (always False without ``detect``).
-    a: uint8 1-D (a flat view), each row with K readable bytes; acc: int32 (rows, >= 16 (nb + 1));
+    a: a uint8 array read from its data pointer on (``vnni.tile``), each row with K readable bytes;
+    acc: int32 (rows, >= 16 (nb + 1));
     ``accumulate``: add to acc's values. ``gathered``: a0 is an int64 array of 4 row starts and lda one offset
     added to each. ``store`` = (zc, ep, out, orow, nrows): the sums go through the epilogue record ep into
     out[orow + r, 16 nb + j] for r < nrows (``register_store``) instead of into acc."""
@@ -138,7 +139,8 @@ _ukernel_rows_store = _micro_kernel(False, gathered=True, store=True)
 def block_avx2(a, bp, i0, rows, acc, detect):
     """acc[r, j] = (P) of a[i0 + r] and w[j] for r < rows (acc: >= roundup(rows, 4) rows, >= N_pad columns);
     returns whether a pair sum reached an int16 limit (``detect`` only). Full 4-row tiles of an ``a`` whose K
-    is a multiple of 4 are read in place; others go through a zero-padded 4 x K_pad copy (``vnni.tile``)."""
+    is a multiple of 4 and whose rows are contiguous are read in place; others go through a zero-padded
+    4 x K_pad copy (``vnni.tile``)."""
     kp = bp.shape[1] * 4
     buf = np.zeros((MR, kp), a.dtype)
     hit = False

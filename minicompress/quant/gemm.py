@@ -360,18 +360,26 @@ def _register_stored(ep, a, bp, i0, rows, zc32, acc, out):
 
 
 @njit(cache=True, inline="always")
+def _in_registers(a, b, bp, i0, rows, any_b_zp, pairs, out):
+    """Whether a SIMD micro-kernel's sums of rows i0 .. i0 + rows are the ones asked for and can go through
+    ``register_stored``: symmetric weights, packed for the kernel, into an ``out`` of contiguous columns, and
+    sums that are exact on VNNI, or on the AVX2 kernel's (P) where no code exceeds 128 (there (P) is exact)."""
+    if USE_AVX2:                                   # every VNNI CPU has AVX2; the branch is pruned elsewhere
+        if bp.shape[0] > 0 and not any_b_zp and out.strides[1] == out.itemsize:
+            return (USE_VNNI and not pairs) or not _pairs_may_saturate(a, i0, rows, b.shape[1])
+    return False
+
+
+@njit(cache=True, inline="always")
 def _qgemm_block(a, b, bp, i0, rows, zc, zc32, b_zp, any_b_zp, ep, pairs, acc, out):
     """Rows i0 .. i0 + rows of the fused GEMM: the accumulator block -- exact, or in saturating int16 pairs
     (host.py (P)) with ``pairs`` -- then raw_ij (eq. (5), wrapped to int32 like FBGEMM) and the epilogue,
     stored straight into ``out``. Returns how many accumulators (P) made differ from the exact sum.
-    Symmetric weights on a SIMD kernel into an ``out`` of contiguous columns skip the accumulator block when the
-    kernel's sums are the ones asked for (VNNI: exact; the AVX2 kernel's (P): when no code exceeds 128, where
-    (P) is exact): the kernel applies a Requant / Dynamic epilogue in its registers (``register_stored``)."""
-    if USE_AVX2:                                   # every VNNI CPU has AVX2; the branch is pruned elsewhere
-        if bp.shape[0] > 0 and not any_b_zp and out.strides[1] == out.itemsize:
-            if (USE_VNNI and not pairs) or not _pairs_may_saturate(a, i0, rows, b.shape[1]):
-                if register_stored(ep, a, bp, i0, rows, zc32, acc, out):
-                    return 0
+    Where a SIMD kernel's sums are the ones asked for (``_in_registers``) there is no accumulator block: the
+    kernel applies a Requant / Dynamic epilogue in its registers (``register_stored``)."""
+    if _in_registers(a, b, bp, i0, rows, any_b_zp, pairs, out):
+        if register_stored(ep, a, bp, i0, rows, zc32, acc, out):
+            return 0
     clipped = _gemm_block(a, b, bp, i0, rows, acc, pairs)
     for r in range(rows):
         if any_b_zp:
@@ -396,26 +404,44 @@ def _store_row_zw(ep, acc_r, zc, rs, b_zp, out_r):
         out_r[j] = epilogue(ep, np.int32(np.int64(acc_r[j]) - zc[j] - rs * b_zp[j]), j)
 
 
+@njit(cache=True, inline="always")
+def _qgemm_rows(a, b, bp, i0, i1, zc, zc32, b_zp, any_b_zp, ep, pairs, out):
+    """Rows i0 .. i1 of the fused GEMM on the calling thread: one register-stored call for all of them where the
+    kernel's sums are the ones asked for (``_in_registers``; a call per block cost as much as a small block's
+    arithmetic), else block by block of ``BLOCK_ROWS`` rows (``_qgemm_block``). Returns ``_qgemm_block``'s count."""
+    acc = _acc_buffer(b.shape[0], bp)
+    if _in_registers(a, b, bp, i0, i1 - i0, any_b_zp, pairs, out):
+        if register_stored(ep, a, bp, i0, i1 - i0, zc32, acc, out):
+            return 0
+    clipped = 0
+    for r in range(i0, i1, BLOCK_ROWS):
+        clipped += _qgemm_block(a, b, bp, r, min(BLOCK_ROWS, i1 - r), zc, zc32, b_zp, any_b_zp, ep, pairs, acc, out)
+    return clipped
+
+
+TASK_MIN_MACS = 1 << 17   # a parallel task takes whole blocks until it has this much work (~1 us on VNNI)
+
+
 @njit(cache=True, parallel=True)
 def _qgemm_parallel(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out):
-    m, n = a.shape[0], b.shape[0]
+    """``_qgemm_rows`` over ranges of whole blocks of at least ``TASK_MIN_MACS`` multiply-adds each (one block
+    when a block has that many): small blocks are not each worth a task."""
+    m = a.shape[0]
     blocks = (m + BLOCK_ROWS - 1) // BLOCK_ROWS
-    clipped = np.zeros(blocks, np.int64)
-    for blk in prange(blocks):
-        i0 = blk * BLOCK_ROWS
-        clipped[blk] = _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, zc32, b_zp, any_b_zp, ep, pairs,
-                                    _acc_buffer(n, bp), out)
+    block_macs = BLOCK_ROWS * b.shape[0] * max(b.shape[1], 1)
+    per_task = min(max((TASK_MIN_MACS + block_macs - 1) // block_macs, 1), blocks)
+    tasks = (blocks + per_task - 1) // per_task
+    clipped = np.zeros(tasks, np.int64)
+    for t in prange(tasks):
+        i0 = t * per_task * BLOCK_ROWS
+        clipped[t] = _qgemm_rows(a, b, bp, i0, min(m, i0 + per_task * BLOCK_ROWS), zc, zc32, b_zp, any_b_zp, ep,
+                                 pairs, out)
     return clipped.sum()
 
 
 @njit(cache=True)
 def _qgemm_serial(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out):
-    m, n = a.shape[0], b.shape[0]
-    acc = _acc_buffer(n, bp)
-    clipped = 0
-    for i0 in range(0, m, BLOCK_ROWS):
-        clipped += _qgemm_block(a, b, bp, i0, min(BLOCK_ROWS, m - i0), zc, zc32, b_zp, any_b_zp, ep, pairs, acc, out)
-    return clipped
+    return _qgemm_rows(a, b, bp, 0, a.shape[0], zc, zc32, b_zp, any_b_zp, ep, pairs, out)
 
 
 @njit(cache=True)

@@ -69,9 +69,10 @@ def _ukernel_typing(halves, gathered, a, a0, lda, bp, nb0, acc, r0, col0, accumu
     """acc[r0 + r, col0 + j] (+)= sum_k a[a0 + r*lda + k] * w[16 * nb0 + j, k] for r < 8, j < 16 * halves, k < K
     (module docstring), K = 4 * bp.shape[1]; ``accumulate``: add to acc's values instead of replacing them.
 
-    a: uint8 1-D (a flat view); row r of the tile starts at byte a0 + r*lda and must have K readable bytes
-    (an im2col matrix: lda = K_pad; a padded NHWC image: lda = stride * C, ``conv_implicit``). ``gathered``: a0 is an
-    int64 array of 8 row starts and lda one offset added to each -- row r starts at byte a0[r] + lda.
+    a: a uint8 array of any shape, read from its data pointer on; row r of the tile starts at byte a0 + r*lda and
+    must have K readable bytes (an im2col matrix: lda = K_pad; a padded NHWC image: lda = stride * C,
+    ``conv_implicit``). ``gathered``: a0 is an int64 array of 8 row starts and lda one offset added to each --
+    row r starts at byte a0[r] + lda.
     ``store`` = (zc, ep, out, orow, nrows): the sums are not stored in acc but go through the epilogue record
     ep into out[orow + r, col0 + j] for r < nrows (``register_store``).
     """
@@ -188,25 +189,28 @@ def panels_rows_store(flat, starts, offset, bp, acc, accumulate, zc, ep, out, or
 
 @njit(cache=True, inline="always")
 def tile(a, i0, r0, rows, buf):
-    """(flat rows, offset of the first) of the tile of rows i0 + r0 .. of a, buf.shape[0] rows of K_pad =
-    buf.shape[1] bytes each: a itself when the tile is full and K = K_pad, else a zero-padded copy in buf."""
+    """(array, byte offset of the first row) of the tile of rows i0 + r0 .. of a, buf.shape[0] rows of K_pad =
+    buf.shape[1] bytes each: a itself when the tile is full and a's rows are K_pad contiguous bytes (a row stride
+    of K_pad, whatever the layout Numba typed), else a zero-padded copy in buf. The micro-kernels read only the
+    array's data pointer, so a matrix is read in place without a flat view (whose construction per tile cost
+    as much as a small tile's arithmetic)."""
     mr, kp = buf.shape
     k = a.shape[1]
     rr = min(mr, rows - r0)
-    if rr == mr and k == kp:
-        return a.ravel(), (i0 + r0) * kp
+    if rr == mr and k == kp and a.strides[1] == a.itemsize and a.strides[0] == kp * a.itemsize:
+        return a, (i0 + r0) * kp
     if rr < mr:
         buf[:, :] = 0
     buf[:rr, :k] = a[i0 + r0:i0 + r0 + rr]
-    return buf.ravel(), 0
+    return buf, 0
 
 
 @njit(cache=True)
 def block_vnni(a, bp, i0, rows, acc):
     """acc[r, j] = sum_k a[i0 + r, k] * w[j, k] for r < rows (acc: >= roundup(rows, 8) rows, >= N_pad cols).
 
-    Full 8-row tiles of an ``a`` whose K is a multiple of 4 are read in place; others go through a
-    zero-padded 8 x K_pad copy (``tile``).
+    Full 8-row tiles of an ``a`` whose K is a multiple of 4 and whose rows are contiguous are read in place;
+    others go through a zero-padded 8 x K_pad copy (``tile``).
     """
     kp = bp.shape[1] * 4
     buf = np.zeros((MR, kp), a.dtype)

@@ -135,8 +135,9 @@ def test_qgemm_dynamic_equals_twin(shape, seed, relu):
 @pytest.mark.parametrize("m", [7, 700])          # 700 x 29 x 40 is above PARALLEL_MIN_MACS: the threaded loop
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_qgemm_requant_threaded_and_k_padded(m, symmetric):
-    """Both block loops (calling thread, thread pool) and an activation matrix whose K is padded with zero
-    columns (as conv2d's im2col pads it for the VNNI kernel) give the twin's codes."""
+    """Both block loops (calling thread, thread pool; its tasks take several blocks each here) and an activation
+    matrix whose K is padded with zero columns (as conv2d's im2col pads it for the VNNI kernel), also as columns
+    of a wider buffer (rows not contiguous: the kernels must not read them in place), give the twin's codes."""
     k, n = 29, 40
     assert (m * k * n >= G.PARALLEL_MIN_MACS) == (m == 700)
     rng = np.random.default_rng(m)
@@ -148,10 +149,12 @@ def test_qgemm_requant_threaded_and_k_padded(m, symmetric):
     bias_term = (rng.normal(size=n) * 1e3).astype(np.float32)
     a_padded = np.zeros((m, 32), np.uint8)
     a_padded[:, :k] = a
+    a_wide = np.full((m, 40), 255, np.uint8)
+    a_wide[:, :32] = a_padded
     for pairs in (False, True):
         want = R.qgemm_requant(a, b, a_zp, col, b_zp, bias_term, mult, 17, False, pairs)
         for bp in packings(b, np.uint8):
-            for operand in (a, a_padded):
+            for operand in (a, a_padded, a_wide[:, :32]):
                 out = np.empty((m, n), np.uint8)
                 clipped = G.qgemm_requant(operand, b, bp, a_zp, col, b_zp, bias_term, mult, 17, False, pairs, out)
                 np.testing.assert_array_equal(out, want)
