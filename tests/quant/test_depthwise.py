@@ -44,13 +44,15 @@ def test_depthwise_kernel_equals_per_group_gemms(seed):
                                               QF.conv2d(x, list(packs), *args, relu=relu).int_repr)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_depthwise_kernel_equals_its_numpy_twin(seed):
-    """The kernel reads the padded NHWC input; its twin reads the im2col columns of the same input."""
+    """The kernel reads the padded NHWC input; its twin reads the im2col columns of the same input. Channel
+    counts of one and of several 16-lane vectors with and without a remainder (``depthwise._taps_lanes``)."""
     from minicompress.quant import depthwise, kernels, reference
     from minicompress.nn.functional.conv import conv_output_size
     rng = np.random.default_rng(seed)
-    c, ks, per = int(rng.integers(1, 20)), int(rng.choice([1, 3, 5])), int(rng.integers(1, 3))
+    c, ks = [16, 33, 19, 48, 48, 1, 5, 40][seed], int(rng.choice([1, 3, 5]))
+    per = 1 if seed % 4 < 2 else 2           # one output channel per input channel: the vector path
     stride, pad, dil = int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3))
     size = int(rng.integers(dil * (ks - 1) + 1, 12))
     a_zp, out_zp = int(rng.integers(0, 256)), int(rng.integers(0, 256))
