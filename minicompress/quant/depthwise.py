@@ -117,8 +117,9 @@ def _depthwise_rows(xp, by0, by1, oh, sh, sw, ow, tap_y, tap_x, w_t, zero_term, 
     weight codes (K, OC) as int32; tap t = i*KW + j reads input row y*sh + tap_y[t] and column xo*sw + tap_x[t].
     Returns how many pair sums saturated. All sums are int32 (``_mac32``), so that the channel loops vectorise 16
     lanes wide; the exact sums of a layer with one output channel per input channel take every tap of 16 channels
-    at a time in registers (``_taps_lanes``), the channels past the last multiple of 16 one by one; (1) is summed expanded, sum x w - z_a sum w - z_w sum x + K z_a z_w (``zero_term`` the constant
-    part), which is the same integer modulo 2^32."""
+    at a time in registers (``_taps_lanes``), the channels past the last multiple of 16 one by one. (1) is summed
+    expanded, sum x w - z_a sum w - z_w sum x + K z_a z_w (``zero_term`` the constant part), which is the same
+    integer modulo 2^32."""
     k, oc = w_t.shape
     per_group = oc // xp.shape[3]
     acc = np.empty(oc, np.int32)
