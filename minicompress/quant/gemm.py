@@ -440,11 +440,6 @@ def _qgemm_parallel(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out):
 
 
 @njit(cache=True)
-def _qgemm_serial(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out):
-    return _qgemm_rows(a, b, bp, 0, a.shape[0], zc, zc32, b_zp, any_b_zp, ep, pairs, out)
-
-
-@njit(cache=True)
 def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, pairs, out):
     """out[i, j] = epilogue(ep, raw_ij, j): the one block loop of every fused int8 GEMM. Returns how many
     accumulators the int16 pairs made differ from the exact sum (0 unless ``pairs``).
@@ -461,7 +456,7 @@ def qgemm(a, b, bp, a_zp, col_offsets, b_zp, ep, pairs, out):
     zc32 = zc.astype(np.int32)                   # wrapped: raw = acc - zc32 in int32 has raw's residue
     if a.shape[0] * b.shape[0] * b.shape[1] >= PARALLEL_MIN_MACS:
         return _qgemm_parallel(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out)
-    return _qgemm_serial(a, b, bp, zc, zc32, b_zp, any_b_zp, ep, pairs, out)
+    return _qgemm_rows(a, b, bp, 0, a.shape[0], zc, zc32, b_zp, any_b_zp, ep, pairs, out)
 
 
 @njit(cache=True)
